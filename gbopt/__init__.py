@@ -1,0 +1,46 @@
+"""gbopt: gradient transformations for JAX, composed from small primitives.
+
+Every optimizer is a pure ``(init, update)`` pair (:class:`GradientTransformation`) built
+as a :func:`chain` of primitives; see ``gbopt._combine`` for how they compose.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from gbopt._base import EmptyState as EmptyState
+from gbopt._base import GradientTransformation as GradientTransformation
+from gbopt._base import identity as identity
+from gbopt._combine import DivideState as DivideState
+from gbopt._combine import StepCountState as StepCountState
+from gbopt._combine import chain as chain
+from gbopt._combine import divide as divide
+from gbopt._combine import with_step_count as with_step_count
+from gbopt._moments import AccumulateSquareState as AccumulateSquareState
+from gbopt._moments import BiasCorrectionState as BiasCorrectionState
+from gbopt._moments import EmaState as EmaState
+from gbopt._moments import TraceState as TraceState
+from gbopt._moments import accumulate_square as accumulate_square
+from gbopt._moments import bias_correction as bias_correction
+from gbopt._moments import ema as ema
+from gbopt._moments import trace as trace
+from gbopt._optimizers import adagrad as adagrad
+from gbopt._optimizers import adam as adam
+from gbopt._optimizers import gd as gd
+from gbopt._optimizers import momentum as momentum
+from gbopt._optimizers import nesterov as nesterov
+from gbopt._optimizers import rmsprop as rmsprop
+from gbopt._optimizers import rmsprop_nesterov as rmsprop_nesterov
+from gbopt._optimizers import sgd as sgd
+from gbopt._regularize import add_decayed_weights as add_decayed_weights
+from gbopt._regularize import clip_by_global_norm as clip_by_global_norm
+from gbopt._regularize import global_norm as global_norm
+from gbopt._scaling import ScaleByLearningRateState as ScaleByLearningRateState
+from gbopt._scaling import add as add
+from gbopt._scaling import scale as scale
+from gbopt._scaling import scale_by_learning_rate as scale_by_learning_rate
+from gbopt._scaling import sqrt as sqrt
+from gbopt._update import apply_updates as apply_updates
+
+try:
+    __version__ = version("gbopt")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"

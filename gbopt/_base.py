@@ -1,0 +1,96 @@
+"""The contract: a gradient transformation is a pure ``(init, update)`` pair.
+
+``init(params) -> state`` builds the state for a pytree of parameters.
+``update(updates, state, params=None, **extra_args) -> (updates, state)`` maps a
+pytree of gradients (the *updates stream*) to a pytree of updates and a new state.
+Both are pure functions of arrays, so they compose with ``jax.jit``, ``jax.vmap``,
+``jax.grad``, ``jax.lax.scan`` and sharding.
+
+:class:`GradientTransformation` subclasses optax's
+``GradientTransformationExtraArgs`` (adding no fields), so optax, Flax's
+``TrainState`` and ``nnx.Optimizer`` accept a gbopt transform wherever they accept
+an optax one, and never wrap it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import optax
+
+PyTree = Any
+Params = Any
+Updates = Any
+OptState = Any
+ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
+
+
+class InitFn(Protocol):
+    """Builds the state of a transform from the parameters."""
+
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class UpdateFn(Protocol):
+    """Maps updates and state to new updates and state."""
+
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]: ...
+
+
+class GradientTransformation(optax.GradientTransformationExtraArgs):
+    """A pure ``(init, update)`` pair; the type every gbopt factory returns.
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``.
+        Extra keyword arguments (optax passes ``value=``, ``grad=``, ``value_fn=``) are
+        accepted by every gbopt transform and handed on by every combinator.
+    """
+
+    __slots__ = ()
+
+
+class EmptyState(NamedTuple):
+    """The state of a transform that keeps none."""
+
+
+def as_transform(tx: Any, *, argument: str = "transform") -> GradientTransformation:
+    """Returns ``tx`` as a gbopt transform; optax transforms are accepted as they are.
+
+    Raises:
+      TypeError: if ``tx`` is not an ``(init, update)`` pair, naming ``argument``.
+    """
+    if isinstance(tx, GradientTransformation):
+        return tx
+    if isinstance(tx, optax.GradientTransformationExtraArgs):
+        return GradientTransformation(tx.init, tx.update)
+    if isinstance(tx, optax.GradientTransformation):
+        tx = optax.with_extra_args_support(tx)
+        return GradientTransformation(tx.init, tx.update)
+    raise TypeError(
+        f"`{argument}` must be a gradient transformation (an (init, update) pair such as "
+        f"gbopt.adam(1e-3) or optax.adam(1e-3)); got {type(tx).__name__}: {tx!r}. "
+        "If you passed a factory such as gbopt.adam, call it: gbopt.adam(learning_rate)."
+    )
+
+
+def identity() -> GradientTransformation:
+    """Passes the updates through unchanged; keeps no state.
+
+    Useful as a branch of :func:`gbopt.divide` (RMSProp and AdaGrad divide the gradient
+    itself by a root of its accumulated square).
+    """
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return updates, state
+
+    return GradientTransformation(init_fn, update_fn)

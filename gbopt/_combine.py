@@ -1,0 +1,160 @@
+"""Combinators: how primitives compose into optimizers.
+
+Three kinds of pieces make every optimizer of the seed a plain :func:`chain`:
+
+* **statistics** replace the updates stream by a running statistic of it and keep it in
+  their state: :func:`gbopt.trace`, :func:`gbopt.ema`, :func:`gbopt.accumulate_square`,
+  :func:`gbopt.bias_correction`;
+* **element-wise maps** keep no state: :func:`gbopt.scale`,
+  :func:`gbopt.scale_by_learning_rate`, :func:`gbopt.add`, :func:`gbopt.sqrt`;
+* **combinators**: :func:`chain` applies transforms in sequence; :func:`divide` sends
+  the *same* incoming stream through two sub-pipelines and divides the first output by
+  the second. Adam needs two statistics of the same gradient (a first moment above the
+  line, a root of the second moment below it); ``divide`` is what makes that a
+  composition rather than a monolith.
+
+Then each rule reads like its formula, and where ``eps`` sits is the order of two
+primitives::
+
+    adagrad = chain(divide(identity(), chain(accumulate_square(), sqrt(), add(eps))),
+                    scale_by_learning_rate(lr))                       # δ + √r
+    rmsprop = chain(divide(identity(), chain(accumulate_square(rho), add(eps), sqrt())),
+                    scale_by_learning_rate(lr))                       # √(δ + r)
+
+Step count. Several pieces of one optimizer may depend on the step ``t`` (Adam's two
+bias corrections and a learning-rate schedule). :func:`with_step_count` keeps the count
+once, in the optimizer's state, and builds the inner chain with ``step=t``: those
+pieces then keep no count of their own. Used alone, the same primitives keep their own.
+
+Combinators hand ``params`` and every extra keyword argument to each member, so optax
+transforms (which may ask for ``value=`` or ``grad=``) work inside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gbopt import _numerics, _tree
+from gbopt._base import GradientTransformation, as_transform
+
+
+def chain(*transforms: Any) -> GradientTransformation:
+    r"""Applies transforms in sequence: the updates of one are the input of the next.
+
+    .. math:: u = f_n(\dots f_2(f_1(g)))
+
+    Args:
+      *transforms: gbopt or optax gradient transformations.
+
+    Returns:
+      A transform whose state is the tuple of the members' states.
+
+    Example:
+      >>> import gbopt
+      >>> tx = gbopt.chain(gbopt.clip_by_global_norm(1.0), gbopt.sgd(0.1))
+    """
+    txs = tuple(as_transform(t, argument=f"transforms[{i}]") for i, t in enumerate(transforms))
+
+    def init_fn(params):
+        return tuple(t.init(params) for t in txs)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not isinstance(state, tuple) or len(state) != len(txs):
+            raise ValueError(
+                f"chain of {len(txs)} transforms got a state that is not a tuple of "
+                f"{len(txs)} member states ({type(state).__name__}). Pass the state that "
+                "this chain's `init` returned (or the one its last `update` returned)."
+            )
+        new_state = []
+        for t, s in zip(txs, state, strict=True):
+            updates, s = t.update(updates, s, params, **extra_args)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class DivideState(NamedTuple):
+    """State of :func:`divide`: the states of its two branches."""
+
+    numerator: Any
+    denominator: Any
+
+
+def divide(numerator: Any, denominator: Any) -> GradientTransformation:
+    r"""Sends the same updates through two transforms and divides their outputs.
+
+    .. math:: u = \frac{N(g)}{D(g)}
+
+    Both branches see the incoming updates in the statistics dtype (at least float32),
+    the quotient is taken there and cast back to the incoming dtype, so that a float16
+    ``eps`` in the denominator does not round to zero before the division.
+
+    Args:
+      numerator: the transform whose output is divided, e.g. :func:`gbopt.identity`
+        (RMSProp, AdaGrad) or ``chain(ema(b1), bias_correction(b1))`` (Adam).
+      denominator: the transform to divide by, e.g.
+        ``chain(accumulate_square(b2), bias_correction(b2), sqrt(), add(eps))``.
+
+    Returns:
+      A transform with state :class:`DivideState`.
+    """
+    num = as_transform(numerator, argument="numerator")
+    den = as_transform(denominator, argument="denominator")
+
+    def init_fn(params):
+        return DivideState(num.init(params), den.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        wide = _tree.cast_tree(updates)
+        n, n_state = num.update(wide, state.numerator, params, **extra_args)
+        d, d_state = den.update(wide, state.denominator, params, **extra_args)
+        _tree.check_matches(d, n, what="the denominator's output", reference_name="numerator's output")
+        out = jax.tree.map(lambda a, b, g: (a / b).astype(g.dtype), n, d, updates)
+        return out, DivideState(n_state, d_state)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class StepCountState(NamedTuple):
+    """State of :func:`with_step_count`.
+
+    Attributes:
+      count: updates applied so far (int32, saturating); the step of the next update
+        is ``count + 1``.
+      inner_state: the state of the transform built by ``build``.
+    """
+
+    count: jax.Array
+    inner_state: Any
+
+
+def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation:
+    r"""Keeps one step count for every step-dependent piece of a transform.
+
+    ``build(step)`` must return a transform; it is called with the 1-based step
+    :math:`t` of the update being computed (and with 0 to build the state in ``init``),
+    and passes it on to pieces that accept ``step=`` (:func:`gbopt.bias_correction`,
+    :func:`gbopt.scale_by_learning_rate`), which then keep no count of their own.
+
+    Example:
+      >>> import gbopt
+      >>> debiased_momentum = gbopt.with_step_count(
+      ...     lambda t: gbopt.chain(gbopt.ema(0.9), gbopt.bias_correction(0.9, step=t)))
+    """
+
+    def init_fn(params):
+        count = jnp.zeros([], jnp.int32)
+        return StepCountState(count, as_transform(build(count)).init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        count = _numerics.safe_increment(state.count)
+        inner = as_transform(build(count))
+        updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        return updates, StepCountState(count, inner_state)
+
+    return GradientTransformation(init_fn, update_fn)

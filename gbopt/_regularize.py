@@ -1,0 +1,98 @@
+"""The companions users expect beside any optimizer: clipping and weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gbopt import _tree, _validate
+from gbopt._base import EmptyState, GradientTransformation
+
+
+def global_norm(tree: Any) -> jax.Array:
+    r"""The Euclidean norm of all leaves together, :math:`\sqrt{\sum_i \|u_i\|^2}`, in >= float32."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    dtype = jnp.result_type(*[_tree.state_dtype(jnp.result_type(x)) for x in leaves])
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(dtype))) for x in leaves))
+
+
+def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
+    r"""Scales the updates down so that their global norm is at most ``max_norm``.
+
+    .. math:: u \leftarrow u \cdot \min\!\left(1, \frac{c}{\|u\|_2}\right)
+
+    Args:
+      max_norm: :math:`c`, a finite number > 0.
+
+    References:
+      Pascanu et al., "On the difficulty of training recurrent neural networks", 2013.
+    """
+    _validate.positive("max_norm", max_norm)
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        norm = global_norm(updates)
+        c = _tree.scalar(max_norm, norm.dtype)
+        factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
+        clipped = jax.tree.map(lambda u: (u.astype(norm.dtype) * factor).astype(u.dtype), updates)
+        return clipped, state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def add_decayed_weights(
+    weight_decay: float | jax.Array = 0.0, mask: Any | Callable[[Any], Any] | None = None
+) -> GradientTransformation:
+    r"""Adds :math:`\lambda w` to the updates (L2 / decoupled weight decay, by its place).
+
+    .. math:: u \leftarrow u + \lambda\, w
+
+    Before the preconditioner this is L2 regularization (PyTorch's ``weight_decay``);
+    after it and before the learning rate, it is AdamW's decoupled decay
+    (Loshchilov & Hutter, 2019).
+
+    Args:
+      weight_decay: :math:`\lambda`, a finite number >= 0.
+      mask: a pytree of booleans shaped like the parameters (or a function
+        ``params -> mask``); decay is added only where it is True (e.g. not to biases).
+
+    Raises:
+      ValueError: at ``update`` when called without ``params``.
+    """
+    _validate.non_negative("weight_decay", weight_decay)
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(
+                "add_decayed_weights needs the parameters: call "
+                "`update(updates, state, params)` with `params` (weight decay adds λ·w)."
+            )
+        _tree.check_matches(updates, params, what="updates", reference_name="params")
+        m = mask(params) if callable(mask) else mask
+        if m is None:
+            m = jax.tree.map(lambda _: True, updates)
+
+        def leaf(u, w, keep):
+            if not keep:
+                return u
+            wide = _tree.state_dtype(u.dtype)
+            lam = _tree.scalar(weight_decay, wide)
+            return (u.astype(wide) + lam * w.astype(wide)).astype(u.dtype)
+
+        return jax.tree.map(leaf, updates, params, m), state
+
+    return GradientTransformation(init_fn, update_fn)

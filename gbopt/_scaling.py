@@ -1,0 +1,125 @@
+"""Stateless element-wise maps of the updates stream."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gbopt import _numerics, _tree, _validate
+from gbopt._base import EmptyState, GradientTransformation, ScalarOrSchedule
+
+
+def _stateless(leaf_fn) -> GradientTransformation:
+    """A transform applying ``leaf_fn(u, wide_dtype)`` to every leaf, in the wide dtype."""
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+
+        def leaf(u):
+            wide = _tree.state_dtype(u.dtype)
+            return leaf_fn(u.astype(wide), wide).astype(u.dtype)
+
+        return jax.tree.map(leaf, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def scale(step_size: float | jax.Array) -> GradientTransformation:
+    r"""Multiplies the updates by a constant.
+
+    .. math:: u \leftarrow c\, u
+
+    Args:
+      step_size: the factor :math:`c` (a number or an array; it may be negative).
+    """
+    _validate.finite("step_size", step_size)
+    return _stateless(lambda u, dtype: u * _tree.scalar(step_size, dtype))
+
+
+class ScaleByLearningRateState(NamedTuple):
+    """State of :func:`scale_by_learning_rate` with a schedule and no shared step.
+
+    Attributes:
+      count: updates applied so far; the schedule is read at this value.
+    """
+
+    count: jax.Array
+
+
+def scale_by_learning_rate(
+    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True, step: jax.Array | None = None
+) -> GradientTransformation:
+    r"""Multiplies the updates by :math:`-\alpha` (descent), :math:`\alpha` a number or a schedule.
+
+    .. math:: u \leftarrow -\alpha_t\, u
+
+    This is the one place where gbopt flips the sign of the gradient.
+
+    Args:
+      learning_rate: :math:`\alpha`: a float, a JAX or NumPy scalar or array, or a schedule
+        ``count -> value`` (read at the number of updates applied before this one:
+        0 at the first step, as optax's schedules expect).
+      flip_sign: multiply by :math:`-\alpha` (default) or by :math:`\alpha`.
+      step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
+        otherwise a schedule keeps its own count in :class:`ScaleByLearningRateState`.
+
+    Raises:
+      ValueError: for a negative, NaN or infinite ``learning_rate``.
+    """
+    _validate.learning_rate(learning_rate)
+    sign = -1 if flip_sign else 1
+
+    if not callable(learning_rate):
+        return _stateless(lambda u, dtype: u * (sign * _tree.scalar(learning_rate, dtype)))
+
+    if step is not None:
+        lr = learning_rate(step - 1)
+        return _stateless(lambda u, dtype: u * (sign * _tree.scalar(lr, dtype)))
+
+    def init_fn(params):
+        del params
+        return ScaleByLearningRateState(jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        lr = learning_rate(state.count)
+
+        def leaf(u):
+            wide = _tree.state_dtype(u.dtype)
+            return (u.astype(wide) * (sign * _tree.scalar(lr, wide))).astype(u.dtype)
+
+        updates = jax.tree.map(leaf, updates)
+        return updates, ScaleByLearningRateState(_numerics.safe_increment(state.count))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def add(value: float | jax.Array) -> GradientTransformation:
+    r"""Adds a constant to every element of the updates.
+
+    .. math:: u \leftarrow u + \delta
+
+    With :func:`sqrt` it places ``eps`` inside (``add`` then ``sqrt``, RMSProp) or
+    outside (``sqrt`` then ``add``, AdaGrad and Adam) the root of a preconditioner.
+
+    Args:
+      value: :math:`\delta`, a finite number (usually ``eps`` >= 0).
+    """
+    _validate.finite("value", value)
+    return _stateless(lambda u, dtype: u + _tree.scalar(value, dtype))
+
+
+def sqrt() -> GradientTransformation:
+    r"""Takes the element-wise square root of the updates.
+
+    .. math:: u \leftarrow \sqrt{u}
+    """
+    return _stateless(lambda u, dtype: jnp.sqrt(u))
+
+

@@ -1,0 +1,151 @@
+"""Pytree helpers shared by the primitives: dtype policy, checked maps, zeros.
+
+Dtype policy (one place for the whole library):
+
+* statistics (momentum, moments, accumulators) are kept in the parameters' dtype
+  promoted to at least float32 (:func:`state_dtype`): a bfloat16 ``b2 = 0.999`` would
+  round to 1.0 and a float16 ``eps = 1e-8`` to 0;
+* every transform returns updates in the dtype of the updates it received, so a
+  chain's output has the gradients' dtype, and :func:`gbopt.apply_updates` casts the
+  result to each parameter's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def path_str(path) -> str:
+    """A pytree path in the user's terms, e.g. ``['dense']['w']`` or ``[0].w``."""
+    return jax.tree_util.keystr(tuple(path)) or "<root>"
+
+
+def state_dtype(dtype) -> np.dtype:
+    """The dtype statistics of a leaf of ``dtype`` are kept in (at least float32)."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
+def check_float_params(params: Any, *, what: str = "params") -> None:
+    """Raises a TypeError naming the first leaf of ``params`` that is not floating point."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            dtype = jnp.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{what}{path_str(path)} has dtype {jnp.dtype(dtype).name}; gradient "
+                "transformations need floating-point parameters (an integer or boolean "
+                "parameter cannot take a fractional step). Cast it, e.g. "
+                "`jnp.asarray(x, jnp.float32)`, or leave it out of the optimized tree."
+            )
+
+
+def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
+    """Zeros shaped like each leaf of ``params`` in ``dtype_fn(leaf.dtype)``.
+
+    ``None`` leaves stay ``None``. For committed (sharded) arrays the zeros are placed
+    with the same sharding, so optimizer state follows the parameters.
+    """
+    check_float_params(params)
+
+    def zeros(p):
+        return jnp.zeros_like(p, dtype=dtype_fn(jnp.result_type(p)))
+
+    return jax.tree.map(zeros, params)
+
+
+def check_matches(
+    updates: Any, reference: Any, *, what: str, reference_name: str, none_passes: bool = False
+) -> None:
+    """Checks that ``updates`` has the structure and leaf shapes of ``reference``.
+
+    Raises:
+      ValueError: naming the first path where the two differ (a missing or extra key,
+        ``None`` against an array, a list against a tuple) or where shapes differ,
+        including shapes that would broadcast.
+    """
+    u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_none)
+    r_leaves, r_def = jax.tree_util.tree_flatten_with_path(reference, is_leaf=_is_none)
+    if u_def != r_def:
+        u_paths = [path_str(p) for p, _ in u_leaves]
+        r_paths = [path_str(p) for p, _ in r_leaves]
+        for i, (a, b) in enumerate(zip(u_paths, r_paths, strict=False)):
+            ua, rb = u_leaves[i][1], r_leaves[i][1]
+            if a != b or (ua is None) != (rb is None):
+                break
+        else:
+            i = min(len(u_paths), len(r_paths))
+        first = u_paths[i] if i < len(u_paths) else r_paths[i] if i < len(r_paths) else "<root>"
+        raise ValueError(
+            f"{what} does not have the tree structure of the {reference_name}: they first "
+            f"differ at {first}.\n  {what}: {u_def}\n  {reference_name}: {r_def}\n"
+            f"Pass {what} with exactly the structure of the parameters the state was built "
+            "for (same keys, same container types, None in the same places), or call "
+            "`init` again for the new parameters."
+        )
+    for (path, u), (_, r) in zip(u_leaves, r_leaves, strict=True):
+        if u is None and (none_passes or r is None):
+            continue
+        if u is None or r is None:
+            raise ValueError(
+                f"{what}{path_str(path)} is {'None' if u is None else 'an array'} but the "
+                f"{reference_name} there is {'None' if r is None else 'an array'}. Use None "
+                "in the same places as the parameters the state was built for."
+            )
+        if jnp.shape(u) != jnp.shape(r):
+            raise ValueError(
+                f"{what}{path_str(path)} has shape {jnp.shape(u)} but the {reference_name} "
+                f"there has shape {jnp.shape(r)}. Shapes must match exactly (gbopt never "
+                "broadcasts an update onto a parameter); check that the gradient was taken "
+                "with respect to these parameters."
+            )
+
+
+def cast_like(tree: Any, like: Any) -> Any:
+    """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(lambda x, y: x.astype(jnp.result_type(y)), tree, like)
+
+
+def cast_tree(tree: Any, dtype_fn: Callable = state_dtype) -> Any:
+    """Casts each leaf ``x`` of ``tree`` to ``dtype_fn(x.dtype)``."""
+    return jax.tree.map(lambda x: x.astype(dtype_fn(jnp.result_type(x))), tree)
+
+
+def map_leaves(fn: Callable, n_out: int, updates: Any, *trees: Any) -> tuple[Any, ...]:
+    """Applies ``fn`` leaf by leaf and returns ``n_out`` trees shaped like ``updates``.
+
+    ``fn(u, *others)`` returns a tuple of ``n_out`` arrays; ``trees`` must have the
+    structure of ``updates`` (check it first with :func:`check_matches`).
+    """
+    leaves, treedef = jax.tree.flatten(updates)
+    others = [treedef.flatten_up_to(t) for t in trees]
+    outs = [fn(*args) for args in zip(leaves, *others, strict=True)]
+    columns = list(zip(*outs, strict=True)) if outs else [()] * n_out
+    return tuple(treedef.unflatten(list(c)) for c in columns)
+
+
+def scalar(value: Any, dtype) -> jax.Array:
+    """A hyperparameter as a scalar of ``dtype`` (a schedule's value or a traced array)."""
+    return jnp.asarray(value).astype(dtype)
+
+
+def complement(value: Any, dtype) -> jax.Array:
+    """``1 - value`` in ``dtype``; for a Python number the subtraction is exact in float64.
+
+    ``float32(1) - float32(0.999)`` is off by 1.3e-5 relative; ``float32(1 - 0.999)`` by 5e-8.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return jnp.asarray(1.0 - value, dtype)
+    return (1 - jnp.asarray(value).astype(dtype)).astype(dtype)
