@@ -25,8 +25,10 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         return None
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         arr = np.asarray(value)
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
-            arr.dtype, np.complexfloating
+        if (
+            arr.dtype == bool
+            or not np.issubdtype(arr.dtype, np.number)
+            or np.issubdtype(arr.dtype, np.complexfloating)
         ):
             raise TypeError(f"`{name}` must be a real number, got an array of dtype {arr.dtype}.")
         if arr.size == 0:
@@ -62,7 +64,12 @@ def positive(name: str, value: Any) -> None:
 
 def decay_rate(name: str, value: Any) -> None:
     """Checks a decay or momentum coefficient in ``[0, 1)``."""
-    _check(name, value, lambda v: 0 <= v < 1, "in [0, 1) (1 would never forget, and 0 keeps no history)")
+    _check(
+        name,
+        value,
+        lambda v: 0 <= v < 1,
+        "in [0, 1) (1 would never forget, and 0 keeps no history)",
+    )
 
 
 def finite(name: str, value: Any) -> None:
