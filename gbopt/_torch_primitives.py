@@ -240,10 +240,9 @@ def accumulate_inf_norm(
     .. math:: n_t = \max(\rho\, n_{t-1},\; |u_t| + \delta), \qquad n_0 = 0
 
     This is the limit :math:`p \to \infty` of the :math:`p`-th root of a moving average of
-    :math:`|u|^p` (Kingma & Ba, §7.1). PyTorch's ``Adamax`` adds ``eps`` inside the
-    maximum, as here, so that :math:`n_t > 0` even for a zero gradient; optax's
-    ``adamax`` adds it after (:math:`\max(\rho n, |u|) + \delta`): use ``eps=0`` followed
-    by :func:`gbopt.add` for that.
+    :math:`|u|^p` (Kingma & Ba, §7.1). PyTorch's ``Adamax`` and optax's ``adamax`` add
+    ``eps`` inside the maximum, as here, so that :math:`n_t > 0` even for a zero
+    gradient (the paper has no ``eps``).
 
     Args:
       decay: :math:`\rho` in [0, 1) (Adam's :math:`\beta_2`).

@@ -540,8 +540,8 @@ def Adamax(
         u_t &= \max(\beta_2 u_{t-1},\; |g_t| + \epsilon), \qquad
         \theta_t = \theta_{t-1} - \frac{\gamma_t}{1 - \beta_1^t}\, \frac{m_t}{u_t}
 
-    .. warning:: PyTorch adds ``eps`` inside the maximum; ``optax.adamax`` adds it to
-       the maximum (:math:`\max(\beta_2 u, |g|) + \epsilon`).
+    ``eps`` sits inside the maximum, in PyTorch and in ``optax.adamax`` alike (the
+    same rule as ``optax.adamax`` when ``weight_decay=0``).
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.

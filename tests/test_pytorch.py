@@ -398,3 +398,67 @@ def test_torch_rejects_what_we_reject_for_nesterov():
         torch.optim.SGD(w, momentum=0.9, dampening=0.1, nesterov=True)
     with pytest.raises(ValueError, match="Nesterov momentum requires a momentum and zero"):
         torch.optim.SGD(w, nesterov=True)
+
+
+def test_param_groups_are_optax_multi_transform(torch_float64):
+    """torch's per-group options map to optax.multi_transform over gbopt.pytorch transforms."""
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in X0.items()}
+    opt = torch.optim.AdamW(
+        [{"params": [params["W"]], "weight_decay": 0.1}, {"params": [params["b"]], "lr": 3e-3}],
+        lr=1e-2,
+        weight_decay=0.0,
+        foreach=False,
+    )
+    expected = []
+    for _ in range(STEPS):
+        g = gradient({k: v.detach().numpy() for k, v in params.items()})
+        for k, p in params.items():
+            p.grad = torch.tensor(g[k])
+        opt.step()
+        expected.append({k: v.detach().numpy().copy() for k, v in params.items()})
+    tx = optax.multi_transform(
+        {"decay": gpt.AdamW(lr=1e-2, weight_decay=0.1), "bias": gpt.AdamW(lr=3e-3, weight_decay=0)},
+        {"W": "decay", "b": "bias"},
+    )
+    with jax.enable_x64(True):
+        got = run_gbopt(tx)
+    assert deviation(got, expected) <= TOL
+
+
+# The optax equivalents that docs/pytorch.md claims, checked (float64, 1e-12).
+OPTAX_EQUIVALENTS = [
+    (
+        "SGD-nesterov-weight_decay",
+        lambda: gpt.SGD(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1),
+        lambda: optax.chain(
+            optax.add_decayed_weights(0.1), optax.sgd(1e-2, momentum=0.9, nesterov=True)
+        ),
+    ),
+    (
+        "RMSprop-centered",
+        lambda: gpt.RMSprop(lr=1e-3, alpha=0.99, centered=True),
+        lambda: optax.rmsprop(1e-3, decay=0.99, eps=1e-8, eps_in_sqrt=False, centered=True),
+    ),
+    (
+        "Adam-weight_decay",
+        lambda: gpt.Adam(lr=1e-2, weight_decay=0.1),
+        lambda: optax.chain(optax.add_decayed_weights(0.1), optax.adam(1e-2)),
+    ),
+    (
+        "AdamW",
+        lambda: gpt.AdamW(lr=1e-2, weight_decay=0.1),
+        lambda: optax.adamw(1e-2, weight_decay=0.1),
+    ),
+    ("NAdam-inf", lambda: gpt.NAdam(momentum_decay=math.inf), lambda: optax.nadam(2e-3)),
+    ("Adamax", lambda: gpt.Adamax(), lambda: optax.adamax(2e-3)),
+]
+
+
+@pytest.mark.parametrize(
+    "make_ours, make_optax",
+    [c[1:] for c in OPTAX_EQUIVALENTS],
+    ids=[c[0] for c in OPTAX_EQUIVALENTS],
+)
+def test_optax_equivalents_in_the_docs(make_ours, make_optax):
+    with jax.enable_x64(True):
+        assert deviation(run_gbopt(make_ours()), run_gbopt(make_optax())) <= TOL
