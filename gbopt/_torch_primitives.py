@@ -382,7 +382,10 @@ def nadam_momentum(
 
 def _validate_momentum_decay(value: Any) -> None:
     r"""``momentum_decay`` is a number >= 0 and may be ``inf`` (then :math:`\mu_t = \beta_1`)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isinf(value):
-        if value > 0:
-            return
-    _validate.non_negative("momentum_decay", value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not value >= 0:
+        raise ValueError(
+            f"`momentum_decay` must be a number >= 0 (math.inf is allowed and makes the "
+            f"momentum constant, mu_t = b1, as in optax.nadam); got {value!r}."
+        )
+    if not (isinstance(value, numbers.Real) and math.isinf(value)):
+        _validate.non_negative("momentum_decay", value)

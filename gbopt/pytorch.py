@@ -46,6 +46,7 @@ from gbopt._moments import accumulate_square, bias_correction, ema, trace
 from gbopt._regularize import add_decayed_weights
 from gbopt._scaling import add, scale, scale_by_learning_rate, sqrt
 from gbopt._torch_primitives import (
+    _validate_momentum_decay,
     accumulate_centered_square,
     accumulate_inf_norm,
     nadam_momentum,
@@ -512,7 +513,7 @@ def NAdam(
     _validate.non_negative("weight_decay", weight_decay)
     _flag("decoupled_weight_decay", decoupled_weight_decay)
     _flag("maximize", maximize)
-    nadam_momentum(b1, momentum_decay)  # checks momentum_decay once, naming it
+    _validate_momentum_decay(momentum_decay)
 
     def build(t):
         direction = divide(
