@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -462,3 +463,36 @@ OPTAX_EQUIVALENTS = [
 def test_optax_equivalents_in_the_docs(make_ours, make_optax):
     with jax.enable_x64(True):
         assert deviation(run_gbopt(make_ours()), run_gbopt(make_optax())) <= TOL
+
+
+@pytest.mark.parametrize("name", gpt.__all__)
+def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
+    chex.clear_trace_counter()
+    kwargs = {"momentum": 0.9, "dampening": 0.1} if name == "SGD" else {}
+    if name in ("Adam", "AdamW"):
+        kwargs["amsgrad"] = True
+    if name == "RMSprop":
+        kwargs.update(centered=True, momentum=0.9)
+    tx = getattr(gpt, name)(**kwargs, weight_decay=0.1)
+    params = {k: jnp.asarray(v, jnp.bfloat16) for k, v in X0.items()}
+    state = tx.init(params)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, state):
+        grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.bfloat16), gradient_jax(params))
+        updates, state = tx.update(grads, state, params)
+        return gbopt.apply_updates(params, updates), state
+
+    for _ in range(3):
+        params, state = step(params, state)
+    assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(params))
+    assert all(np.all(np.isfinite(np.asarray(p, np.float32))) for p in jax.tree.leaves(params))
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+
+
+def gradient_jax(params):
+    x = jnp.concatenate([params["W"].ravel(), params["b"].ravel()]).astype(jnp.float32)
+    g = jnp.asarray(A, jnp.float32) @ x - jnp.asarray(C, jnp.float32) + 0.1 * x**3
+    return {"W": g[:12].reshape(3, 4), "b": g[12:]}
