@@ -116,7 +116,7 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
         _tree.check_matches(
             d, n, what="the denominator's output", reference_name="numerator's output"
         )
-        out = jax.tree.map(lambda a, b, g: (a / b).astype(g.dtype), n, d, updates)
+        out = jax.tree.map(lambda a, b, g: _tree.cast(a / b, g.dtype), n, d, updates)
         return out, DivideState(n_state, d_state)
 
     return GradientTransformation(init_fn, update_fn)

@@ -18,7 +18,7 @@ def global_norm(tree: Any) -> jax.Array:
     if not leaves:
         return jnp.zeros([], jnp.float32)
     dtype = jnp.result_type(*[_tree.state_dtype(jnp.result_type(x)) for x in leaves])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(dtype))) for x in leaves))
+    return jnp.sqrt(sum(jnp.sum(jnp.square(_tree.cast(x, dtype))) for x in leaves))
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
@@ -43,7 +43,9 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         norm = global_norm(updates)
         c = _tree.scalar(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
-        clipped = jax.tree.map(lambda u: (u.astype(norm.dtype) * factor).astype(u.dtype), updates)
+        clipped = jax.tree.map(
+            lambda u: _tree.cast(_tree.cast(u, norm.dtype) * factor, u.dtype), updates
+        )
         return clipped, state
 
     return GradientTransformation(init_fn, update_fn)
@@ -91,7 +93,7 @@ def add_decayed_weights(
                 return u
             wide = _tree.state_dtype(u.dtype)
             lam = _tree.scalar(weight_decay, wide)
-            return (u.astype(wide) + lam * w.astype(wide)).astype(u.dtype)
+            return _tree.cast(_tree.cast(u, wide) + lam * _tree.cast(w, wide), u.dtype)
 
         return jax.tree.map(leaf, updates, params, m), state
 

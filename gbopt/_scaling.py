@@ -23,7 +23,7 @@ def _stateless(leaf_fn) -> GradientTransformation:
 
         def leaf(u):
             wide = _tree.state_dtype(u.dtype)
-            return leaf_fn(u.astype(wide), wide).astype(u.dtype)
+            return _tree.cast(leaf_fn(_tree.cast(u, wide), wide), u.dtype)
 
         return jax.tree.map(leaf, updates), state
 
@@ -80,7 +80,8 @@ def scale_by_learning_rate(
 
     if step is not None:
         lr = learning_rate(step - 1)
-        return _stateless(lambda u, dtype: u * (sign * _tree.scalar(lr, dtype)))
+        signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
+        return _stateless(lambda u, dtype: u * signed_lr(dtype))
 
     def init_fn(params):
         del params
@@ -89,10 +90,11 @@ def scale_by_learning_rate(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         lr = learning_rate(state.count)
+        signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
 
         def leaf(u):
             wide = _tree.state_dtype(u.dtype)
-            return (u.astype(wide) * (sign * _tree.scalar(lr, wide))).astype(u.dtype)
+            return _tree.cast(_tree.cast(u, wide) * signed_lr(wide), u.dtype)
 
         updates = jax.tree.map(leaf, updates)
         return updates, ScaleByLearningRateState(_numerics.safe_increment(state.count))

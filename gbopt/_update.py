@@ -28,8 +28,8 @@ def apply_updates(params: Any, updates: Any) -> Any:
     def add(p, u):
         if p is None or u is None:
             return p
-        p_dtype = jnp.result_type(p)
-        wide = jnp.promote_types(p_dtype, jnp.result_type(u))
-        return (jnp.asarray(p).astype(wide) + jnp.asarray(u).astype(wide)).astype(p_dtype)
+        p, u = jnp.asarray(p), jnp.asarray(u)
+        wide = jnp.promote_types(p.dtype, u.dtype)
+        return _tree.cast(_tree.cast(p, wide) + _tree.cast(u, wide), p.dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
