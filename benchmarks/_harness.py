@@ -14,6 +14,10 @@ Conventions (the same for every library, so that only ratios measured side by si
   spinning worker threads it would then compete with);
 * JAX and PyTorch are timed in separate blocks: each runtime's worker threads spin for
   a while after a step, and would slow whichever step of the other runtime comes next;
+* every comparison runs in two sessions that create the implementations in opposite
+  orders, and its ratio is the geometric mean of the two sessions' ratios: in A/A tests
+  (one optimizer against a second copy of itself) the copy created first was 5-9 %
+  faster, consistently, for reasons of memory placement we did not pin down;
 * Python's garbage collector is paused while timing (as ``timeit`` does): a collection
   triggered by one library's thousands of output arrays would land on whichever step
   runs next;
@@ -144,11 +148,11 @@ def workloads(mode: str) -> list[Workload]:
         Workload("one large leaf", {"w": (2**22 if quick else 2**24,)}),
         Workload(
             "transformer-shaped",
-            transformer_shapes(layers=4, d=128, vocab=2048)
+            transformer_shapes(layers=3, d=128, vocab=2048)
             if quick
             else transformer_shapes(layers=16, d=128, vocab=8192),
         ),
-        Workload("many small leaves", {f"w{i:04d}": (512,) for i in range(250 if quick else 1000)}),
+        Workload("many small leaves", {f"w{i:04d}": (512,) for i in range(200 if quick else 1000)}),
         Workload("10 tiny leaves", {f"w{i}": (8,) for i in range(10)}),
     ]
 
@@ -398,6 +402,60 @@ class Timings:
             return float("nan")
         q1, _, q3 = statistics.quantiles(meds, n=4)
         return (q3 - q1) / 2 / statistics.median(meds)
+
+
+@dataclass
+class Comparison:
+    """Interleaved timings from sessions with opposite creation orders, and runner info."""
+
+    sessions: list[Timings]
+    info: dict[str, list[Any]]  # name -> what each session's runner left (stats, sizes)
+
+    def median(self, name: str) -> float:
+        return statistics.median(t for s in self.sessions for r in s.rounds[name] for t in r)
+
+    def best(self, name: str) -> float:
+        return min(s.best(name) for s in self.sessions)
+
+    def ratio(self, name: str, reference: str) -> float:
+        """Geometric mean over sessions of the median per-round ratio."""
+        logs = [np.log(s.ratio(name, reference)) for s in self.sessions]
+        return float(np.exp(np.mean(logs)))
+
+    def spread(self, name: str) -> float:
+        times = sorted(t for s in self.sessions for r in s.rounds[name] for t in r)
+        if len(times) < 5:
+            return float("nan")
+        q1, _, q3 = statistics.quantiles(times, n=4)
+        return (q3 - q1) / 2 / statistics.median(times)
+
+    @property
+    def count(self) -> int:
+        return sum(s.count for s in self.sessions)
+
+
+def compare(
+    factories: dict[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    budget_s: float,
+    keep: Callable[[Any], Any] = lambda runner: None,
+    sessions: int = 2,
+) -> Comparison:
+    """Builds the runners (in opposite orders in alternate sessions) and interleaves them.
+
+    ``keep(runner)`` is what to remember of each runner (its compile statistics, say)
+    once the session ends and the runner, with its arrays, is dropped.
+    """
+    names = list(factories)
+    out = Comparison([], {n: [] for n in names})
+    for k in range(sessions):
+        runners = {n: factories[n]() for n in (names if k % 2 == 0 else names[::-1])}
+        out.sessions.append(interleave(runners, rounds=rounds, budget_s=budget_s / sessions))
+        for n, r in runners.items():
+            out.info[n].append(keep(r))
+        del runners
+    return out
 
 
 def interleave(

@@ -33,8 +33,8 @@ import _harness as h  # noqa: E402
 
 # Rounds x steps per round, per mode; a time budget per measurement caps slow machines.
 SETTINGS = {
-    "full": dict(rounds=1000, budget_s=20.0, counts=(100, 300, 1000, 3000), compile_reps=3),
-    "quick": dict(rounds=200, budget_s=2.0, counts=(100, 300), compile_reps=1),
+    "full": dict(rounds=1000, budget_s=24.0, counts=(100, 300, 1000, 3000), compile_reps=3),
+    "quick": dict(rounds=200, budget_s=0.6, counts=(100, 300), compile_reps=1),
     "smoke": dict(rounds=2, budget_s=1.0, counts=(10,), compile_reps=1),
 }
 
@@ -48,53 +48,53 @@ def emit(out: list[str], text: str = "") -> None:
 # Step time, bytes, compile time and memory, per workload and optimizer
 
 
+def _jax_info(runner: h.JaxRunner):
+    return (runner.stats, runner.state_bytes) if isinstance(runner, h.JaxRunner) else None
+
+
 def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None, out, summary):
     params, grads = wl.arrays()
-    use_torch = True
     try:
         import torch  # noqa: F401
+
+        use_torch = True
     except ImportError:
         use_torch = False
     emit(out, f"### {wl.label()}\n")
     time_rows, xla_rows = [], []
+    n = wl.size
     for opt in h.OPTIMIZERS:
-        g = h.JaxRunner(opt.gbopt(), gbopt.apply_updates, params, grads)
-        o = h.JaxRunner(opt.optax(), optax.apply_updates, params, grads)
-        runners = {"gbopt": g, "optax": o}
+        factories = {
+            "gbopt": lambda opt=opt: h.JaxRunner(opt.gbopt(), gbopt.apply_updates, params, grads),
+            "optax": lambda opt=opt: h.JaxRunner(opt.optax(), optax.apply_updates, params, grads),
+        }
         if bandwidth is not None and wl.leaves == 1:
-            runners["in-place kernel"] = bandwidth
-        t = h.interleave(runners, rounds=s["rounds"], budget_s=s["budget_s"])
+            factories["in-place kernel"] = lambda: bandwidth
+        t = h.compare(factories, rounds=s["rounds"], budget_s=s["budget_s"], keep=_jax_info)
+        (g_stats, g_state), (o_stats, o_state) = t.info["gbopt"][0], t.info["optax"][0]
+        g_c = statistics.median(i[0].total_s for i in t.info["gbopt"])
+        o_c = statistics.median(i[0].total_s for i in t.info["optax"])
         r = t.ratio("gbopt", "optax")
-        torch_t = None
-        if use_torch and opt.torch is not None:
-            torch_runners = {n: h.TorchRunner(f, params, grads) for n, f in opt.torch().items()}
-            torch_t = h.interleave(torch_runners, rounds=s["rounds"], budget_s=s["budget_s"] / 2)
-        # More compiles of each, interleaved, for a steadier compile-time ratio.
-        g_compile, o_compile = [g.stats.total_s], [o.stats.total_s]
-        for _ in range(s["compile_reps"] - 1):
-            for make, apply, runner, acc in (
-                (opt.optax, optax.apply_updates, o, o_compile),
-                (opt.gbopt, gbopt.apply_updates, g, g_compile),
-            ):
-                step = h.step_fn(make(), apply)
-                acc.append(h.compile_step(step, runner.params, runner.state, runner.grads).total_s)
-        g_c, o_c = statistics.median(g_compile), statistics.median(o_compile)
         summary.setdefault(opt.name, {})[wl.name] = (r, g_c / o_c)
+        torch_cells = ["—", "—"]
+        if use_torch and opt.torch is not None:
+            torch_factories = {
+                name: (lambda f=f: h.TorchRunner(f, params, grads))
+                for name, f in opt.torch().items()
+            }
+            tt = h.compare(torch_factories, rounds=s["rounds"], budget_s=s["budget_s"] / 2)
+            for i, name in enumerate(("torch foreach", "torch fused")):
+                if name in torch_factories:
+                    ratio_to_optax = tt.median(name) / t.median("optax")
+                    torch_cells[i] = f"{h.ms(tt.median(name))} ({h.ratio(ratio_to_optax)})"
         noise = max(t.spread("gbopt"), t.spread("optax"))
-        torch_cells = [
-            f"{h.ms(torch_t.median(n))} ({h.ratio(torch_t.median(n) / t.median('optax'))})"
-            if torch_t is not None and n in torch_t.rounds
-            else "—"
-            for n in ("torch foreach", "torch fused")
-        ]
         time_rows.append(
             [opt.name, h.ms(t.median("gbopt")), h.ms(t.median("optax")), *torch_cells]
             + [f"**{h.ratio(r)}**", h.ratio(t.best("gbopt") / t.best("optax"))]
             + ["—" if noise != noise else f"±{noise:.0%}", t.count]
         )
-        n = wl.size
         if bandwidth is not None:
-            if "in-place kernel" in runners:
+            if "in-place kernel" in factories:
                 rmw = bandwidth.gbps(t.median("in-place kernel"))
                 summary.setdefault("_rmw", []).append(rmw)
             else:
@@ -106,16 +106,15 @@ def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None,
         xla_rows.append(
             [
                 opt.name,
-                f"{g.stats.bytes_accessed / n:.1f} / {o.stats.bytes_accessed / n:.1f} "
+                f"{g_stats.bytes_accessed / n:.1f} / {o_stats.bytes_accessed / n:.1f} "
                 f"({opt.min_bytes})",
-                f"{g.stats.fusions} / {o.stats.fusions}",
+                f"{g_stats.fusions} / {o_stats.fusions}",
                 f"{g_c:.2f} / {o_c:.2f} ({h.ratio(g_c / o_c)})",
-                f"{g.stats.temp_bytes:,} / {o.stats.temp_bytes:,}",
-                f"{g.state_bytes / (4 * n):.2f} / {o.state_bytes / (4 * n):.2f}",
+                f"{g_stats.temp_bytes:,} / {o_stats.temp_bytes:,}",
+                f"{g_state / (4 * n):.2f} / {o_state / (4 * n):.2f}",
                 gbs,
             ]
         )
-        del g, o, runners, torch_t
     emit(
         out,
         h.table(
@@ -289,13 +288,15 @@ def timed(fn, *args, reps: int = 1):
 def bench_scan_vmap(mode: str, out) -> None:
     steps = 20 if mode == "smoke" else 1000
     n_lr = 4 if mode == "smoke" else 64
-    reps = 1 if mode == "smoke" else 5 if mode == "quick" else 11
+    reps = 1 if mode == "smoke" else 3 if mode == "quick" else 9
+    budget = 0.5 if mode == "smoke" else 1.5 if mode == "quick" else 10.0
     emit(out, "## Whole runs as one compiled call, sweeps as one vmapped call\n")
     emit(
         out,
         f"Adam, {steps} steps. *Loop*: a Python loop of jitted, donated steps (compiled "
         "once, learning rate passed as an argument). *Scan*: the whole run as one "
-        f"`jax.lax.scan` in one `jax.jit`. Times exclude compilation (medians of {reps}); "
+        "`jax.lax.scan` in one `jax.jit`. Times exclude compilation: loops and scans are "
+        "each timed in interleaved rounds (gbopt and optax, two sessions as above); "
         "compile times are listed separately.\n",
     )
     loss_lr, p_lr = logistic_problem()
@@ -310,29 +311,42 @@ def bench_scan_vmap(mode: str, out) -> None:
     rows = []
     lr = jnp.float32(1e-2)
     for label, loss, params in problems:
-        runners, compile_s = {}, {}
-        for lib, (make_tx, apply) in libs.items():
-            runners[f"{lib} loop"] = h.CallRunner(
-                make_loop_run(loss, make_tx, apply, steps), params, lr
-            )
+
+        def loop_runner(lib, loss=loss, params=params):
+            make_tx, apply = libs[lib]
+            return h.CallRunner(make_loop_run(loss, make_tx, apply, steps), params, lr)
+
+        def scan_runner(lib, loss=loss, params=params):
+            make_tx, apply = libs[lib]
             t0 = time.perf_counter()
             scan = jax.jit(make_scan_run(loss, make_tx, apply, steps)).lower(params, lr).compile()
-            compile_s[lib] = time.perf_counter() - t0
-            runners[f"{lib} scan"] = h.CallRunner(scan, params, lr)
-        t = h.interleave(runners, rounds=reps, warmup=1)
+            runner = h.CallRunner(scan, params, lr)
+            runner.compile_s = time.perf_counter() - t0
+            return runner
+
+        loops = h.compare(
+            {lib: (lambda lib=lib: loop_runner(lib)) for lib in libs}, rounds=reps, budget_s=budget
+        )
+        scans = h.compare(
+            {lib: (lambda lib=lib: scan_runner(lib)) for lib in libs},
+            rounds=1000,
+            budget_s=budget,
+            keep=lambda r: (r.compile_s, r.result[0]),
+        )
         cells = []
         for lib in libs:
-            loop, scan = t.median(f"{lib} loop"), t.median(f"{lib} scan")
-            cells += [h.ms(loop), h.ms(scan), f"**{loop / scan:.0f}×**", h.ms(compile_s[lib])]
+            loop, scan = loops.median(lib), scans.median(lib)
+            compile_s = statistics.median(c for c, _ in scans.info[lib])
+            cells += [h.ms(loop), h.ms(scan), f"**{loop / scan:.0f}×**", h.ms(compile_s)]
         diff = max(
             float(jnp.max(jnp.abs(a - b)))
             for a, b in zip(
-                jax.tree.leaves(runners["gbopt scan"].result[0]),
-                jax.tree.leaves(runners["optax scan"].result[0]),
+                jax.tree.leaves(scans.info["gbopt"][0][1]),
+                jax.tree.leaves(scans.info["optax"][0][1]),
                 strict=True,
             )
         )
-        rows.append([label, *cells, f"{diff:.1e}"])
+        rows.append([label, *cells, h.ratio(scans.ratio("gbopt", "optax")), f"{diff:.1e}"])
     emit(
         out,
         h.table(
@@ -346,6 +360,7 @@ def bench_scan_vmap(mode: str, out) -> None:
                 "optax scan",
                 "scan speed-up",
                 "scan compile",
+                "gbopt/optax scan",
                 "max |gbopt - optax| after the run",
             ],
             rows,
@@ -370,7 +385,7 @@ def bench_scan_vmap(mode: str, out) -> None:
         "seq": h.CallRunner(lambda: [single(p_lr, x)[1] for x in lrs]),
         "oscan": h.CallRunner(lambda: [o_scan(p_lr, x)[1] for x in lrs]),
     }
-    t = h.interleave(runners, rounds=max(1, reps // 2), warmup=1)
+    t = h.interleave(runners, rounds=max(1, reps), warmup=1, budget_s=budget)
     t_sweep, t_seq, t_oscan = t.median("vmap"), t.median("seq"), t.median("oscan")
     losses_v, losses_seq = runners["vmap"].result[1], runners["seq"].result
     losses_oscan = runners["oscan"].result
@@ -459,11 +474,13 @@ def main(argv=None) -> int:
         emit(out, "## Step time, bytes and compile time per workload\n")
         emit(
             out,
-            "Medians of per-step times over interleaved rounds (gbopt and optax in one block, "
-            "the PyTorch implementations in the next; their ratio to optax compares medians "
-            "of the two blocks); *gbopt/optax* is the median of per-round ratios, *ratio of "
-            "best* compares the fastest steps; *noise* is the half inter-quartile range of "
-            "gbopt's and optax's step times. Conventions per optimizer: "
+            "Medians of per-step times over interleaved rounds, in two sessions that create "
+            "the implementations in opposite orders (gbopt and optax in one block, the "
+            "PyTorch implementations in the next; their ratio to optax compares medians of "
+            "the two blocks); *gbopt/optax* is the geometric mean over the sessions of the "
+            "median per-round ratio, *ratio of best* compares the fastest steps; *noise* is "
+            "the half inter-quartile range of gbopt's and optax's step times; *compile* is "
+            "the median over the sessions. Conventions per optimizer: "
             + "; ".join(f"{o.name}: {o.note}" for o in h.OPTIMIZERS)
             + ". Second table: XLA's `cost_analysis()` bytes accessed per parameter, fused "
             "loops in the compiled step, compile time (trace + lower + compile), "
