@@ -123,7 +123,8 @@ class Workload:
         return len(self.shapes)
 
     def label(self) -> str:
-        return f"{self.name} ({self.leaves} leaves, {_count(self.size)} params)"
+        leaves = "1 leaf" if self.leaves == 1 else f"{self.leaves} leaves"
+        return f"{self.name} ({leaves}, {_count(self.size)} params)"
 
     def arrays(self, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Parameters and gradients (gradients spanning several magnitudes)."""
