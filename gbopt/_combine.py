@@ -42,6 +42,16 @@ from gbopt import _numerics, _tree
 from gbopt._base import GradientTransformation, as_transform
 
 
+def _expect_state(state: Any, cls: type, who: str) -> None:
+    """Raises a ValueError unless ``state`` is the state ``who`` builds (a ``cls``)."""
+    if not isinstance(state, cls):
+        raise ValueError(
+            f"{who} got a state of type {type(state).__name__}, not the {cls.__name__} its "
+            "`init` builds. Pass the state that this transform's `init` returned (or the "
+            "one its last `update` returned)."
+        )
+
+
 def chain(*transforms: Any) -> GradientTransformation:
     r"""Applies transforms in sequence: the updates of one are the input of the next.
 
@@ -52,6 +62,10 @@ def chain(*transforms: Any) -> GradientTransformation:
 
     Returns:
       A transform whose state is the tuple of the members' states.
+
+    Raises:
+      TypeError: if a member is not a gradient transformation (naming its index).
+      ValueError: at ``update``, for a state that is not a tuple of one state per member.
 
     Example:
       >>> import gbopt
@@ -102,6 +116,11 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
 
     Returns:
       A transform with state :class:`DivideState`.
+
+    Raises:
+      TypeError: if a branch is not a gradient transformation.
+      ValueError: at ``update``, for a state that is not a :class:`DivideState`, or
+        branches whose outputs differ in structure or shapes.
     """
     num = as_transform(numerator, argument="numerator")
     den = as_transform(denominator, argument="denominator")
@@ -110,11 +129,12 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
         return DivideState(num.init(params), den.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        _expect_state(state, DivideState, "divide")
         wide = _tree.cast_tree(updates)
         n, n_state = num.update(wide, state.numerator, params, **extra_args)
         d, d_state = den.update(wide, state.denominator, params, **extra_args)
         _tree.check_matches(d, n, what="the denominator's output", reference_name="numerator's output")
-        out = jax.tree.map(lambda a, b, g: (a / b).astype(g.dtype), n, d, updates)
+        out = jax.tree.map(lambda a, b, g: (a / b).astype(jnp.result_type(g)), n, d, updates)
         return out, DivideState(n_state, d_state)
 
     return GradientTransformation(init_fn, update_fn)
@@ -141,19 +161,37 @@ def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation
     and passes it on to pieces that accept ``step=`` (:func:`gbopt.bias_correction`,
     :func:`gbopt.scale_by_learning_rate`), which then keep no count of their own.
 
+    Args:
+      build: a function ``step -> transform``.
+
+    Returns:
+      A transform with state :class:`StepCountState`.
+
+    Raises:
+      TypeError: if ``build`` is not callable or does not return a transform.
+      ValueError: at ``update``, for a state that is not a :class:`StepCountState`.
+
     Example:
       >>> import gbopt
       >>> debiased_momentum = gbopt.with_step_count(
       ...     lambda t: gbopt.chain(gbopt.ema(0.9), gbopt.bias_correction(0.9, step=t)))
     """
+    if not callable(build):
+        raise TypeError(
+            "`build` must be a function `step -> transform`, e.g. "
+            f"`lambda t: gbopt.bias_correction(0.9, step=t)`; got {type(build).__name__}: "
+            f"{build!r}."
+        )
+    returned = "the transform returned by `build`"
 
     def init_fn(params):
         count = jnp.zeros([], jnp.int32)
-        return StepCountState(count, as_transform(build(count)).init(params))
+        return StepCountState(count, as_transform(build(count), argument=returned).init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        _expect_state(state, StepCountState, "with_step_count")
         count = _numerics.safe_increment(state.count)
-        inner = as_transform(build(count))
+        inner = as_transform(build(count), argument=returned)
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         return updates, StepCountState(count, inner_state)
 

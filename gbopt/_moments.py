@@ -50,14 +50,13 @@ def trace(decay: float | jax.Array, *, nesterov: bool = False) -> GradientTransf
       A transform with state :class:`TraceState`; :math:`v_0 = 0`.
 
     Raises:
-      ValueError: ``decay`` outside [0, 1), or ``nesterov=True`` with ``decay=0``.
+      ValueError: ``decay`` outside [0, 1) or NaN, or ``nesterov=True`` with ``decay=0``.
+      TypeError: ``decay`` not a real number, or ``nesterov`` not a bool.
     """
     _validate.decay_rate("decay", decay)
-    if nesterov and isinstance(decay, (int, float)) and decay == 0:
-        raise ValueError(
-            "`nesterov=True` needs a momentum `decay` > 0 (with 0 it is plain SGD); "
-            "set decay, e.g. 0.9, or use nesterov=False."
-        )
+    _validate.flag("nesterov", nesterov)
+    if nesterov:
+        _validate.nesterov_momentum("decay", decay)
 
     def init_fn(params):
         return TraceState(_tree.zeros_like(params))
@@ -103,6 +102,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
       when ``debias``).
     """
     _validate.decay_rate("decay", decay)
+    _validate.flag("debias", debias)
     if debias:
         from gbopt._combine import chain
 
@@ -212,6 +212,7 @@ def bias_correction(
 
     def correct(updates, t):
         def leaf(u):
+            u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             return (u.astype(wide) / _numerics.one_minus_power(decay, t, wide)).astype(u.dtype)
 

@@ -43,6 +43,10 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
       >>> gbopt.apply_updates(params, updates)["w"]
       Array([ 0.9, -2.1], dtype=float32)
 
+    Raises:
+      ValueError: for a ``learning_rate`` < 0, NaN or infinite, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
+
     References:
       Robbins & Monro, 1951; Goodfellow et al., *Deep Learning*, Alg. 8.1.
     """
@@ -70,6 +74,11 @@ def momentum(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9)
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``.
+
+    Raises:
+      ValueError: for a ``learning_rate`` < 0, NaN or infinite, or ``momentum``
+        outside [0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
 
     References:
       Polyak, 1964; Goodfellow et al., Alg. 8.2.
@@ -100,10 +109,16 @@ def nesterov(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9)
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``.
 
+    Raises:
+      ValueError: for a ``learning_rate`` < 0, NaN or infinite, or ``momentum``
+        outside (0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
+
     References:
       Nesterov, 1983; Sutskever et al., 2013; Goodfellow et al., Alg. 8.3.
     """
     _validate.decay_rate("momentum", momentum)
+    _validate.nesterov_momentum("momentum", momentum)
     return chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
 
 
@@ -123,6 +138,10 @@ def adagrad(learning_rate: ScalarOrSchedule, eps: float | jax.Array = 1e-7) -> G
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(), sqrt(), add(eps))),
       scale_by_learning_rate(learning_rate))``.
+
+    Raises:
+      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
 
     References:
       Duchi, Hazan & Singer, 2011; Goodfellow et al., Alg. 8.4.
@@ -155,6 +174,11 @@ def rmsprop(
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
       scale_by_learning_rate(learning_rate))``.
+
+    Raises:
+      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, or ``decay``
+        outside [0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
 
     References:
       Tieleman & Hinton, Lecture 6.5, 2012; Goodfellow et al., Alg. 8.5.
@@ -196,10 +220,16 @@ def rmsprop_nesterov(
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
       scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``.
 
+    Raises:
+      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, ``decay``
+        outside [0, 1) or ``momentum`` outside (0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
+
     References:
       Goodfellow et al., Alg. 8.6.
     """
     _validate.decay_rate("momentum", momentum)
+    _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
     return chain(
         divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -238,6 +268,11 @@ def adam(
       ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
       chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps))),
       scale_by_learning_rate(learning_rate, step=t)))``.
+
+    Raises:
+      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, or ``b1`` or
+        ``b2`` outside [0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
 
     References:
       Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;

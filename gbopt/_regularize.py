@@ -18,7 +18,7 @@ def global_norm(tree: Any) -> jax.Array:
     if not leaves:
         return jnp.zeros([], jnp.float32)
     dtype = jnp.result_type(*[_tree.state_dtype(jnp.result_type(x)) for x in leaves])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(dtype))) for x in leaves))
+    return jnp.sqrt(sum(jnp.sum(jnp.square(_tree.as_array(x).astype(dtype))) for x in leaves))
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
@@ -43,7 +43,11 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         norm = global_norm(updates)
         c = _tree.scalar(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
-        clipped = jax.tree.map(lambda u: (u.astype(norm.dtype) * factor).astype(u.dtype), updates)
+        def leaf(u):
+            u = _tree.as_array(u)
+            return (u.astype(norm.dtype) * factor).astype(u.dtype)
+
+        clipped = jax.tree.map(leaf, updates)
         return clipped, state
 
     return GradientTransformation(init_fn, update_fn)
@@ -85,13 +89,18 @@ def add_decayed_weights(
         m = mask(params) if callable(mask) else mask
         if m is None:
             m = jax.tree.map(lambda _: True, updates)
+        else:
+            _tree.check_matches(
+                m, params, what="mask", reference_name="params", check_shapes=False
+            )
 
         def leaf(u, w, keep):
             if not keep:
                 return u
+            u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             lam = _tree.scalar(weight_decay, wide)
-            return (u.astype(wide) + lam * w.astype(wide)).astype(u.dtype)
+            return (u.astype(wide) + lam * _tree.as_array(w).astype(wide)).astype(u.dtype)
 
         return jax.tree.map(leaf, updates, params, m), state
 
