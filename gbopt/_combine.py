@@ -182,7 +182,7 @@ def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation
             f"`lambda t: gbopt.bias_correction(0.9, step=t)`; got {type(build).__name__}: "
             f"{build!r}."
         )
-    returned = "the transform returned by `build`"
+    returned = "build(step)"
 
     def init_fn(params):
         count = jnp.zeros([], jnp.int32)

@@ -183,6 +183,7 @@ def rmsprop(
     References:
       Tieleman & Hinton, Lecture 6.5, 2012; Goodfellow et al., Alg. 8.5.
     """
+    _validate.decay_rate("decay", decay)
     _validate.non_negative("eps", eps)
     return chain(
         divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -228,6 +229,7 @@ def rmsprop_nesterov(
     References:
       Goodfellow et al., Alg. 8.6.
     """
+    _validate.decay_rate("decay", decay)
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)

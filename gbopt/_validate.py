@@ -51,7 +51,7 @@ def _check(name: str, value: Any, ok, allowed: str, forms: str = "") -> None:
         return
     for v in np.ravel(x):
         if math.isnan(v) or not ok(v):
-            shown = value if np.ndim(x) == 0 else f"{v!r} (in {name} = {value!r})"
+            shown = value if np.ndim(x) == 0 else f"{float(v)} (in {name} = {value!r})"
             raise ValueError(f"`{name}` must be {allowed}; got {shown}.")
 
 
