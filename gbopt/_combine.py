@@ -39,17 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree
-from gbopt._base import GradientTransformation, as_transform
-
-
-def _expect_state(state: Any, cls: type, who: str) -> None:
-    """Raises a ValueError unless ``state`` is the state ``who`` builds (a ``cls``)."""
-    if not isinstance(state, cls):
-        raise ValueError(
-            f"{who} got a state of type {type(state).__name__}, not the {cls.__name__} its "
-            "`init` builds. Pass the state that this transform's `init` returned (or the "
-            "one its last `update` returned)."
-        )
+from gbopt._base import GradientTransformation, as_transform, expect_state
 
 
 def chain(*transforms: Any) -> GradientTransformation:
@@ -77,7 +67,7 @@ def chain(*transforms: Any) -> GradientTransformation:
         return tuple(t.init(params) for t in txs)
 
     def update_fn(updates, state, params=None, **extra_args):
-        if not isinstance(state, tuple) or len(state) != len(txs):
+        if type(state) is not tuple or len(state) != len(txs):
             raise ValueError(
                 f"chain of {len(txs)} transforms got a state that is not a tuple of "
                 f"{len(txs)} member states ({type(state).__name__}). Pass the state that "
@@ -129,7 +119,7 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
         return DivideState(num.init(params), den.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        _expect_state(state, DivideState, "divide")
+        expect_state(state, DivideState, "divide")
         wide = _tree.cast_tree(updates)
         n, n_state = num.update(wide, state.numerator, params, **extra_args)
         d, d_state = den.update(wide, state.denominator, params, **extra_args)
@@ -189,7 +179,7 @@ def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation
         return StepCountState(count, as_transform(build(count), argument=returned).init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        _expect_state(state, StepCountState, "with_step_count")
+        expect_state(state, StepCountState, "with_step_count")
         count = _numerics.safe_increment(state.count)
         inner = as_transform(build(count), argument=returned)
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)

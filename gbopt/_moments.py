@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation
+from gbopt._base import EmptyState, GradientTransformation, expect_state
 
 
 def _check(updates, stats, name: str) -> None:
@@ -63,6 +63,7 @@ def trace(decay: float | jax.Array, *, nesterov: bool = False) -> GradientTransf
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, TraceState, "trace")
         _check(updates, state.trace, "trace")
 
         def leaf(u, v):
@@ -113,6 +114,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, EmaState, "ema")
         _check(updates, state.mu, "mu")
 
         def leaf(u, s):
@@ -165,6 +167,7 @@ def accumulate_square(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, AccumulateSquareState, "accumulate_square")
         _check(updates, state.nu, "nu")
 
         def leaf(u, r):
@@ -236,6 +239,7 @@ def bias_correction(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, BiasCorrectionState, "bias_correction")
         count = _numerics.safe_increment(state.count)
         return correct(updates, count), BiasCorrectionState(count)
 

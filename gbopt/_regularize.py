@@ -70,17 +70,22 @@ def add_decayed_weights(
         ``params -> mask``); decay is added only where it is True (e.g. not to biases).
 
     Raises:
-      ValueError: at ``update`` when called without ``params``.
+      ValueError: for a negative, NaN or infinite ``weight_decay``; at ``update`` when
+        called without ``params``, or with a ``mask`` that does not match them.
+      TypeError: at ``init``, for integer or boolean parameters.
     """
     _validate.non_negative("weight_decay", weight_decay)
 
     def init_fn(params):
-        del params
+        if params is not None:
+            _tree.check_float_params(params)
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         if params is None:
+            if not jax.tree.leaves(updates):  # an empty tree (or None): nothing to decay
+                return updates, state
             raise ValueError(
                 "add_decayed_weights needs the parameters: call "
                 "`update(updates, state, params)` with `params` (weight decay adds λ·w)."

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics
-from gbopt._base import GradientTransformation, as_transform
+from gbopt._base import GradientTransformation, as_transform, expect_state
 
 
 class SkipNonfiniteState(NamedTuple):
@@ -90,12 +90,7 @@ def skip_nonfinite(inner: Any) -> GradientTransformation:
         return SkipNonfiniteState(zero, zero, tx.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if not isinstance(state, SkipNonfiniteState):
-            raise ValueError(
-                f"skip_nonfinite got a state of type {type(state).__name__}, not the "
-                "SkipNonfiniteState its `init` builds. Pass the state that this transform's "
-                "`init` returned (or the one its last `update` returned)."
-            )
+        expect_state(state, SkipNonfiniteState, "skip_nonfinite")
         new_updates, new_inner = tx.update(updates, state.inner_state, params, **extra_args)
         ok = _all_finite((updates, new_updates, new_inner))
         out = jax.tree.map(lambda u: jnp.where(ok, u, 0), new_updates)

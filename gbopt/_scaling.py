@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation, ScalarOrSchedule
+from gbopt._base import EmptyState, GradientTransformation, ScalarOrSchedule, expect_state
 
 
 def _stateless(leaf_fn) -> GradientTransformation:
@@ -122,6 +122,7 @@ def scale_by_learning_rate(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _check_params(updates, params)
+        expect_state(state, ScaleByLearningRateState, "scale_by_learning_rate")
         lr = learning_rate(state.count)
 
         def leaf(u):

@@ -80,7 +80,9 @@ def _describe(x: Any, level) -> str:
     if x is None:
         return "None"
     if level is None:
-        return f"an array of shape {np.shape(x)}"
+        if hasattr(x, "shape"):
+            return f"an array of shape {x.shape}"
+        return f"a {type(x).__name__} leaf"
     kind = type(x)
     if kind in (list, tuple):
         return f"a {kind.__name__} of length {len(x)}"

@@ -17,6 +17,7 @@ import pytest
 
 import gbopt
 
+
 def _accumulate_square(decay):
     return gbopt.accumulate_square(decay)
 
