@@ -118,7 +118,9 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
         _check(updates, state.mu, "mu")
 
         def leaf(u, s):
-            s = _tree.scalar(decay, s.dtype) * s + _tree.complement(decay, s.dtype) * u.astype(s.dtype)
+            s = _tree.scalar(decay, s.dtype) * s + _tree.complement(decay, s.dtype) * u.astype(
+                s.dtype
+            )
             return s.astype(u.dtype), s
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)

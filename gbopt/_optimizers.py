@@ -57,7 +57,9 @@ gd = sgd
 """Alias of :func:`sgd`: gradient descent is SGD on the whole data set."""
 
 
-def momentum(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9) -> GradientTransformation:
+def momentum(
+    learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9
+) -> GradientTransformation:
     r"""SGD with momentum (Alg. 8.2), the learning rate inside the velocity.
 
     .. math::
@@ -87,7 +89,9 @@ def momentum(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9)
     return chain(scale_by_learning_rate(learning_rate), trace(momentum))
 
 
-def nesterov(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9) -> GradientTransformation:
+def nesterov(
+    learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9
+) -> GradientTransformation:
     r"""SGD with Nesterov momentum (Alg. 8.3), reformulated to need only :math:`g(w)`.
 
     The book takes the gradient at the interim point :math:`w + \mu v`:
@@ -96,7 +100,9 @@ def nesterov(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9)
 
     gbopt holds :math:`\phi = w + \mu v` instead and updates it with the gradient there:
 
-    .. math:: v \leftarrow \mu v - \alpha g(\phi), \qquad \phi \leftarrow \phi + \mu v - \alpha g(\phi)
+    .. math::
+        v \leftarrow \mu v - \alpha g(\phi), \qquad
+        \phi \leftarrow \phi + \mu v - \alpha g(\phi)
 
     so its parameters after step :math:`t` equal the book's :math:`w_t + \mu v_t` (as do
     PyTorch's ``nesterov=True`` and optax's); the book's :math:`w_t` is
@@ -122,8 +128,10 @@ def nesterov(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9)
     return chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
 
 
-def adagrad(learning_rate: ScalarOrSchedule, eps: float | jax.Array = 1e-7) -> GradientTransformation:
-    r"""AdaGrad (Alg. 8.4): scale by the root of the sum of squared gradients, :math:`\delta` outside.
+def adagrad(
+    learning_rate: ScalarOrSchedule, eps: float | jax.Array = 1e-7
+) -> GradientTransformation:
+    r"""AdaGrad (Alg. 8.4): divide by the root of the summed squares, :math:`\delta` outside.
 
     .. math::
         r \leftarrow r + g^2, \qquad w \leftarrow w - \frac{\alpha}{\delta + \sqrt{r}}\, g,
@@ -246,7 +254,7 @@ def adam(
     b2: float | jax.Array = 0.999,
     eps: float | jax.Array = 1e-8,
 ) -> GradientTransformation:
-    r"""Adam (Alg. 8.7): bias-corrected first moment over the root of the second, :math:`\delta` outside.
+    r"""Adam (Alg. 8.7): debiased first moment over the root of the second, :math:`\delta` outside.
 
     .. math::
         t \leftarrow t + 1, \quad

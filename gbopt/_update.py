@@ -29,9 +29,7 @@ def apply_updates(params: Any, updates: Any) -> Any:
       TypeError: if a parameter that receives an update is not floating point (an
         integer parameter would silently round every step away), naming the path.
     """
-    _tree.check_matches(
-        updates, params, what="updates", reference_name="params", none_passes=True
-    )
+    _tree.check_matches(updates, params, what="updates", reference_name="params", none_passes=True)
 
     def add(p, u):
         if p is None or u is None:
