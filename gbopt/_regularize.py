@@ -43,6 +43,7 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         norm = global_norm(updates)
         c = _tree.scalar(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
+
         def leaf(u):
             u = _tree.as_array(u)
             return (u.astype(norm.dtype) * factor).astype(u.dtype)
@@ -95,9 +96,7 @@ def add_decayed_weights(
         if m is None:
             m = jax.tree.map(lambda _: True, updates)
         else:
-            _tree.check_matches(
-                m, params, what="mask", reference_name="params", check_shapes=False
-            )
+            _tree.check_matches(m, params, what="mask", reference_name="params", check_shapes=False)
 
         def leaf(u, w, keep):
             if not keep:
