@@ -13,6 +13,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -29,11 +30,8 @@ def _concrete(name: str, value: Any, forms: str = "") -> np.ndarray | None:
         return None
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         arr = np.asarray(value)
-        if (
-            arr.dtype == bool
-            or not np.issubdtype(arr.dtype, np.number)
-            or np.issubdtype(arr.dtype, np.complexfloating)
-        ):
+        # jnp.issubdtype knows the ML dtypes (bfloat16, float8) that NumPy does not.
+        if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
             raise TypeError(f"`{name}` must be a real number, got an array of dtype {arr.dtype}.")
         if arr.size == 0:
             raise ValueError(f"`{name}` must not be empty, got an array of shape {arr.shape}.")

@@ -63,8 +63,17 @@ NAN, INF = float("nan"), float("inf")
 
 # Out-of-range values by kind, with the range the message must state.
 BAD_VALUES = {
-    "lr": [-1e-3, -INF, NAN, INF, np.float32(-0.5), np.float64(NAN), jnp.asarray(-1.0)],
-    "decay": [1.0, 1.5, -0.1, NAN, INF, np.float32(1.0), jnp.asarray(1.0)],
+    "lr": [
+        -1e-3,
+        -INF,
+        NAN,
+        INF,
+        np.float32(-0.5),
+        np.float64(NAN),
+        jnp.asarray(-1.0),
+        jnp.asarray(-0.5, jnp.bfloat16),
+    ],
+    "decay": [1.0, 1.5, -0.1, NAN, INF, np.float32(1.0), jnp.asarray(1.0, jnp.float16)],
     "eps": [-1e-8, NAN, INF, -INF, np.float64(-1.0)],
     "positive": [0.0, -1.0, NAN, INF],
     "finite": [NAN, INF, -INF],
@@ -223,8 +232,10 @@ def test_combinators_reject_what_is_not_a_transform(make, error, message):
         lambda: gbopt.scale(-1.0),
         lambda: gbopt.add(-1e-3),
         lambda: gbopt.trace(0.9, nesterov=np.bool_(True)),
+        lambda: gbopt.adam(jnp.asarray(1e-3, jnp.bfloat16), b1=jnp.asarray(0.9, jnp.float16)),
+        lambda: gbopt.momentum(jnp.asarray(1, jnp.int32), momentum=np.int8(0)),
     ],
-    ids=range(12),
+    ids=range(14),
 )
 def test_valid_boundary_values_are_accepted(build):
     assert isinstance(build(), gbopt.GradientTransformation)
