@@ -242,3 +242,18 @@ def test_state_is_a_named_tuple_with_counters_first():
     assert isinstance(state, gbopt.SkipNonfiniteState)
     assert state._fields == ("total_skipped", "consecutive_skipped", "inner_state")
     assert state.total_skipped.dtype == jnp.int32
+
+
+def test_state_can_be_donated():
+    # Every leaf of the state is its own buffer, so a step may donate it.
+    tx = gbopt.skip_nonfinite(gbopt.adam(1e-2))
+    params = _params()
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return gbopt.apply_updates(params, updates), state
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    params, state = step(params, tx.init(params), _grads(0))
+    params, state = step(params, state, _poison(_grads(1), np.nan))
+    assert int(state.total_skipped) == 1
