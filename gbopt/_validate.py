@@ -69,8 +69,8 @@ def decay_rate(name: str, value: Any) -> None:
         name,
         value,
         lambda v: 0 <= v < 1,
-        "in [0, 1) (a decay of 1 never forgets the past, one above 1 or below 0 diverges "
-        "or oscillates)",
+        "in [0, 1) (at 1 nothing is ever forgotten and a bias correction divides by "
+        "zero; above 1 the statistic diverges, below 0 it oscillates)",
     )
 
 
