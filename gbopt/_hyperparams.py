@@ -63,9 +63,7 @@ def _is_number(value: Any) -> bool:
     if isinstance(value, numbers.Real):
         return True
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
-        return np.issubdtype(value.dtype, np.number) and not np.issubdtype(
-            value.dtype, np.complexfloating
-        )
+        return jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
     return False
 
 
@@ -213,7 +211,18 @@ def inject_hyperparams(
             count = jnp.zeros([], jnp.int32)
             stored = {a: _as_hyperparam(v, dtype) for a, v in numeric.items()}
             hyperparams = values_at(count, stored, lambda arg: dtype)
-            return InjectHyperparamsState(count, hyperparams, make(hyperparams).init(params))
+            try:
+                inner = make(hyperparams)
+            except (ValueError, TypeError) as e:
+                if jnp.dtype(dtype).itemsize >= 4:
+                    raise
+                raise type(e)(
+                    f"{e} The hyperparameters are stored in {jnp.dtype(dtype).name} "
+                    f"(hyperparam_dtype), which rounds them: "
+                    + ", ".join(f"{a} = {hyperparams[a]}" for a in names)
+                    + ". Use hyperparam_dtype=jnp.float32 (the default)."
+                ) from e
+            return InjectHyperparamsState(count, hyperparams, inner.init(params))
 
         def update_fn(updates, state, params=None, **extra_args):
             if not isinstance(state, InjectHyperparamsState) or set(state.hyperparams) != set(
