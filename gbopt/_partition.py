@@ -37,7 +37,8 @@ def _broadcast(prefix: Any, tree: Any, *, what: str) -> list[Any]:
     """One entry of ``prefix`` per leaf of ``tree`` (``prefix`` a prefix tree of it).
 
     Raises:
-      ValueError: naming the first path where ``prefix`` does not fit ``tree``.
+      ValueError: naming the first path of ``prefix`` that is not in ``tree``, or the
+        first leaf of ``tree`` that ``prefix`` does not cover.
     """
     treedef = jax.tree.structure(tree)
     try:
@@ -45,14 +46,25 @@ def _broadcast(prefix: Any, tree: Any, *, what: str) -> list[Any]:
             lambda p, sub: jax.tree.map(lambda _: p, sub), prefix, tree, is_leaf=_is_none
         )
         return treedef.flatten_up_to(full)
-    except (ValueError, TypeError) as e:
-        _tree.check_matches(
-            prefix, tree, what=what, reference_name="parameters", none_passes=True
-        )  # names the path when the structures differ leaf for leaf
-        raise ValueError(
-            f"{what} must have the structure of the parameters, or of a prefix of them "
-            f"(e.g. one label per top-level key); it does not fit: {e}"
-        ) from None
+    except (ValueError, TypeError):
+        pass
+    p_paths = [tuple(p) for p, _ in jax.tree_util.tree_flatten_with_path(prefix)[0]]
+    t_paths = [tuple(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    where = "it does not fit the parameters' containers"
+    for p in p_paths:
+        if not any(t[: len(p)] == p for t in t_paths):
+            where = f"{what}{_tree.path_str(p)} is not a path of the parameters"
+            break
+    else:
+        for t in t_paths:
+            if not any(t[: len(p)] == p for p in p_paths):
+                where = f"the parameter at {_tree.path_str(t)} has no entry in {what}"
+                break
+    raise ValueError(
+        f"{what} must have the structure of the parameters or of a prefix of them (e.g. "
+        f"one entry per top-level key); {where}.\n  {what}: {jax.tree.structure(prefix)}\n"
+        f"  parameters: {treedef}"
+    )
 
 
 def _paths(tree: Any) -> list[str]:
