@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gbopt import _tree
 
@@ -99,8 +100,9 @@ def restore_state(template: Any, restored: Any) -> Any:
 
     Returns:
       The restored state with the template's structure (its NamedTuples, tuples and
-      dicts), each leaf a ``jax.Array`` placed like the template's leaf (same sharding)
-      when the template's leaf has a placement.
+      dicts), each leaf a ``jax.Array``: with the template leaf's sharding when that leaf
+      was placed explicitly (a committed array, or a ``jax.ShapeDtypeStruct`` with a
+      concrete sharding), otherwise on JAX's default device, as the template.
 
     Raises:
       ValueError: naming the first path where the restored state lacks an array the
@@ -120,8 +122,18 @@ def restore_state(template: Any, restored: Any) -> Any:
 
     def place(value: Any, like: Any) -> jax.Array:
         sharding = getattr(like, "sharding", None)
-        if sharding is not None:
-            return jax.device_put(value, sharding)
-        return jnp.asarray(value)
+        if isinstance(like, jax.Array) and not like.committed:
+            # Uncommitted like the template (JAX's default device): a committed array
+            # would make the next jitted step compile again. Orbax returns committed
+            # arrays; only a copy through the host releases them.
+            if isinstance(value, jax.Array) and value.committed:
+                value = np.asarray(value)
+            return jnp.asarray(value)
+        # An abstract template (from jax.eval_shape) may name an abstract mesh: no devices.
+        if sharding is None or isinstance(
+            getattr(sharding, "mesh", None), jax.sharding.AbstractMesh
+        ):
+            return jnp.asarray(value)
+        return jax.device_put(value, sharding)
 
     return jax.tree.map(place, restored, template)

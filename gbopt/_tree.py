@@ -66,6 +66,12 @@ def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
     return jax.tree.map(zeros, params)
 
 
+def _raw_dtype(x: Any) -> np.dtype:
+    """The dtype of ``x`` as stored (``jnp.result_type`` would map int64 to int32 without x64)."""
+    dtype = getattr(x, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else np.asarray(x).dtype
+
+
 def check_matches(
     updates: Any,
     reference: Any,
@@ -135,10 +141,10 @@ def check_matches(
                     "parameters."
                 )
             )
-        if dtypes and jnp.result_type(u) != jnp.result_type(r):
+        if dtypes and _raw_dtype(u) != _raw_dtype(r):
             raise ValueError(
-                f"{what}{path_str(path)} has dtype {jnp.result_type(u).name} but the "
-                f"{reference_name} there has dtype {jnp.result_type(r).name}. "
+                f"{what}{path_str(path)} has dtype {_raw_dtype(u).name} but the "
+                f"{reference_name} there has dtype {_raw_dtype(r).name}. "
                 + (fix or "Cast it to the reference's dtype.")
             )
 
