@@ -274,6 +274,13 @@ def _key_name(key: Any) -> Any:
     return str(key)
 
 
+def _is_nnx_variable(x: Any) -> bool:
+    """Whether ``x`` is a Flax NNX ``Variable`` (checked by name: flax is not a dependency)."""
+    return any(
+        c.__name__ == "Variable" and c.__module__.startswith("flax.") for c in type(x).__mro__
+    )
+
+
 def label_by_path(rule: Callable[[tuple, Any], Hashable]) -> Callable[[Any], Any]:
     """Builds a labelling function ``params -> labels`` from a rule on each parameter's path.
 
@@ -282,6 +289,9 @@ def label_by_path(rule: Callable[[tuple, Any], Hashable]) -> Callable[[Any], Any
         leading to the parameter (dict keys, attribute names, sequence indices), e.g.
         ``("params", "Dense_0", "bias")`` for a Flax linen bias, and ``leaf`` the array
         (use only its shape and dtype: labels are fixed when the step is traced).
+        A Flax NNX ``Variable`` (what ``nnx.Optimizer`` hands to ``init``) counts as a
+        leaf, and ``leaf`` is its value, so paths read the same at ``init`` (which sees
+        ``Param`` variables) and at ``update`` (which sees plain arrays).
 
     Returns:
       A function for the ``param_labels`` of :func:`multi_transform` (or, with a rule
@@ -298,10 +308,13 @@ def label_by_path(rule: Callable[[tuple, Any], Hashable]) -> Callable[[Any], Any
             f"`rule` must be a function (path, leaf) -> label; got {type(rule).__name__}."
         )
 
+    def label(path, leaf):
+        if _is_nnx_variable(leaf):
+            leaf = leaf.get_value()
+        return rule(tuple(_key_name(k) for k in path), leaf)
+
     def labels(params: Any) -> Any:
-        return jax.tree_util.tree_map_with_path(
-            lambda path, leaf: rule(tuple(_key_name(k) for k in path), leaf), params
-        )
+        return jax.tree_util.tree_map_with_path(label, params, is_leaf=_is_nnx_variable)
 
     return labels
 
