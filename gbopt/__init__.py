@@ -6,6 +6,7 @@ as a :func:`chain` of primitives; see ``gbopt._combine`` for how they compose.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from gbopt import pytorch as pytorch
 from gbopt import schedules as schedules
 from gbopt._base import EmptyState as EmptyState
 from gbopt._base import GradientTransformation as GradientTransformation
@@ -51,6 +52,16 @@ from gbopt._scaling import add as add
 from gbopt._scaling import scale as scale
 from gbopt._scaling import scale_by_learning_rate as scale_by_learning_rate
 from gbopt._scaling import sqrt as sqrt
+from gbopt._torch_primitives import AccumulateCenteredSquareState as AccumulateCenteredSquareState
+from gbopt._torch_primitives import AccumulateInfNormState as AccumulateInfNormState
+from gbopt._torch_primitives import NadamMomentumState as NadamMomentumState
+from gbopt._torch_primitives import RunningMaxState as RunningMaxState
+from gbopt._torch_primitives import ScaleByScheduleState as ScaleByScheduleState
+from gbopt._torch_primitives import accumulate_centered_square as accumulate_centered_square
+from gbopt._torch_primitives import accumulate_inf_norm as accumulate_inf_norm
+from gbopt._torch_primitives import nadam_momentum as nadam_momentum
+from gbopt._torch_primitives import running_max as running_max
+from gbopt._torch_primitives import scale_by_schedule as scale_by_schedule
 from gbopt._update import apply_updates as apply_updates
 
 try:

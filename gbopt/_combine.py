@@ -113,7 +113,9 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
         wide = _tree.cast_tree(updates)
         n, n_state = num.update(wide, state.numerator, params, **extra_args)
         d, d_state = den.update(wide, state.denominator, params, **extra_args)
-        _tree.check_matches(d, n, what="the denominator's output", reference_name="numerator's output")
+        _tree.check_matches(
+            d, n, what="the denominator's output", reference_name="numerator's output"
+        )
         out = jax.tree.map(lambda a, b, g: (a / b).astype(g.dtype), n, d, updates)
         return out, DivideState(n_state, d_state)
 

@@ -116,7 +116,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
         _check(updates, state.mu, "mu")
 
         def leaf(u, s):
-            s = _tree.scalar(decay, s.dtype) * s + _tree.complement(decay, s.dtype) * u.astype(s.dtype)
+            s = _tree.moving_average(s, u, decay)
             return s.astype(u.dtype), s
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
@@ -172,7 +172,7 @@ def accumulate_square(
             if decay is None:
                 r = r + g * g
             else:
-                r = _tree.scalar(decay, r.dtype) * r + _tree.complement(decay, r.dtype) * (g * g)
+                r = _tree.moving_average(r, g * g, decay)
             return r.astype(u.dtype), r
 
         out, nu = _tree.map_leaves(leaf, 2, updates, state.nu)

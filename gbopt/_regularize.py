@@ -13,7 +13,7 @@ from gbopt._base import EmptyState, GradientTransformation
 
 
 def global_norm(tree: Any) -> jax.Array:
-    r"""The Euclidean norm of all leaves together, :math:`\sqrt{\sum_i \|u_i\|^2}`, in >= float32."""
+    r"""The Euclidean norm of all leaves together, :math:`\sqrt{\sum_i \|u_i\|^2}` (>= float32)."""
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)

@@ -121,5 +121,3 @@ def sqrt() -> GradientTransformation:
     .. math:: u \leftarrow \sqrt{u}
     """
     return _stateless(lambda u, dtype: jnp.sqrt(u))
-
-

@@ -23,9 +23,7 @@ def apply_updates(params: Any, updates: Any) -> Any:
       ValueError: if the trees differ in structure or a leaf's shape differs from its
         parameter's (naming the path).
     """
-    _tree.check_matches(
-        updates, params, what="updates", reference_name="params", none_passes=True
-    )
+    _tree.check_matches(updates, params, what="updates", reference_name="params", none_passes=True)
 
     def add(p, u):
         if p is None or u is None:

@@ -64,7 +64,12 @@ def positive(name: str, value: Any) -> None:
 
 def decay_rate(name: str, value: Any) -> None:
     """Checks a decay or momentum coefficient in ``[0, 1)``."""
-    _check(name, value, lambda v: 0 <= v < 1, "in [0, 1) (1 would never forget, and 0 keeps no history)")
+    _check(
+        name,
+        value,
+        lambda v: 0 <= v < 1,
+        "in [0, 1) (1 would never forget, and 0 keeps no history)",
+    )
 
 
 def finite(name: str, value: Any) -> None:

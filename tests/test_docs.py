@@ -1,0 +1,59 @@
+"""The documentation is part of the product: README code runs, docstrings are complete."""
+
+import doctest
+import importlib
+import inspect
+import pathlib
+import re
+
+import pytest
+
+import gbopt
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _readme_blocks():
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_readme_python_blocks_run_in_order():
+    """Like a reader at a notebook: each block sees what the blocks before it defined."""
+    namespace: dict = {}
+    blocks = _readme_blocks()
+    assert blocks
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"README.md[block {index}]", "exec"), namespace)
+
+
+def test_readme_gives_the_two_set_up_commands_and_ci_runs_the_same_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m gbopt" in readme
+    test_cmd = re.search(r"^(python -m pytest[^\n#]*?)\s*(#.*)?$", readme, re.M).group(1).strip()
+    assert test_cmd in ci.splitlines()
+
+
+PUBLIC = [name for name in dir(gbopt) if not name.startswith("_")]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_public_name_has_a_docstring(name):
+    obj = getattr(gbopt, name)
+    if inspect.ismodule(obj) or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        return
+    doc = inspect.getdoc(obj) or ""
+    assert len(doc.split()) >= 5, f"gbopt.{name} needs a docstring"
+
+
+def _modules():
+    pkg = pathlib.Path(gbopt.__file__).parent
+    return sorted(f"gbopt.{p.stem}" for p in pkg.glob("*.py") if p.stem != "__main__")
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
