@@ -159,8 +159,10 @@ def accumulate_square(
 
     def init_fn(params):
         nu = _tree.zeros_like(params)
-        if initial_accumulator_value:
-            nu = jax.tree.map(lambda r: jnp.full_like(r, initial_accumulator_value), nu)
+        # A traced r0 (from inject_hyperparams) cannot be tested: only a literal 0 skips.
+        r0 = initial_accumulator_value
+        if not (isinstance(r0, (int, float)) and r0 == 0):
+            nu = jax.tree.map(lambda r: jnp.full_like(r, r0), nu)
         return AccumulateSquareState(nu)
 
     def update_fn(updates, state, params=None, **extra_args):
