@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 
 def _is_none(x: Any) -> bool:
@@ -52,18 +53,56 @@ def check_float_params(params: Any, *, what: str = "params") -> None:
             )
 
 
-def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
-    """Zeros shaped like each leaf of ``params`` in ``dtype_fn(leaf.dtype)``.
+def full_like(params: Any, fill_value: float, dtype_fn: Callable = state_dtype) -> Any:
+    """Arrays of ``fill_value`` shaped and sharded like each leaf of ``params``.
 
-    ``None`` leaves stay ``None``. For committed (sharded) arrays the zeros are placed
-    with the same sharding, so optimizer state follows the parameters.
+    Each result is in ``dtype_fn(leaf.dtype)`` and has the sharding of its leaf, so
+    optimizer state follows the parameters over a mesh, whether ``init`` runs eagerly
+    or under ``jax.jit`` without ``out_shardings``. ``None`` leaves stay ``None``.
+
+    A constant built under ``jit`` (``jnp.zeros_like`` of a tracer) depends on no input:
+    XLA places it on one device (optax's state does so), and with explicit mesh axes
+    it fails unless the call runs under ``jax.set_mesh``. Here the fill is instead
+    selected against the parameter, ``where(keep, p, fill)``, so that sharding
+    propagation gives it the parameter's sharding. ``keep`` is a ``False`` passed
+    through ``lax.optimization_barrier``, which the compiler cannot fold: the select
+    survives until the program is partitioned, and each device then fills its own
+    shard (exactly ``fill_value``, whatever the parameter holds, inf and NaN
+    included). The parameter is read once, at ``init``; no ``update`` pays for it.
     """
     check_float_params(params)
+    keep = jax.lax.optimization_barrier(jnp.zeros([], bool))
 
-    def zeros(p):
-        return jnp.zeros_like(p, dtype=dtype_fn(jnp.result_type(p)))
+    def full(p):
+        dtype = dtype_fn(jnp.result_type(p))
+        return jnp.where(keep, jnp.asarray(p).astype(dtype), jnp.asarray(fill_value, dtype))
 
-    return jax.tree.map(zeros, params)
+    return jax.tree.map(full, params)
+
+
+def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
+    """Zeros shaped and sharded like each leaf of ``params`` (see :func:`full_like`)."""
+    return full_like(params, 0.0, dtype_fn)
+
+
+def zero_count(params: Any) -> jax.Array:
+    """A step count of 0 (int32, a scalar), replicated over the devices of ``params``.
+
+    Under ``jit`` a scalar output is replicated over the program's devices. Eagerly, a
+    count made on the default device would be moved, and the step recompiled once for
+    its new placement, at the first update of parameters committed to a mesh; it is
+    placed replicated over the mesh of the first committed leaf instead.
+    """
+    count = jnp.zeros([], jnp.int32)
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.committed:
+            sharding = leaf.sharding
+            if isinstance(sharding, NamedSharding):
+                return jax.device_put(count, NamedSharding(sharding.mesh, PartitionSpec()))
+            if sharding.is_fully_replicated:
+                return jax.device_put(count, sharding)
+            return count
+    return count
 
 
 def check_matches(
