@@ -18,7 +18,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 
 def _is_none(x: Any) -> bool:
@@ -53,6 +52,11 @@ def check_float_params(params: Any, *, what: str = "params") -> None:
             )
 
 
+def _on_device(leaf: Any) -> bool:
+    """Whether ``leaf`` is a JAX array (or a tracer of one): host data has no placement."""
+    return isinstance(leaf, jax.Array)
+
+
 def full_like(params: Any, fill_value: float, dtype_fn: Callable = state_dtype) -> Any:
     """Arrays of ``fill_value`` shaped and sharded like each leaf of ``params``.
 
@@ -69,13 +73,16 @@ def full_like(params: Any, fill_value: float, dtype_fn: Callable = state_dtype) 
     survives until the program is partitioned, and each device then fills its own
     shard (exactly ``fill_value``, whatever the parameter holds, inf and NaN
     included). The parameter is read once, at ``init``; no ``update`` pays for it.
+    Host (NumPy) leaves have no placement to follow and are not copied to a device.
     """
     check_float_params(params)
     keep = jax.lax.optimization_barrier(jnp.zeros([], bool))
 
     def full(p):
         dtype = dtype_fn(jnp.result_type(p))
-        return jnp.where(keep, jnp.asarray(p).astype(dtype), jnp.asarray(fill_value, dtype))
+        if not _on_device(p):
+            return jnp.full(np.shape(p), fill_value, dtype)
+        return jnp.where(keep, p.astype(dtype), jnp.asarray(fill_value, dtype))
 
     return jax.tree.map(full, params)
 
@@ -86,22 +93,21 @@ def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
 
 
 def zero_count(params: Any) -> jax.Array:
-    """A step count of 0 (int32, a scalar), replicated over the devices of ``params``.
+    """A step count of 0 (int32, a scalar) replicated over the devices of ``params``.
 
-    Under ``jit`` a scalar output is replicated over the program's devices. Eagerly, a
-    count made on the default device would be moved, and the step recompiled once for
-    its new placement, at the first update of parameters committed to a mesh; it is
-    placed replicated over the mesh of the first committed leaf instead.
+    The parameters pass through ``lax.optimization_barrier`` beside the zero (an
+    identity, no copy), so that the program which makes it runs where they live: under
+    ``jit``, a state holding only a count (``sgd`` with a schedule) would otherwise be
+    built on one device (the unused parameters are pruned), and eagerly, the first
+    update would move the count and compile the step a second time. Inside
+    ``shard_map`` the program already runs on the mesh, and the count is left apart
+    from the per-device parameters so that it stays invariant across the mesh.
     """
     count = jnp.zeros([], jnp.int32)
-    for leaf in jax.tree.leaves(params):
-        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.committed:
-            sharding = leaf.sharding
-            if isinstance(sharding, NamedSharding):
-                return jax.device_put(count, NamedSharding(sharding.mesh, PartitionSpec()))
-            if sharding.is_fully_replicated:
-                return jax.device_put(count, sharding)
-            return count
+    if getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()):
+        return count
+    leaves = [leaf for leaf in jax.tree.leaves(params) if _on_device(leaf)]
+    count, _ = jax.lax.optimization_barrier((count, leaves))
     return count
 
 
