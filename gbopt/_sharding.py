@@ -73,7 +73,11 @@ def state_shardings(state: Any, mesh: Mesh, axis_name: str | Sequence[str]) -> A
     compiler may insert that gather.
 
     State that is already sharded over other axes of ``mesh`` (model parallelism on a
-    2-D mesh) keeps that sharding and is split over ``axis_name`` in addition.
+    2-D mesh) keeps that sharding and is split over ``axis_name`` in addition. That
+    sharding is read from the leaves: those of ``tx.init(params)`` have it, and so do
+    those of ``jax.eval_shape(tx.init, params)`` on a mesh with ``Explicit`` axes; with
+    ``Auto`` axes ``eval_shape`` returns leaves without sharding, which are taken as
+    replicated over the other axes (pass the initialised state instead).
 
     Args:
       state: a pytree of arrays or of ``jax.ShapeDtypeStruct``, e.g.
@@ -89,6 +93,14 @@ def state_shardings(state: Any, mesh: Mesh, axis_name: str | Sequence[str]) -> A
     Raises:
       ValueError: if ``axis_name`` is not an axis of ``mesh``, or a state array is
         sharded over a different mesh (naming its path).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gbopt
+      >>> mesh = jax.make_mesh((1,), ("data",))
+      >>> state = {"nu": jax.ShapeDtypeStruct((3, 8), jnp.float32),
+      ...          "count": jax.ShapeDtypeStruct((), jnp.int32)}
+      >>> {k: s.spec for k, s in gbopt.state_shardings(state, mesh, "data").items()}
+      {'count': P(), 'nu': P(None, 'data')}
 
     References:
       Rajbhandari, Rasley, Ruwase & He, "ZeRO: Memory Optimizations Toward Training

@@ -17,6 +17,7 @@ Multi-host runs and real accelerators cannot be tested here (see docs/sharding.m
 
 import collections
 import functools
+import pathlib
 import re
 
 import jax
@@ -143,7 +144,12 @@ def _check_state_follows(state, params, mesh):
 def test_state_follows_the_parameters_sharding(name, jit, mesh):
     tx = TRANSFORMS[name]()
     params = _shard(_host_tree(0), mesh)
-    state = (jax.jit(tx.init) if jit else tx.init)(params)
+    if jit:
+        init = _compile(tx.init, params)
+        assert _collectives(init) == []
+        state = init(params)
+    else:
+        state = tx.init(params)
     followed = _check_state_follows(state, params, mesh)
     assert set(followed) in (set(), set(SPECS))  # every parameter has its statistics, or none
     # and holds what the unsharded init holds
@@ -347,18 +353,29 @@ def test_state_shardings_splits_the_largest_divisible_dimension():
     assert all(isinstance(s, NamedSharding) and s.mesh == mesh for s in jax.tree.leaves(both))
 
 
-def test_state_shardings_adds_the_data_axis_to_model_parallel_state():
+@pytest.mark.parametrize("abstract", [False, True], ids=["state", "eval_shape"])
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit], ids=["auto", "explicit"])
+def test_state_shardings_adds_the_data_axis_to_model_parallel_state(axis_type, abstract):
     """On a 2-D mesh, state sharded over `model` is split over `data` as well."""
-    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(axis_type, axis_type))
     params = {
         "w": jax.device_put(np.ones((8, 6), np.float32), NamedSharding(mesh, P(None, "model"))),
         # 6 is not divisible by 4; 8 / 2 = 4 per model shard is
         "v": jax.device_put(np.ones((6, 8), np.float32), NamedSharding(mesh, P(None, "model"))),
         "done": jax.device_put(np.ones((8,), np.float32), NamedSharding(mesh, P("data"))),
     }
-    state = gbopt.momentum(1e-2).init(params)
+    init = gbopt.momentum(1e-2).init
+    state = jax.eval_shape(init, params) if abstract else init(params)
     specs = jax.tree.map(lambda s: s.spec, gbopt.state_shardings(state, mesh, "data"))[1].trace
-    assert specs == {"w": P("data", "model"), "v": P(None, ("model", "data")), "done": P("data")}
+    if abstract and axis_type == AxisType.Auto:
+        # eval_shape drops Auto shardings: taken as replicated over `model` (documented)
+        assert specs == {"w": P("data", None), "v": P(None, "data"), "done": P("data")}
+    else:
+        assert specs == {
+            "w": P("data", "model"),
+            "v": P(None, ("model", "data")),
+            "done": P("data"),
+        }
 
 
 def test_state_shardings_errors_name_the_axis_and_the_path():
@@ -382,10 +399,14 @@ def _per_device_bytes(tree) -> dict:
     return dict(total)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_zero_stage_1_same_results_and_state_memory_divided_by_devices(name):
+ZERO_CASES = [pytest.param(name, AxisType.Auto, id=name) for name in NAMES]
+ZERO_CASES.append(pytest.param("adam", AxisType.Explicit, id="adam-explicit"))
+
+
+@pytest.mark.parametrize(("name", "axis_type"), ZERO_CASES)
+def test_zero_stage_1_same_results_and_state_memory_divided_by_devices(name, axis_type):
     tx = OPTIMIZERS[name]()
-    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(axis_type,))
     rng = np.random.default_rng(4)
     host = {
         "w1": rng.normal(size=(16, 24)).astype(np.float32),
@@ -430,3 +451,14 @@ def test_zero_stage_1_same_results_and_state_memory_divided_by_devices(name):
         f"\nZeRO-1 {name}: state per device {arrays + counts} B replicated -> "
         f"{arrays // 8 + counts} B sharded over 8 devices"
     )
+
+
+def test_the_sharding_guide_runs():
+    """docs/sharding.md: its Python blocks run in order (the multi-host `main` is only defined)."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "sharding.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 4
+    namespace: dict = {}
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"docs/sharding.md[block {index}]", "exec"), namespace)
+    assert callable(namespace["main"])
