@@ -92,23 +92,29 @@ def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
     return full_like(params, 0.0, dtype_fn)
 
 
-def zero_count(params: Any) -> jax.Array:
-    """A step count of 0 (int32, a scalar) replicated over the devices of ``params``.
+def scalar_like(params: Any, value: Any, dtype) -> jax.Array:
+    """A scalar ``value`` of ``dtype`` replicated over the devices of ``params``.
 
-    The parameters pass through ``lax.optimization_barrier`` beside the zero (an
-    identity, no copy), so that the program which makes it runs where they live: under
-    ``jit``, a state holding only a count (``sgd`` with a schedule) would otherwise be
-    built on one device (the unused parameters are pruned), and eagerly, the first
-    update would move the count and compile the step a second time. Inside
-    ``shard_map`` the program already runs on the mesh, and the count is left apart
-    from the per-device parameters so that it stays invariant across the mesh.
+    For the scalars of a state (step counts, NAdam's momentum product). The
+    parameters pass through ``lax.optimization_barrier`` beside it (an identity, no
+    copy), so that the program which makes it runs where they live: under ``jit``, a
+    state holding only a count (``sgd`` with a schedule) would otherwise be built on
+    one device (the unused parameters are pruned), and eagerly, the first update would
+    move the scalar and compile the step a second time. Inside ``shard_map`` the
+    program already runs on the mesh, and the scalar is kept apart from the
+    per-device parameters so that it stays invariant across the mesh.
     """
-    count = jnp.zeros([], jnp.int32)
+    scalar = jnp.full([], value, dtype)
     if getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()):
-        return count
+        return scalar
     leaves = [leaf for leaf in jax.tree.leaves(params) if _on_device(leaf)]
-    count, _ = jax.lax.optimization_barrier((count, leaves))
-    return count
+    scalar, _ = jax.lax.optimization_barrier((scalar, leaves))
+    return scalar
+
+
+def zero_count(params: Any) -> jax.Array:
+    """A step count of 0 (int32) replicated over the devices of ``params`` (:func:`scalar_like`)."""
+    return scalar_like(params, 0, jnp.int32)
 
 
 def check_matches(

@@ -38,7 +38,7 @@ COLLECTIVE = re.compile(
     r"(?:-start)?\("
 )
 
-# Combinators and stateful primitives beyond the optimizers' own chains.
+# Combinators and stateful primitives beyond the seed optimizers' own chains.
 COMPOSED = {
     "chain(trace, ema(debias))": lambda: gbopt.chain(
         gbopt.trace(0.9), gbopt.ema(0.9, debias=True), gbopt.scale(-1e-2)
@@ -58,6 +58,18 @@ COMPOSED = {
         )
     ),
     "sgd(schedule)": lambda: gbopt.sgd(lambda c: 1e-2 * 0.5**c),
+    # gbopt.pytorch: its own primitives (schedule count, centered square, running max,
+    # infinity norm, NAdam's momentum product, a float scalar)
+    "pytorch.SGD(schedule, momentum)": lambda: gbopt.pytorch.SGD(
+        lr=lambda c: 1e-2 / (1.0 + c), momentum=0.9
+    ),
+    "pytorch.RMSprop(centered)": lambda: gbopt.pytorch.RMSprop(lr=1e-2, centered=True),
+    "pytorch.Adagrad(lr_decay, s0=0.1)": lambda: gbopt.pytorch.Adagrad(
+        lr=1e-2, lr_decay=1e-2, initial_accumulator_value=0.1
+    ),
+    "pytorch.Adam(amsgrad)": lambda: gbopt.pytorch.Adam(lr=1e-2, amsgrad=True),
+    "pytorch.NAdam": lambda: gbopt.pytorch.NAdam(lr=1e-2),
+    "pytorch.Adamax": lambda: gbopt.pytorch.Adamax(lr=1e-2),
 }
 TRANSFORMS = {**OPTIMIZERS, **COMPOSED}
 
@@ -131,7 +143,7 @@ def _collectives(compiled) -> list[tuple[str, str]]:
 
 
 def _check_state_follows(state, params, mesh):
-    """Arrays keyed by a parameter have its sharding; every other leaf is a replicated count."""
+    """Arrays keyed by a parameter have its sharding; every other leaf is a replicated scalar."""
     devices = set(mesh.devices.flat)
     followed = collections.Counter()
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
@@ -143,7 +155,7 @@ def _check_state_follows(state, params, mesh):
             assert leaf.sharding.is_equivalent_to(p.sharding, p.ndim), where
             followed[key] += 1
         else:
-            assert leaf.shape == () and leaf.dtype == jnp.int32, where
+            assert leaf.shape == (), where  # a step count, NAdam's momentum product
             assert leaf.sharding.is_fully_replicated, where
             assert leaf.sharding.device_set == devices, where
     return followed
