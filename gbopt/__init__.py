@@ -52,6 +52,7 @@ from gbopt._scaling import add as add
 from gbopt._scaling import scale as scale
 from gbopt._scaling import scale_by_learning_rate as scale_by_learning_rate
 from gbopt._scaling import sqrt as sqrt
+from gbopt._sharding import state_shardings as state_shardings
 from gbopt._torch_primitives import AccumulateCenteredSquareState as AccumulateCenteredSquareState
 from gbopt._torch_primitives import AccumulateInfNormState as AccumulateInfNormState
 from gbopt._torch_primitives import NadamMomentumState as NadamMomentumState

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gbopt import _numerics, _tree
 from gbopt._base import GradientTransformation, as_transform
@@ -150,7 +149,7 @@ def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation
     """
 
     def init_fn(params):
-        count = jnp.zeros([], jnp.int32)
+        count = _tree.zero_count(params)
         return StepCountState(count, as_transform(build(count)).init(params))
 
     def update_fn(updates, state, params=None, **extra_args):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
 from gbopt._base import EmptyState, GradientTransformation
@@ -158,12 +157,7 @@ def accumulate_square(
     _validate.non_negative("initial_accumulator_value", initial_accumulator_value)
 
     def init_fn(params):
-        nu = _tree.zeros_like(params)
-        # A traced r0 (from inject_hyperparams) cannot be tested: only a literal 0 skips.
-        r0 = initial_accumulator_value
-        if not (isinstance(r0, (int, float)) and r0 == 0):
-            nu = jax.tree.map(lambda r: jnp.full_like(r, r0), nu)
-        return AccumulateSquareState(nu)
+        return AccumulateSquareState(_tree.full_like(params, initial_accumulator_value))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -232,8 +226,7 @@ def bias_correction(
         return GradientTransformation(init_shared, update_shared)
 
     def init_fn(params):
-        del params
-        return BiasCorrectionState(jnp.zeros([], jnp.int32))
+        return BiasCorrectionState(_tree.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -83,8 +83,7 @@ def scale_by_learning_rate(
         return _stateless(lambda u, dtype: u * (sign * _tree.scalar(lr, dtype)))
 
     def init_fn(params):
-        del params
-        return ScaleByLearningRateState(jnp.zeros([], jnp.int32))
+        return ScaleByLearningRateState(_tree.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
