@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -241,6 +242,15 @@ def test_chunked_loop_equals_one_call_and_reports_progress(monkeypatch):
     np.testing.assert_array_equal(chunked.path, whole.path)
 
 
+def test_the_progress_bar_waits_a_second_before_it_appears():
+    stream = io.StringIO()
+    bar = _race._progress_bar(100, "saddle", stream)
+    assert bar.delay == 1.0 and bar.total == 100 and bar.desc == "saddle"
+    bar.update(100)
+    bar.close()
+    assert stream.getvalue() == ""  # a race shorter than a second shows no bar
+
+
 def test_steps_to_tolerance_is_none_when_not_reached():
     result = _race.run(_problems.rosenbrock(), "sgd", steps=10)
     assert result.steps_to_tolerance is None
@@ -288,6 +298,9 @@ def test_digits_loss_is_the_mean_softmax_cross_entropy():
     logits = _problems.mlp_apply(params, jnp.asarray(x))
     expected = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y)).mean()
     np.testing.assert_allclose(problem.loss(params), expected, rtol=1e-6)
+    described = _race.describe(problem, 10, 2.3)
+    assert "10 steps on the whole set of 1797 (gradient descent); initial loss 2.3" in described
+    assert "minibatches of 16" in _race.describe(_problems.digits(batch_size=16), 10, 2.3)
     with pytest.raises(
         ValueError, match=r"`batch_size` must be >= 0 \(0 for the whole set\), got -1"
     ):

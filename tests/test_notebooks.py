@@ -57,6 +57,33 @@ print(f"checked {len(plt.get_fignums())} figures")
 """
 
 
+def test_the_figure_check_catches_unlabelled_plots():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    try:
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], label="a")
+        ax.plot([1, 0], label="b")
+        ax.set_title("two lines")
+        with pytest.raises(AssertionError, match="an axis has no label") as failure:
+            exec(CHECK_FIGURES, {})
+        assert "2 labelled curves and no legend" in str(failure.value)
+
+        ax.set(xlabel="x", ylabel="y")
+        ax.legend()
+        ax2 = fig.add_axes((0.6, 0.6, 0.2, 0.2), title="inset", xlabel="i", ylabel="j")
+        ax2.pcolormesh([[1.0, 2.0], [3.0, 4.0]])
+        with pytest.raises(AssertionError, match="a colour map without a colour bar"):
+            exec(CHECK_FIGURES, {})
+        fig.colorbar(ax2.collections[0], ax=ax2)
+        exec(CHECK_FIGURES, {})
+    finally:
+        plt.close("all")
+
+
 def test_there_are_five_notebooks():
     assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_"]
 
