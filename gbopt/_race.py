@@ -57,7 +57,8 @@ class RunResult:
       path: ``(steps + 1, 2)`` parameters on the 2-D surfaces, else ``None``.
       steps_to_tolerance: the first step count at which the problem's tolerance was
         reached, or ``None``.
-      seconds_per_step: wall time per step of the compiled loop (compile excluded).
+      seconds_per_step: wall time per step of the compiled loop, compile excluded (the
+        loss recorded at every step included: on ``digits``, a pass over the whole set).
       compile_seconds: the time taken to compile the loop.
     """
 
@@ -109,7 +110,8 @@ def _make_loop(problem: Problem, optimizer: str, length: int) -> Callable:
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _draw_indices(key: jax.Array, shape: tuple[int, int], examples: int) -> jax.Array:
+def _draw_indices(key: jax.Array, shape: tuple[int, ...], examples: int) -> jax.Array:
+    """Minibatch indices drawn with replacement from ``range(examples)``."""
     return jax.random.randint(key, shape, 0, examples, dtype=jnp.int32)
 
 
@@ -205,7 +207,7 @@ def describe(problem: Problem, steps: int, initial_loss: float) -> str:
     if problem.stochastic:
         run = f"{steps} steps on random minibatches of {problem.batch_size} (loss on the whole set)"
     elif problem.examples is not None:
-        run = f"{steps} steps on the whole set of {problem.examples} (gradient descent)"
+        run = f"{steps} steps on the whole set of {problem.examples} (full batch)"
     else:
         run = f"{steps} steps"
     return f"{head}\n{run}; {start}; {detail}"

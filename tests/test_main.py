@@ -299,7 +299,7 @@ def test_digits_loss_is_the_mean_softmax_cross_entropy():
     expected = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y)).mean()
     np.testing.assert_allclose(problem.loss(params), expected, rtol=1e-6)
     described = _race.describe(problem, 10, 2.3)
-    assert "10 steps on the whole set of 1797 (gradient descent); initial loss 2.3" in described
+    assert "10 steps on the whole set of 1797 (full batch); initial loss 2.3" in described
     assert "minibatches of 16" in _race.describe(_problems.digits(batch_size=16), 10, 2.3)
     with pytest.raises(
         ValueError, match=r"`batch_size` must be >= 0 \(0 for the whole set\), got -1"
