@@ -10,7 +10,10 @@ import gbopt
 def nested_tree(rng: np.random.Generator, dtype=np.float64) -> dict:
     """A nested pytree with dicts, a tuple, a matrix and a scalar leaf."""
     return {
-        "dense": {"w": rng.normal(size=(3, 4)).astype(dtype), "b": rng.normal(size=(4,)).astype(dtype)},
+        "dense": {
+            "w": rng.normal(size=(3, 4)).astype(dtype),
+            "b": rng.normal(size=(4,)).astype(dtype),
+        },
         "pair": (rng.normal(size=(2,)).astype(dtype), np.asarray(rng.normal(), dtype=dtype)),
     }
 
