@@ -117,15 +117,38 @@ def zero_count(params: Any) -> jax.Array:
     return scalar_like(params, 0, jnp.int32)
 
 
+def _raw_dtype(x: Any) -> np.dtype:
+    """The dtype of ``x`` as stored (``jnp.result_type`` would map int64 to int32 without x64)."""
+    dtype = getattr(x, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else np.asarray(x).dtype
+
+
 def check_matches(
-    updates: Any, reference: Any, *, what: str, reference_name: str, none_passes: bool = False
+    updates: Any,
+    reference: Any,
+    *,
+    what: str,
+    reference_name: str,
+    none_passes: bool = False,
+    dtypes: bool = False,
+    fix: str | None = None,
 ) -> None:
     """Checks that ``updates`` has the structure and leaf shapes of ``reference``.
+
+    Args:
+      updates: the tree to check.
+      reference: the tree it must match.
+      what: how the messages name ``updates``.
+      reference_name: how the messages name ``reference``.
+      none_passes: a ``None`` in ``updates`` matches anything.
+      dtypes: also check that the leaves' dtypes are equal.
+      fix: the how-to-fix sentence of every message, replacing the default ones
+        (which speak of updates and parameters).
 
     Raises:
       ValueError: naming the first path where the two differ (a missing or extra key,
         ``None`` against an array, a list against a tuple) or where shapes differ,
-        including shapes that would broadcast.
+        including shapes that would broadcast, or (with ``dtypes``) where dtypes differ.
     """
     u_leaves, u_def = jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_none)
     r_leaves, r_def = jax.tree_util.tree_flatten_with_path(reference, is_leaf=_is_none)
@@ -142,9 +165,12 @@ def check_matches(
         raise ValueError(
             f"{what} does not have the tree structure of the {reference_name}: they first "
             f"differ at {first}.\n  {what}: {u_def}\n  {reference_name}: {r_def}\n"
-            f"Pass {what} with exactly the structure of the parameters the state was built "
-            "for (same keys, same container types, None in the same places), or call "
-            "`init` again for the new parameters."
+            + (
+                fix
+                or f"Pass {what} with exactly the structure of the parameters the state was "
+                "built for (same keys, same container types, None in the same places), or "
+                "call `init` again for the new parameters."
+            )
         )
     for (path, u), (_, r) in zip(u_leaves, r_leaves, strict=True):
         if u is None and (none_passes or r is None):
@@ -152,15 +178,25 @@ def check_matches(
         if u is None or r is None:
             raise ValueError(
                 f"{what}{path_str(path)} is {'None' if u is None else 'an array'} but the "
-                f"{reference_name} there is {'None' if r is None else 'an array'}. Use None "
-                "in the same places as the parameters the state was built for."
+                f"{reference_name} there is {'None' if r is None else 'an array'}. "
+                + (fix or "Use None in the same places as the parameters the state was built for.")
             )
         if jnp.shape(u) != jnp.shape(r):
             raise ValueError(
                 f"{what}{path_str(path)} has shape {jnp.shape(u)} but the {reference_name} "
-                f"there has shape {jnp.shape(r)}. Shapes must match exactly (gbopt never "
-                "broadcasts an update onto a parameter); check that the gradient was taken "
-                "with respect to these parameters."
+                f"there has shape {jnp.shape(r)}. "
+                + (
+                    fix
+                    or "Shapes must match exactly (gbopt never broadcasts an update onto a "
+                    "parameter); check that the gradient was taken with respect to these "
+                    "parameters."
+                )
+            )
+        if dtypes and _raw_dtype(u) != _raw_dtype(r):
+            raise ValueError(
+                f"{what}{path_str(path)} has dtype {_raw_dtype(u).name} but the "
+                f"{reference_name} there has dtype {_raw_dtype(r).name}. "
+                + (fix or "Cast it to the reference's dtype.")
             )
 
 

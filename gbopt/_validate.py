@@ -12,6 +12,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -25,10 +26,9 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         return None
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         arr = np.asarray(value)
-        if (
-            arr.dtype == bool
-            or not np.issubdtype(arr.dtype, np.number)
-            or np.issubdtype(arr.dtype, np.complexfloating)
+        # jnp.issubdtype knows bfloat16 and the other ml_dtypes (np.issubdtype does not).
+        if arr.dtype == bool or not (
+            jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)
         ):
             raise TypeError(f"`{name}` must be a real number, got an array of dtype {arr.dtype}.")
         if arr.size == 0:
