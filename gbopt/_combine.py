@@ -177,7 +177,7 @@ def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation
     returned = "build(step)"
 
     def init_fn(params):
-        count = jnp.zeros([], jnp.int32)
+        count = _tree.zero_count(params)
         return StepCountState(count, as_transform(build(count), argument=returned).init(params))
 
     def update_fn(updates, state, params=None, **extra_args):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
 from gbopt._base import EmptyState, GradientTransformation, expect_state
@@ -118,9 +117,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
         _check(updates, state.mu, "mu")
 
         def leaf(u, s):
-            s = _tree.scalar(decay, s.dtype) * s + _tree.complement(decay, s.dtype) * u.astype(
-                s.dtype
-            )
+            s = _tree.moving_average(s, u, decay)
             return s.astype(u.dtype), s
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
@@ -162,10 +159,7 @@ def accumulate_square(
     _validate.non_negative("initial_accumulator_value", initial_accumulator_value)
 
     def init_fn(params):
-        nu = _tree.zeros_like(params)
-        if initial_accumulator_value:
-            nu = jax.tree.map(lambda r: jnp.full_like(r, initial_accumulator_value), nu)
-        return AccumulateSquareState(nu)
+        return AccumulateSquareState(_tree.full_like(params, initial_accumulator_value))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -177,7 +171,7 @@ def accumulate_square(
             if decay is None:
                 r = r + g * g
             else:
-                r = _tree.scalar(decay, r.dtype) * r + _tree.complement(decay, r.dtype) * (g * g)
+                r = _tree.moving_average(r, g * g, decay)
             return r.astype(u.dtype), r
 
         out, nu = _tree.map_leaves(leaf, 2, updates, state.nu)
@@ -236,8 +230,7 @@ def bias_correction(
         return GradientTransformation(init_shared, update_shared)
 
     def init_fn(params):
-        del params
-        return BiasCorrectionState(jnp.zeros([], jnp.int32))
+        return BiasCorrectionState(_tree.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -17,6 +17,7 @@ from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
 from gbopt._combine import chain, divide, with_step_count
 from gbopt._moments import accumulate_square, bias_correction, ema, trace
 from gbopt._scaling import add, scale_by_learning_rate, sqrt
+from gbopt._torch_primitives import accumulate_centered_square
 
 
 def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
@@ -58,7 +59,10 @@ gd = sgd
 
 
 def momentum(
-    learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9
+    learning_rate: ScalarOrSchedule,
+    momentum: float | jax.Array = 0.9,
+    *,
+    learning_rate_in_velocity: bool = True,
 ) -> GradientTransformation:
     r"""SGD with momentum (Alg. 8.2), the learning rate inside the velocity.
 
@@ -69,13 +73,23 @@ def momentum(
     ``optax.sgd(lr, momentum)`` (which keep :math:`\alpha` outside the buffer); with a
     schedule it follows the book, and they do not (CONVENTIONS.md §4.2).
 
+    With ``learning_rate_in_velocity=False`` the rule is optax's and PyTorch's,
+    :math:`b \leftarrow \mu b + g;\ w \leftarrow w - \alpha_t b`:
+    ``momentum(lr, mu, learning_rate_in_velocity=False)`` is ``optax.sgd(lr, mu)``, step
+    for step, also under a schedule (PyTorch's ``SGD(lr, momentum=mu)`` is
+    :func:`gbopt.pytorch.SGD`).
+
     Args:
       learning_rate: :math:`\alpha`.
       momentum: :math:`\mu` in [0, 1) (the seed's :math:`\epsilon`); 0.9 here and in optax's
         examples, 0 in PyTorch.
+      learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
+        default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
 
     Returns:
-      ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``.
+      ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``, or
+      ``chain(trace(momentum), scale_by_learning_rate(learning_rate))`` with
+      ``learning_rate_in_velocity=False``.
 
     Raises:
       ValueError: for a ``learning_rate`` < 0, NaN or infinite, or ``momentum``
@@ -86,11 +100,16 @@ def momentum(
       Polyak, 1964; Goodfellow et al., Alg. 8.2.
     """
     _validate.decay_rate("momentum", momentum)
+    if not learning_rate_in_velocity:
+        return chain(trace(momentum), scale_by_learning_rate(learning_rate))
     return chain(scale_by_learning_rate(learning_rate), trace(momentum))
 
 
 def nesterov(
-    learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9
+    learning_rate: ScalarOrSchedule,
+    momentum: float | jax.Array = 0.9,
+    *,
+    learning_rate_in_velocity: bool = True,
 ) -> GradientTransformation:
     r"""SGD with Nesterov momentum (Alg. 8.3), reformulated to need only :math:`g(w)`.
 
@@ -108,12 +127,19 @@ def nesterov(
     PyTorch's ``nesterov=True`` and optax's); the book's :math:`w_t` is
     ``params - momentum * state.trace``.
 
+    With ``learning_rate_in_velocity=False`` it is ``optax.sgd(lr, mu, nesterov=True)``
+    and PyTorch's ``SGD(lr, momentum=mu, nesterov=True)``, step for step, also under a
+    schedule (with a constant rate all three are the same).
+
     Args:
       learning_rate: :math:`\alpha`.
       momentum: :math:`\mu` in (0, 1).
+      learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
+        default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
 
     Returns:
-      ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``.
+      ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``,
+      the two swapped with ``learning_rate_in_velocity=False``.
 
     Raises:
       ValueError: for a ``learning_rate`` < 0, NaN or infinite, or ``momentum``
@@ -125,11 +151,17 @@ def nesterov(
     """
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
+    if not learning_rate_in_velocity:
+        return chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
     return chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
 
 
 def adagrad(
-    learning_rate: ScalarOrSchedule, eps: float | jax.Array = 1e-7
+    learning_rate: ScalarOrSchedule,
+    eps: float | jax.Array = 1e-7,
+    *,
+    initial_accumulator_value: float = 0.0,
+    eps_in_sqrt: bool = False,
 ) -> GradientTransformation:
     r"""AdaGrad (Alg. 8.4): divide by the root of the summed squares, :math:`\delta` outside.
 
@@ -137,15 +169,25 @@ def adagrad(
         r \leftarrow r + g^2, \qquad w \leftarrow w - \frac{\alpha}{\delta + \sqrt{r}}\, g,
         \qquad r_0 = 0
 
+    **optax's rule** is ``adagrad(lr, eps=1e-7, initial_accumulator_value=0.1,
+    eps_in_sqrt=True)`` (optax's defaults):
+    :math:`w \leftarrow w - \alpha\, g / \sqrt{r + \delta}` with :math:`r_0 = 0.1`.
+    (optax also returns 0 where :math:`r = 0`; with ``eps > 0`` so does this rule.)
+    PyTorch's ``Adagrad(lr, eps=δ)`` is the default rule here with its ``eps=1e-10``
+    (:func:`gbopt.pytorch.Adagrad` adds ``lr_decay`` and weight decay).
+
     Args:
       learning_rate: :math:`\alpha`; PyTorch's default is 1e-2.
       eps: :math:`\delta` >= 0, **outside** the root. Default 1e-7 (the book's); PyTorch:
         1e-10 (outside); optax ``adagrad``: 1e-7 **inside** the root with
-        :math:`r_0 = 0.1`, so optax cannot reproduce this rule.
+        :math:`r_0 = 0.1`.
+      initial_accumulator_value: :math:`r_0` >= 0; 0 (book, PyTorch), 0.1 (optax).
+      eps_in_sqrt: put :math:`\delta` inside the root, :math:`\sqrt{r + \delta}` (optax).
 
     Returns:
-      ``chain(divide(identity(), chain(accumulate_square(), sqrt(), add(eps))),
-      scale_by_learning_rate(learning_rate))``.
+      ``chain(divide(identity(), chain(accumulate_square(initial_accumulator_value=r0),
+      sqrt(), add(eps))), scale_by_learning_rate(learning_rate))``, with ``add(eps)``
+      before ``sqrt()`` when ``eps_in_sqrt``.
 
     Raises:
       ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, naming the argument.
@@ -155,14 +197,24 @@ def adagrad(
       Duchi, Hazan & Singer, 2011; Goodfellow et al., Alg. 8.4.
     """
     _validate.non_negative("eps", eps)
+    accumulated = accumulate_square(initial_accumulator_value=initial_accumulator_value)
+    root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
     return chain(
-        divide(identity(), chain(accumulate_square(), sqrt(), add(eps))),
+        divide(identity(), chain(accumulated, root)),
         scale_by_learning_rate(learning_rate),
     )
 
 
 def rmsprop(
-    learning_rate: ScalarOrSchedule, decay: float | jax.Array = 0.9, eps: float | jax.Array = 1e-6
+    learning_rate: ScalarOrSchedule,
+    decay: float | jax.Array = 0.9,
+    eps: float | jax.Array = 1e-6,
+    *,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: float | jax.Array | None = None,
+    nesterov: bool = False,
 ) -> GradientTransformation:
     r"""RMSProp (Alg. 8.5): scale by the root of a moving average of squares, :math:`\delta` inside.
 
@@ -173,15 +225,37 @@ def rmsprop(
     The first step is :math:`\alpha / \sqrt{1 - \rho}` times the sign of :math:`g`
     (3.16 :math:`\alpha` at :math:`\rho = 0.9`).
 
+    The keyword options are optax's, with optax's meaning: **optax's rule** is
+    ``rmsprop(lr, decay, eps=1e-8, ...)`` with the same keywords as ``optax.rmsprop``
+    (only the default ``eps`` differs: 1e-8 in optax). ``centered=True`` divides by the
+    root of :math:`r - \bar g^2` (:func:`gbopt.accumulate_centered_square`, clamped at
+    0); ``momentum`` adds a velocity *after* the learning rate (lr inside the velocity,
+    as in the book's Alg. 8.6 and in optax; PyTorch puts it outside, see
+    :func:`gbopt.pytorch.RMSprop`). optax's ``bias_correction=True`` is not an option
+    here; compose it: ``accumulate_square(decay)`` followed by ``bias_correction(decay)``.
+
     Args:
       learning_rate: :math:`\alpha`; PyTorch's default is 1e-2.
       decay: :math:`\rho` in [0, 1); 0.9 (book, optax), PyTorch's ``alpha`` is 0.99.
       eps: :math:`\delta` >= 0, **inside** the root. Default 1e-6 (the book's); optax:
         1e-8 inside (``eps_in_sqrt=True``); PyTorch: 1e-8 **outside**.
+      initial_scale: :math:`r_0` >= 0 (optax's name; 0 in the book, optax and PyTorch,
+        1 in TensorFlow 1).
+      eps_in_sqrt: :math:`\sqrt{r + \delta}` (default) or :math:`\sqrt{r} + \delta`
+        (``False``, PyTorch's placement).
+      centered: divide by the root of the estimated variance (Graves, 2013).
+      momentum: :math:`\mu` in [0, 1), or None for no velocity.
+      nesterov: Nesterov's form of the velocity (needs ``momentum``); ``rmsprop(lr, decay,
+        eps, momentum=mu, nesterov=True)`` is :func:`rmsprop_nesterov`.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
-      scale_by_learning_rate(learning_rate))``.
+      scale_by_learning_rate(learning_rate))``; with the options,
+      ``accumulate_centered_square`` for ``centered``, ``sqrt()`` before ``add(eps)``
+      when not ``eps_in_sqrt``, and ``trace(momentum, nesterov=nesterov)`` at the end.
+
+    Raises:
+      ValueError: ``nesterov=True`` without ``momentum``.
 
     Raises:
       ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, or ``decay``
@@ -189,14 +263,27 @@ def rmsprop(
       TypeError: for a hyperparameter that is not a real number (or a schedule).
 
     References:
-      Tieleman & Hinton, Lecture 6.5, 2012; Goodfellow et al., Alg. 8.5.
+      Tieleman & Hinton, Lecture 6.5, 2012; Graves, "Generating Sequences With
+      Recurrent Neural Networks", 2013; Goodfellow et al., Alg. 8.5.
     """
     _validate.decay_rate("decay", decay)
     _validate.non_negative("eps", eps)
-    return chain(
-        divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
+    if nesterov and momentum is None:
+        raise ValueError(
+            "`nesterov=True` needs a `momentum` (e.g. momentum=0.9); got momentum=None."
+        )
+    if centered:
+        second_moment = accumulate_centered_square(decay, initial_accumulator_value=initial_scale)
+    else:
+        second_moment = accumulate_square(decay, initial_accumulator_value=initial_scale)
+    root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
+    pieces = [
+        divide(identity(), chain(second_moment, root)),
         scale_by_learning_rate(learning_rate),
-    )
+    ]
+    if momentum is not None:
+        pieces.append(trace(momentum, nesterov=nesterov))
+    return chain(*pieces)
 
 
 def rmsprop_nesterov(

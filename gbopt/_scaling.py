@@ -117,7 +117,7 @@ def scale_by_learning_rate(
     def init_fn(params):
         if params is not None:
             _tree.check_float_params(params)
-        return ScaleByLearningRateState(jnp.zeros([], jnp.int32))
+        return ScaleByLearningRateState(_tree.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args

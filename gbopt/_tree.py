@@ -50,21 +50,75 @@ def check_float_params(params: Any, *, what: str = "params") -> None:
             )
 
 
-def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
-    """Zeros shaped like each leaf of ``params`` in ``dtype_fn(leaf.dtype)``.
+def _on_device(leaf: Any) -> bool:
+    """Whether ``leaf`` is a JAX array (or a tracer of one): host data has no placement."""
+    return isinstance(leaf, jax.Array)
 
-    ``None`` leaves stay ``None``. For committed (sharded) arrays the zeros are placed
-    with the same sharding, so optimizer state follows the parameters.
 
-    Raises:
-      TypeError: naming the first leaf of ``params`` that is not floating point.
+def full_like(params: Any, fill_value: float, dtype_fn: Callable = state_dtype) -> Any:
+    """Arrays of ``fill_value`` shaped and sharded like each leaf of ``params``.
+
+    Each result is in ``dtype_fn(leaf.dtype)`` and has the sharding of its leaf, so
+    optimizer state follows the parameters over a mesh, whether ``init`` runs eagerly
+    or under ``jax.jit`` without ``out_shardings``. ``None`` leaves stay ``None``.
+
+    A constant built under ``jit`` (``jnp.zeros_like`` of a tracer) depends on no input:
+    XLA places it on one device (optax's state does so), and with explicit mesh axes
+    it fails unless the call runs under ``jax.set_mesh``. Here the fill is instead
+    selected against the parameter, ``where(keep, p, fill)``, so that sharding
+    propagation gives it the parameter's sharding. ``keep`` is a ``False`` passed
+    through ``lax.optimization_barrier``, which the compiler cannot fold: the select
+    survives until the program is partitioned, and each device then fills its own
+    shard (exactly ``fill_value``, whatever the parameter holds, inf and NaN
+    included). The parameter is read once, at ``init``; no ``update`` pays for it.
+    Host (NumPy) leaves have no placement to follow and are not copied to a device.
     """
     check_float_params(params)
+    keep = jax.lax.optimization_barrier(jnp.zeros([], bool))
 
-    def zeros(p):
-        return jnp.zeros_like(p, dtype=dtype_fn(jnp.result_type(p)))
+    def full(p):
+        dtype = dtype_fn(jnp.result_type(p))
+        if not _on_device(p):
+            return jnp.full(np.shape(p), fill_value, dtype)
+        return jnp.where(keep, p.astype(dtype), jnp.asarray(fill_value, dtype))
 
-    return jax.tree.map(zeros, params)
+    return jax.tree.map(full, params)
+
+
+def zeros_like(params: Any, dtype_fn: Callable = state_dtype) -> Any:
+    """Zeros shaped and sharded like each leaf of ``params`` (see :func:`full_like`)."""
+    return full_like(params, 0.0, dtype_fn)
+
+
+def scalar_like(params: Any, value: Any, dtype) -> jax.Array:
+    """A scalar ``value`` of ``dtype`` replicated over the devices of ``params``.
+
+    For the scalars of a state (step counts, NAdam's momentum product). The
+    parameters pass through ``lax.optimization_barrier`` beside it (an identity, no
+    copy), so that the program which makes it runs where they live: under ``jit``, a
+    state holding only a count (``sgd`` with a schedule) would otherwise be built on
+    one device (the unused parameters are pruned), and eagerly, the first update would
+    move the scalar and compile the step a second time. Inside ``shard_map`` the
+    program already runs on the mesh, and the scalar is kept apart from the
+    per-device parameters so that it stays invariant across the mesh.
+    """
+    scalar = jnp.full([], value, dtype)
+    if getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()):
+        return scalar
+    leaves = [leaf for leaf in jax.tree.leaves(params) if _on_device(leaf)]
+    scalar, _ = jax.lax.optimization_barrier((scalar, leaves))
+    return scalar
+
+
+def zero_count(params: Any) -> jax.Array:
+    """A step count of 0 (int32) replicated over the devices of ``params`` (:func:`scalar_like`)."""
+    return scalar_like(params, 0, jnp.int32)
+
+
+def _raw_dtype(x: Any) -> np.dtype:
+    """The dtype of ``x`` as stored (``jnp.result_type`` would map int64 to int32 without x64)."""
+    dtype = getattr(x, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else np.asarray(x).dtype
 
 
 def _level(x: Any) -> tuple[Any, list[tuple[Any, Any]]] | None:
@@ -108,43 +162,59 @@ def _first_difference(
     reference_name: str,
     none_passes: bool,
     check_shapes: bool = True,
-) -> str | None:
-    """Describes the first place (in flattening order) where ``a`` and ``b`` differ."""
+    dtypes: bool = False,
+) -> tuple[str, str] | None:
+    """The first place (in flattening order) where ``a`` and ``b`` differ, or None.
+
+    Returns ``(description, kind)``, ``kind`` one of "structure", "shape", "dtype".
+    """
     at = f"{what}{path_str(path)}"
     if a is None or b is None:
         if a is None and (b is None or none_passes):
             return None
         return (
             f"{at} is {_describe(a, _level(a))} but the {reference_name} has "
-            f"{_describe(b, _level(b))} there"
+            f"{_describe(b, _level(b))} there",
+            "structure",
         )
     la, lb = _level(a), _level(b)
     if la is None and lb is None:
         if check_shapes and np.shape(a) != np.shape(b):
             return (
                 f"{at} has shape {np.shape(a)} but the {reference_name} there has shape "
-                f"{np.shape(b)} (shapes must match exactly: gbopt never broadcasts)"
+                f"{np.shape(b)}",
+                "shape",
+            )
+        if dtypes and _raw_dtype(a) != _raw_dtype(b):
+            return (
+                f"{at} has dtype {_raw_dtype(a).name} but the {reference_name} there has "
+                f"dtype {_raw_dtype(b).name}",
+                "dtype",
             )
         return None
     if la is None or lb is None or la[0][0] is not lb[0][0]:
-        return f"{at} is {_describe(a, la)} but the {reference_name} has {_describe(b, lb)} there"
+        return (
+            f"{at} is {_describe(a, la)} but the {reference_name} has {_describe(b, lb)} there",
+            "structure",
+        )
     a_keys = [k for k, _ in la[1]]
     b_keys = [k for k, _ in lb[1]]
-    if a_keys != b_keys:
-        missing = [k for k in b_keys if k not in a_keys]
-        extra = [k for k in a_keys if k not in b_keys]
-        if missing:
-            k = missing[0]
-            child = dict(lb[1])[k]
-            return (
-                f"{at}{path_str([k])} is missing (the {reference_name} has "
-                f"{_describe(child, _level(child))} there)"
-            )
-        if extra:
-            k = extra[0]
-            return f"{at}{path_str([k])} is not in the {reference_name}"
-    if not _equal(la[0], lb[0]) or len(a_keys) != len(b_keys):
-        return f"{at} is {_describe(a, la)} but the {reference_name} has {_describe(b, lb)} there"
+    missing = [k for k in b_keys if k not in a_keys]
+    if missing:
+        child = dict(lb[1])[missing[0]]
+        return (
+            f"{at}{path_str([missing[0]])} is missing (the {reference_name} has "
+            f"{_describe(child, _level(child))} there)",
+            "structure",
+        )
+    extra = [k for k in a_keys if k not in b_keys]
+    if extra:
+        return f"{at}{path_str([extra[0]])} is not in the {reference_name}", "structure"
+    if not _equal(la[0], lb[0]) or a_keys != b_keys:
+        return (
+            f"{at} is {_describe(a, la)} but the {reference_name} has {_describe(b, lb)} there",
+            "structure",
+        )
     for (k, x), (_, y) in zip(la[1], lb[1], strict=True):
         found = _first_difference(
             x,
@@ -154,6 +224,7 @@ def _first_difference(
             reference_name=reference_name,
             none_passes=none_passes,
             check_shapes=check_shapes,
+            dtypes=dtypes,
         )
         if found:
             return found
@@ -168,6 +239,8 @@ def check_matches(
     reference_name: str,
     none_passes: bool = False,
     check_shapes: bool = True,
+    dtypes: bool = False,
+    fix: str | None = None,
 ) -> None:
     """Checks that ``updates`` has the structure and leaf shapes of ``reference``.
 
@@ -176,25 +249,29 @@ def check_matches(
 
     Args:
       updates: the tree to check.
-      reference: the tree it must match (a state field, the parameters).
-      what: how ``updates`` is named in the message (e.g. ``"updates"``).
-      reference_name: how ``reference`` is named in the message.
+      reference: the tree it must match (a state field, the parameters, a template).
+      what: how the messages name ``updates`` (e.g. ``"updates"``).
+      reference_name: how the messages name ``reference``.
       none_passes: accept ``None`` in ``updates`` where ``reference`` has a subtree.
       check_shapes: also compare leaf shapes (off for a mask of booleans).
+      dtypes: also check that the leaves' dtypes are equal.
+      fix: the how-to-fix sentence of every message, replacing the default ones
+        (which speak of updates and parameters).
 
     Raises:
       ValueError: naming the first path where the two differ (a missing or extra key,
         ``None`` against an array, a list against a tuple) or where shapes differ,
-        including shapes that would broadcast.
+        including shapes that would broadcast, or (with ``dtypes``) where dtypes differ.
     """
     u_leaves, u_def = jax.tree_util.tree_flatten(updates)
     r_leaves, r_def = jax.tree_util.tree_flatten(reference)
-    if u_def == r_def and (
-        not check_shapes
-        or all(np.shape(u) == np.shape(r) for u, r in zip(u_leaves, r_leaves, strict=True))
+    if u_def == r_def and all(
+        (not check_shapes or np.shape(u) == np.shape(r))
+        and (not dtypes or _raw_dtype(u) == _raw_dtype(r))
+        for u, r in zip(u_leaves, r_leaves, strict=True)
     ):
         return
-    problem = _first_difference(
+    found = _first_difference(
         updates,
         reference,
         (),
@@ -202,14 +279,20 @@ def check_matches(
         reference_name=reference_name,
         none_passes=none_passes,
         check_shapes=check_shapes,
+        dtypes=dtypes,
     )
-    if problem is None:  # only ``None`` where ``none_passes`` allows it
+    if found is None:  # only ``None`` where ``none_passes`` allows it
         return
-    raise ValueError(
-        f"{problem}. Pass {what} with exactly the structure and shapes of the parameters "
-        "the state was built for (same keys, same container types, None in the same "
-        "places), or call `init` again for new parameters."
-    )
+    problem, kind = found
+    default_fix = {
+        "structure": f"Pass {what} with exactly the structure of the parameters the state "
+        "was built for (same keys, same container types, None in the same places), or "
+        "call `init` again for new parameters.",
+        "shape": "Shapes must match exactly (gbopt never broadcasts an update onto a "
+        "parameter); check that the gradient was taken with respect to these parameters.",
+        "dtype": "Cast it to the reference's dtype.",
+    }[kind]
+    raise ValueError(f"{problem}. {fix or default_fix}")
 
 
 def as_array(x: Any) -> jax.Array:
@@ -258,3 +341,20 @@ def complement(value: Any, dtype) -> jax.Array:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return jnp.asarray(1.0 - value, dtype)
     return (1 - jnp.asarray(value).astype(dtype)).astype(dtype)
+
+
+def moving_average(old: jax.Array, new: jax.Array, decay: Any) -> jax.Array:
+    r"""One step of a moving average, :math:`\rho\,\text{old} + (1 - \rho)\,\text{new}`.
+
+    The result has ``old``'s dtype (the statistics dtype).
+
+    Computed as :math:`\text{old} + (1 - \rho)(\text{new} - \text{old})` with
+    :math:`1 - \rho` from :func:`complement`, so that the two weights sum to exactly
+    one. The naive form multiplies by ``float32(0.999) = 0.99900001287`` and by
+    ``float32(0.001)``, whose sum is :math:`1 + 1.3 \times 10^{-8}`: the average then
+    drifts by that much every step, 1.3e-6 relative after 200 Adam steps (1.3e-5 once
+    it has settled), where this form stays within about 5e-8. (PyTorch computes Adam's
+    first moment this way, with ``lerp_``, but not its second.)
+    """
+    dtype = old.dtype
+    return old + complement(decay, dtype) * (new.astype(dtype) - old)

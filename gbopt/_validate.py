@@ -30,8 +30,10 @@ def _concrete(name: str, value: Any, forms: str = "") -> np.ndarray | None:
         return None
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         arr = np.asarray(value)
-        # jnp.issubdtype knows the ML dtypes (bfloat16, float8) that NumPy does not.
-        if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        # jnp.issubdtype knows bfloat16 and the other ml_dtypes (np.issubdtype does not).
+        if arr.dtype == bool or not (
+            jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)
+        ):
             raise TypeError(f"`{name}` must be a real number, got an array of dtype {arr.dtype}.")
         if arr.size == 0:
             raise ValueError(f"`{name}` must not be empty, got an array of shape {arr.shape}.")

@@ -1,0 +1,578 @@
+r"""``torch.optim``'s optimizers, rule for rule, as gbopt transforms.
+
+Each constructor has the name of a ``torch.optim`` class and its arguments, with the
+same names and defaults, less ``params`` and the implementation flags (``foreach``,
+``fused``, ``capturable``, ``differentiable``; XLA fuses the update on its own).
+It returns a :class:`gbopt.GradientTransformation` that follows PyTorch's update rule
+exactly: in float64, 200 steps of each stay within 1e-12 of ``torch.optim`` on CPU
+(``tests/test_pytorch.py``), including with a learning-rate schedule::
+
+    torch.optim.SGD(params, lr=0.1, momentum=0.9, dampening=0.1)
+    gbopt.pytorch.SGD(lr=0.1, momentum=0.9, dampening=0.1)
+
+Each is a :func:`gbopt.chain` of gbopt primitives (printed in its docstring), so it can
+be rebuilt or changed piece by piece.
+
+**Learning-rate schedules.** ``lr`` may be a schedule ``count -> lr`` (``count`` is 0
+at the first step). ``LambdaLR(optimizer, lr_lambda)`` stepped once per optimizer
+step is ``lr=lambda count: base_lr * lr_lambda(count)``; any other scheduler stepped
+once per step is its learning rate as a function of the number of steps taken before.
+
+**Where the conventions differ** (CONVENTIONS.md): PyTorch keeps the learning rate
+outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
+textbook (:func:`gbopt.momentum`) and ``optax.rmsprop`` do not; the difference shows
+only with a schedule. ``Adagrad`` and ``RMSprop`` add ``eps`` outside the root (optax
+and the textbook's RMSProp inside). ``SGD``'s first momentum step is undamped, and
+``Adam(amsgrad=True)`` takes the maximum of the raw second moment; optax reproduces
+neither. ``NAdam`` uses Dozat's momentum schedule, which optax's ``nadam`` does not.
+
+.. warning:: ``maximize=True`` negates the gradient *before* weight decay, as PyTorch
+   does, so weight decay still pulls the parameters towards 0.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gbopt import _validate
+from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt._combine import chain, divide, with_step_count
+from gbopt._moments import accumulate_square, bias_correction, ema, trace
+from gbopt._regularize import add_decayed_weights
+from gbopt._scaling import add, scale, scale_by_learning_rate, sqrt
+from gbopt._torch_primitives import (
+    _validate_momentum_decay,
+    accumulate_centered_square,
+    accumulate_inf_norm,
+    nadam_momentum,
+    running_max,
+    scale_by_schedule,
+)
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
+
+Number = float | jax.Array
+
+
+def _is_zero(value: Any) -> bool:
+    """True for a concrete 0 (a traced value may be anything, so it is not zero)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {type(value).__name__}: {value!r}.")
+
+
+def _betas(betas: Any) -> tuple[Any, Any]:
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`betas` must be a pair (beta1, beta2), e.g. (0.9, 0.999); got {betas!r}."
+        ) from None
+    _validate.decay_rate("betas[0]", b1)
+    _validate.decay_rate("betas[1]", b2)
+    return b1, b2
+
+
+def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]:
+    """PyTorch's first two lines: negate for ``maximize``, then add L2 weight decay."""
+    pieces = [scale(-1.0)] if maximize else []
+    if not _is_zero(weight_decay):
+        pieces.append(add_decayed_weights(weight_decay))
+    return pieces
+
+
+def SGD(
+    lr: ScalarOrSchedule = 1e-3,
+    momentum: Number = 0,
+    dampening: Number = 0,
+    weight_decay: Number = 0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.SGD``: SGD with momentum, dampening, Nesterov and L2 weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda \theta_{t-1} \\
+        b_1 &= g_1, \qquad b_t = \mu\, b_{t-1} + (1 - \tau)\, g_t \\
+        \theta_t &= \theta_{t-1} - \gamma_t\, b_t
+          \quad\text{or, with Nesterov,}\quad
+          \theta_{t-1} - \gamma_t\, (g_t + \mu b_t)
+
+    (:math:`\gamma` ``lr``, :math:`\mu` ``momentum``, :math:`\tau` ``dampening``,
+    :math:`\lambda` ``weight_decay``; the minus sign of :math:`\pm` for ``maximize``.)
+
+    .. warning:: The learning rate multiplies the buffer (it is *outside* the velocity),
+       as in ``optax.sgd`` but not in the textbook's Alg. 8.2 (:func:`gbopt.momentum`);
+       the two differ once the learning rate changes. The first step is **not damped**
+       (:math:`b_1 = g_1`), which ``optax`` cannot reproduce; ``gbopt`` does it with
+       a dampening schedule that is 1 at the first step.
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      momentum: :math:`\mu` in [0, 1) (PyTorch also accepts values >= 1, which diverge).
+      dampening: :math:`\tau` in [0, 1].
+      weight_decay: :math:`\lambda` >= 0 (L2: added to the gradient).
+      nesterov: use Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      [scale_by_schedule(1 at the first step, else 1 - dampening)],
+      [trace(momentum, nesterov=nesterov)], scale_by_learning_rate(lr))``, the bracketed
+      pieces present only when their option is set (inside :func:`gbopt.with_step_count`
+      when ``dampening`` needs the step).
+
+    Raises:
+      ValueError: for a hyperparameter out of range, or ``nesterov=True`` without
+        momentum or with dampening (as PyTorch).
+
+    References:
+      Sutskever et al., "On the importance of initialization and momentum in deep
+      learning", ICML 2013; ``torch.optim.SGD`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    _validate.decay_rate("momentum", momentum)
+    _validate.non_negative("weight_decay", weight_decay)
+    _validate.non_negative("dampening", dampening)
+    if isinstance(dampening, numbers.Real) and dampening > 1:
+        raise ValueError(
+            f"`dampening` must be in [0, 1] (the fraction of each new gradient left out of "
+            f"the momentum buffer); got {dampening!r}."
+        )
+    _flag("nesterov", nesterov)
+    _flag("maximize", maximize)
+    if nesterov and (_is_zero(momentum) or not _is_zero(dampening)):
+        raise ValueError(
+            "`nesterov=True` needs `momentum` > 0 and `dampening` = 0 (torch.optim.SGD "
+            f"raises the same); got momentum={momentum!r}, dampening={dampening!r}. Set "
+            "momentum, e.g. 0.9, and dampening=0, or use nesterov=False."
+        )
+    with_momentum = not _is_zero(momentum)
+    damped = with_momentum and not _is_zero(dampening)
+
+    def build(step):
+        pieces = _gradient(weight_decay, maximize)
+        if damped:
+            # b_1 = g_1, b_t = mu b_{t-1} + (1 - dampening) g_t: the input of the trace is
+            # scaled by 1 at the first step (count 0) and by 1 - dampening after.
+            pieces.append(
+                scale_by_schedule(
+                    lambda count: jnp.where(count == 0, 1.0, 1 - dampening), step=step
+                )
+            )
+        if with_momentum:
+            pieces.append(trace(momentum, nesterov=nesterov))
+        pieces.append(scale_by_learning_rate(lr, step=step))
+        return chain(*pieces)
+
+    return with_step_count(build) if damped else build(None)
+
+
+def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedule:
+    r"""Adagrad's :math:`\gamma_t / (1 + (t - 1)\,\eta)`, with ``count`` = :math:`t - 1`."""
+    if _is_zero(lr_decay):
+        return lr
+    base: Callable = lr if callable(lr) else (lambda count: lr)
+    return lambda count: base(count) / (1 + count * lr_decay)
+
+
+def Adagrad(
+    lr: ScalarOrSchedule = 1e-2,
+    lr_decay: Number = 0,
+    weight_decay: Number = 0,
+    initial_accumulator_value: Number = 0,
+    eps: Number = 1e-10,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Adagrad``: AdaGrad with ``eps`` outside the root and ``lr_decay``.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda \theta_{t-1}, \qquad
+        \tilde\gamma_t = \frac{\gamma_t}{1 + (t - 1)\,\eta} \\
+        s_t &= s_{t-1} + g_t^2, \qquad
+        \theta_t = \theta_{t-1} - \tilde\gamma_t\, \frac{g_t}{\sqrt{s_t} + \epsilon}
+
+    (:math:`\eta` ``lr_decay``, :math:`s_0` ``initial_accumulator_value``.) This is the
+    textbook's Alg. 8.4 (:func:`gbopt.adagrad`) with other defaults.
+
+    .. warning:: ``optax.adagrad`` puts ``eps`` **inside** the root and starts from
+       :math:`s_0 = 0.1`; it cannot reproduce PyTorch's default ``eps=1e-10``
+       (CONVENTIONS.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
+       initial_accumulator_value=0.1)`` is optax's rule.
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      lr_decay: :math:`\eta` >= 0; the learning rate at step :math:`t` is divided by
+        :math:`1 + (t-1)\eta` (a schedule, multiplied into ``lr``'s).
+      weight_decay: :math:`\lambda` >= 0 (L2).
+      initial_accumulator_value: :math:`s_0` >= 0.
+      eps: :math:`\epsilon` >= 0, outside the root.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(identity(), chain(accumulate_square(initial_accumulator_value=...), sqrt(),
+      add(eps))), scale_by_learning_rate(lr / (1 + count * lr_decay)))``.
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and
+      Stochastic Optimization", JMLR 2011; ``torch.optim.Adagrad`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    _validate.non_negative("lr_decay", lr_decay)
+    _validate.non_negative("weight_decay", weight_decay)
+    _validate.non_negative("initial_accumulator_value", initial_accumulator_value)
+    _validate.non_negative("eps", eps)
+    _flag("maximize", maximize)
+    return chain(
+        *_gradient(weight_decay, maximize),
+        divide(
+            identity(),
+            chain(
+                accumulate_square(initial_accumulator_value=initial_accumulator_value),
+                sqrt(),
+                add(eps),
+            ),
+        ),
+        scale_by_learning_rate(_lr_decay_schedule(lr, lr_decay)),
+    )
+
+
+def RMSprop(
+    lr: ScalarOrSchedule = 1e-2,
+    alpha: Number = 0.99,
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    momentum: Number = 0,
+    centered: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.RMSprop``: RMSProp with ``eps`` outside the root, lr outside the buffer.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda \theta_{t-1}, \qquad
+        v_t = \alpha v_{t-1} + (1 - \alpha) g_t^2 \\
+        \tilde v_t &= v_t \;\text{or, centered,}\;
+          \max(v_t - \bar g_t^2, 0), \quad \bar g_t = \alpha \bar g_{t-1} + (1 - \alpha) g_t \\
+        b_t &= \mu b_{t-1} + \frac{g_t}{\sqrt{\tilde v_t} + \epsilon}, \qquad
+        \theta_t = \theta_{t-1} - \gamma_t\, b_t
+
+    (without momentum :math:`b_t` is the fraction itself; :math:`v_0 = \bar g_0 = b_0 = 0`.)
+
+    .. warning:: Three conventions differ from the textbook's Alg. 8.5
+       (:func:`gbopt.rmsprop`) and from ``optax.rmsprop``'s defaults: ``eps`` is
+       **outside** the root (``eps_in_sqrt=False`` in both), the decay defaults to
+       0.99 (not 0.9), so the first step is :math:`10\gamma\,\mathrm{sign}(g)`, and the
+       learning rate multiplies the momentum buffer from **outside** (optax's
+       ``rmsprop(momentum=...)`` puts it inside, which differs under a schedule).
+       The centered variance is clamped at 0 (PyTorch returns NaN when round-off makes it
+       negative, CONVENTIONS.md §4.4); where it is not negative the rule is PyTorch's.
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      alpha: :math:`\alpha` in [0, 1), the decay of the moving averages.
+      eps: :math:`\epsilon` >= 0, outside the root.
+      weight_decay: :math:`\lambda` >= 0 (L2).
+      momentum: :math:`\mu` in [0, 1).
+      centered: divide by the root of the estimated variance instead of the second
+        moment (Graves, 2013).
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], [add_decayed_weights(weight_decay)], divide(identity(),
+      chain(accumulate_square(alpha) or accumulate_centered_square(alpha), sqrt(),
+      add(eps))), [trace(momentum)], scale_by_learning_rate(lr))``.
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Tieleman & Hinton, Lecture 6.5, 2012; Graves, "Generating Sequences With
+      Recurrent Neural Networks", 2013; ``torch.optim.RMSprop`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    _validate.decay_rate("alpha", alpha)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _validate.decay_rate("momentum", momentum)
+    _flag("centered", centered)
+    _flag("maximize", maximize)
+    second_moment = accumulate_centered_square(alpha) if centered else accumulate_square(alpha)
+    pieces = [
+        *_gradient(weight_decay, maximize),
+        divide(identity(), chain(second_moment, sqrt(), add(eps))),
+    ]
+    if not _is_zero(momentum):
+        pieces.append(trace(momentum))
+    pieces.append(scale_by_learning_rate(lr))
+    return chain(*pieces)
+
+
+def Adam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Adam``: Adam, AMSGrad, L2 or decoupled weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \;[+\, \lambda \theta_{t-1}], \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \hat v_t &= \frac{v_t \;\text{or, AMSGrad,}\; \max_{k \le t} v_k}{1 - \beta_2^t},
+        \qquad
+        \theta_t = \theta_{t-1}\;[-\, \gamma_t \lambda \theta_{t-1}]
+          - \gamma_t \frac{m_t / (1 - \beta_1^t)}{\sqrt{\hat v_t} + \epsilon}
+
+    The first bracket is L2 decay (default), the second decoupled decay
+    (``decoupled_weight_decay=True``, i.e. :func:`AdamW`). This is the textbook's
+    Alg. 8.7 (:func:`gbopt.adam`, ``optax.adam``) when ``amsgrad=False``.
+
+    .. warning:: AMSGrad here takes the maximum of the **raw** :math:`v_t` and then
+       divides by :math:`1 - \beta_2^t`; ``optax.amsgrad`` takes the maximum of the
+       bias-corrected :math:`\hat v_t` and differs (0.59 after 200 steps in
+       CONVENTIONS.md §3). The bias corrections are computed so that float32 tracks the
+       float64 rule at least as closely as PyTorch's float32 (``optax.adam`` in float32
+       is 10 times further off, CONVENTIONS.md §4.5).
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, outside the root.
+      weight_decay: :math:`\lambda` >= 0.
+      amsgrad: divide by the root of the largest second moment so far.
+      maximize: ascend the objective instead of descending.
+      decoupled_weight_decay: decay the parameters by :math:`\gamma_t\lambda\theta`
+        instead of adding :math:`\lambda\theta` to the gradient (AdamW).
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(chain(ema(b1), bias_correction(b1, step=t)), chain(accumulate_square(b2),
+      [running_max()], bias_correction(b2, step=t), sqrt(), add(eps))),
+      [add_decayed_weights(weight_decay)], scale_by_learning_rate(lr, step=t)))``, weight
+      decay before the division (L2) or after it (decoupled).
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; Reddi, Kale &
+      Kumar, "On the Convergence of Adam and Beyond", ICLR 2018; Loshchilov & Hutter,
+      "Decoupled Weight Decay Regularization", ICLR 2019; ``torch.optim.Adam``.
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("amsgrad", amsgrad)
+    _flag("maximize", maximize)
+    _flag("decoupled_weight_decay", decoupled_weight_decay)
+
+    def build(t):
+        second_moment = [accumulate_square(b2), *([running_max()] if amsgrad else [])]
+        direction = divide(
+            chain(ema(b1), bias_correction(b1, step=t)),
+            chain(*second_moment, bias_correction(b2, step=t), sqrt(), add(eps)),
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
+
+    return with_step_count(build)
+
+
+def _decayed(direction, lr, t, weight_decay, maximize, decoupled) -> GradientTransformation:
+    """``direction`` with L2 decay before it or decoupled decay after it, then ``-lr``."""
+    if decoupled:
+        return chain(
+            *_gradient(0, maximize),
+            direction,
+            *([] if _is_zero(weight_decay) else [add_decayed_weights(weight_decay)]),
+            scale_by_learning_rate(lr, step=t),
+        )
+    return chain(*_gradient(weight_decay, maximize), direction, scale_by_learning_rate(lr, step=t))
+
+
+def AdamW(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 1e-2,
+    amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.AdamW``: Adam with decoupled weight decay (default 1e-2).
+
+    .. math::
+        \theta_t = \theta_{t-1} - \gamma_t \lambda\, \theta_{t-1}
+          - \gamma_t \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+
+    with :math:`\hat m_t, \hat v_t` as in :func:`Adam`. PyTorch multiplies the
+    parameters by :math:`1 - \gamma_t\lambda` before the Adam step; gbopt adds
+    :math:`-\gamma_t\lambda\theta_{t-1}` to the update, which is the same number up to
+    one rounding.
+
+    .. warning:: ``optax.adamw``'s ``weight_decay`` defaults to 1e-4, PyTorch's to 1e-2.
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, outside the root.
+      weight_decay: :math:`\lambda` >= 0, decoupled.
+      amsgrad: as in :func:`Adam`.
+      maximize: ascend the objective instead of descending (the decay still shrinks
+        the parameters).
+
+    Returns:
+      ``Adam(lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+      decoupled_weight_decay=True)``.
+
+    References:
+      Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019;
+      ``torch.optim.AdamW`` (PyTorch 2.13).
+    """
+    return Adam(
+        lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True
+    )
+
+
+def NAdam(
+    lr: ScalarOrSchedule = 2e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    momentum_decay: Number = 4e-3,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.NAdam``: Adam with Nesterov momentum and Dozat's momentum schedule.
+
+    .. math::
+        \mu_t &= \beta_1\left(1 - \tfrac12\, 0.96^{t\psi}\right), \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \theta_t &= \theta_{t-1}\;[-\,\gamma_t\lambda\theta_{t-1}]
+          - \gamma_t\, \frac{\frac{1 - \mu_t}{1 - \prod_{k\le t}\mu_k}\, g_t
+            + \frac{\mu_{t+1}}{1 - \prod_{k \le t+1}\mu_k}\, m_t}
+            {\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
+
+    with :math:`g_t` the gradient (plus :math:`\lambda\theta_{t-1}` for L2 decay) and
+    :math:`\psi` ``momentum_decay``.
+
+    .. warning:: ``optax.nadam`` has no momentum schedule (:math:`\mu_t = \beta_1`); it
+       equals ``NAdam(momentum_decay=math.inf)`` and differs from PyTorch's default by
+       7e-2 after 200 steps (CONVENTIONS.md §3). PyTorch keeps
+       :math:`\prod\mu_k` in its default dtype (float32), which costs a float64 run 3e-9
+       to 4e-8; gbopt keeps it in the parameters' dtype, so it matches PyTorch run with
+       ``torch.set_default_dtype(torch.float64)``.
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, outside the root.
+      weight_decay: :math:`\lambda` >= 0.
+      momentum_decay: :math:`\psi` >= 0 (``math.inf`` gives :math:`\mu_t = \beta_1`).
+      decoupled_weight_decay: decoupled (AdamW-style) instead of L2 decay (NAdamW).
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(nadam_momentum(b1, momentum_decay, step=t), chain(accumulate_square(b2),
+      bias_correction(b2, step=t), sqrt(), add(eps))), [add_decayed_weights(weight_decay)],
+      scale_by_learning_rate(lr, step=t)))``.
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop;
+      ``torch.optim.NAdam`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("decoupled_weight_decay", decoupled_weight_decay)
+    _flag("maximize", maximize)
+    _validate_momentum_decay(momentum_decay)
+
+    def build(t):
+        direction = divide(
+            nadam_momentum(b1, momentum_decay, step=t),
+            chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps)),
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
+
+    return with_step_count(build)
+
+
+def Adamax(
+    lr: ScalarOrSchedule = 2e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Adamax``: Adam with the infinity norm in the denominator.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda\theta_{t-1}, \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \\
+        u_t &= \max(\beta_2 u_{t-1},\; |g_t| + \epsilon), \qquad
+        \theta_t = \theta_{t-1} - \frac{\gamma_t}{1 - \beta_1^t}\, \frac{m_t}{u_t}
+
+    ``eps`` sits inside the maximum, in PyTorch and in ``optax.adamax`` alike (the
+    same rule as ``optax.adamax`` when ``weight_decay=0``).
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, inside the maximum.
+      weight_decay: :math:`\lambda` >= 0 (L2).
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(chain(ema(b1), bias_correction(b1, step=t)), accumulate_inf_norm(b2,
+      eps=eps)), scale_by_learning_rate(lr, step=t)))``.
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, §7.1;
+      ``torch.optim.Adamax`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("maximize", maximize)
+
+    def build(t):
+        direction = divide(
+            chain(ema(b1), bias_correction(b1, step=t)), accumulate_inf_norm(b2, eps=eps)
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, False)
+
+    return with_step_count(build)

@@ -1,0 +1,498 @@
+"""gbopt.pytorch against torch.optim (CPU, float64, foreach=False), step by step.
+
+Both sides optimize the same float64 problem, each computing the NumPy gradient at its
+own parameters, for 200 steps; the trajectories must agree to 1e-12 at every step.
+Learning rates are small enough to stay in the non-chaotic regime (CONVENTIONS.md §4.8),
+where a 1-ulp difference does not grow.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gbopt
+from gbopt import pytorch as gpt
+
+torch = pytest.importorskip("torch")
+
+STEPS = 200
+TOL = 1e-12
+
+_rng = np.random.default_rng(0)
+_M = _rng.normal(size=(17, 17))
+A = _M @ _M.T / 17 + 0.5 * np.eye(17)
+C = _rng.normal(size=17)
+X0 = {"W": _rng.normal(size=(3, 4)), "b": _rng.normal(size=(5,))}
+
+
+def gradient(params: dict, sign: float = 1.0) -> dict:
+    """∇ of 0.5 xᵀAx − cᵀx + 0.025 Σx⁴ (times ``sign``), x the concatenated leaves."""
+    x = np.concatenate([np.ravel(params["W"]), np.ravel(params["b"])]).astype(np.float64)
+    g = sign * (A @ x - C + 0.1 * x**3)
+    return {"W": g[:12].reshape(3, 4), "b": g[12:]}
+
+
+def lr_lambda(epoch):
+    """Warm-up to 1 at epoch 9, then decay like 20/epoch; works on ints and JAX arrays."""
+    return (epoch + 1) / (5 + 0.05 * (epoch + 1) ** 2)
+
+
+def run_torch(name, kwargs, *, schedule=False, x0=X0, dtype=torch.float64, steps=STEPS):
+    sign = -1.0 if kwargs.get("maximize") else 1.0
+    params = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in x0.items()}
+    opt = getattr(torch.optim, name)(list(params.values()), foreach=False, **kwargs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if schedule else None
+    trajectory = []
+    for _ in range(steps):
+        g = gradient({k: v.detach().numpy() for k, v in params.items()}, sign)
+        for k, p in params.items():
+            p.grad = torch.tensor(g[k], dtype=dtype)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        trajectory.append({k: v.detach().numpy().astype(np.float64) for k, v in params.items()})
+    return trajectory
+
+
+def run_gbopt(tx, *, sign=1.0, x0=X0, dtype=jnp.float64, steps=STEPS):
+    params = {k: jnp.asarray(v, dtype) for k, v in x0.items()}
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return gbopt.apply_updates(params, updates), state
+
+    trajectory = []
+    for _ in range(steps):
+        g = gradient({k: np.asarray(v) for k, v in params.items()}, sign)
+        params, state = step(params, state, {k: np.asarray(v, dtype) for k, v in g.items()})
+        trajectory.append({k: np.asarray(v, np.float64) for k, v in params.items()})
+    return trajectory
+
+
+def deviation(a, b) -> float:
+    """The largest |difference| of two trajectories over every step and element."""
+    return max(max(np.max(np.abs(x[k] - y[k])) for k in x) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture
+def torch_float64():
+    """NAdam keeps its momentum product in torch's default dtype; make it float64."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+# Every option of the issue; rates chosen in the non-chaotic regime.
+CASES = [
+    ("SGD", {"lr": 1e-2}),
+    ("SGD", {"lr": 1e-2, "momentum": 0.9}),
+    ("SGD", {"lr": 1e-2, "momentum": 0.9, "dampening": 0.3}),
+    ("SGD", {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
+    ("SGD", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("SGD", {"lr": 1e-2, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.1, "maximize": True}),
+    ("SGD", {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1, "maximize": True}),
+    ("Adagrad", {"lr": 1e-1}),
+    ("Adagrad", {"lr": 1e-1, "lr_decay": 0.01}),
+    ("Adagrad", {"lr": 1e-1, "weight_decay": 0.1}),
+    ("Adagrad", {"lr": 1e-1, "initial_accumulator_value": 0.2}),
+    ("Adagrad", {"lr": 1e-1, "eps": 1e-3, "maximize": True}),
+    ("RMSprop", {"lr": 1e-3}),
+    ("RMSprop", {"lr": 1e-3, "alpha": 0.9, "eps": 1e-3}),
+    ("RMSprop", {"lr": 1e-3, "weight_decay": 0.1}),
+    ("RMSprop", {"lr": 2e-4, "momentum": 0.9}),
+    ("RMSprop", {"lr": 1e-3, "centered": True}),
+    ("RMSprop", {"lr": 2e-4, "momentum": 0.9, "centered": True, "weight_decay": 0.1}),
+    ("RMSprop", {"lr": 1e-3, "maximize": True}),
+    ("Adam", {"lr": 1e-2}),
+    ("Adam", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-3}),
+    ("Adam", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("Adam", {"lr": 1e-2, "amsgrad": True}),
+    ("Adam", {"lr": 1e-2, "amsgrad": True, "eps": 1e-2, "weight_decay": 0.1, "maximize": True}),
+    ("Adam", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("AdamW", {"lr": 1e-2}),
+    ("AdamW", {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}),
+    ("AdamW", {"lr": 1e-2, "weight_decay": 0.1, "maximize": True}),
+    ("NAdam", {}),
+    ("NAdam", {"lr": 2e-3, "betas": (0.8, 0.99), "momentum_decay": 4e-2}),
+    ("NAdam", {"lr": 2e-3, "weight_decay": 0.1}),
+    ("NAdam", {"lr": 2e-3, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("NAdam", {"lr": 2e-3, "momentum_decay": math.inf, "maximize": True}),
+    ("Adamax", {"lr": 1e-2}),
+    ("Adamax", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-2}),
+    ("Adamax", {"lr": 1e-2, "weight_decay": 0.1, "maximize": True}),
+]
+
+# The options whose rule depends on where the learning rate sits, under LambdaLR.
+SCHEDULE_CASES = [
+    ("SGD", {"lr": 1e-2}),
+    ("SGD", {"lr": 1e-2, "momentum": 0.9, "dampening": 0.3}),
+    ("SGD", {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}),
+    ("Adagrad", {"lr": 1e-1, "lr_decay": 0.01, "weight_decay": 0.1}),
+    ("RMSprop", {"lr": 2e-4, "momentum": 0.9}),
+    ("RMSprop", {"lr": 2e-4, "momentum": 0.9, "centered": True}),
+    ("Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.1}),
+    ("AdamW", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("NAdam", {"lr": 2e-3, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("Adamax", {"lr": 1e-2, "weight_decay": 0.1}),
+]
+
+
+def _case_id(case):
+    name, kwargs = case
+    return name + "-" + "-".join(f"{k}={v}" for k, v in kwargs.items() if k != "lr")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_trajectory_matches_torch(case, torch_float64):
+    name, kwargs = case
+    expected = run_torch(name, kwargs)
+    with jax.enable_x64(True):
+        got = run_gbopt(getattr(gpt, name)(**kwargs), sign=-1.0 if kwargs.get("maximize") else 1.0)
+    assert deviation(got, expected) <= TOL
+    # The run is not trivial: the parameters moved far from where they started.
+    assert max(np.max(np.abs(expected[-1][k] - X0[k])) for k in X0) > 0.1
+
+
+@pytest.mark.parametrize("case", SCHEDULE_CASES, ids=[_case_id(c) for c in SCHEDULE_CASES])
+def test_trajectory_matches_torch_under_lambda_lr(case, torch_float64):
+    name, kwargs = case
+    base_lr = kwargs.get("lr", 2e-3)
+    expected = run_torch(name, kwargs, schedule=True)
+    with jax.enable_x64(True):
+        tx = getattr(gpt, name)(**{**kwargs, "lr": lambda count: base_lr * lr_lambda(count)})
+        got = run_gbopt(tx)
+    assert deviation(got, expected) <= TOL
+    # ... and the schedule matters: the constant-rate run is elsewhere.
+    assert deviation(expected, run_torch(name, kwargs)) > 1e-3
+
+
+def _baseline(kwargs):
+    return {k: v for k, v in kwargs.items() if k in ("lr", "maximize")}
+
+
+# maximize alone is checked by the matching test: ignoring it would ascend the mirrored problem.
+OPTION_CASES = [c for c in CASES if c[1] != _baseline(c[1])]
+
+
+@pytest.mark.parametrize("case", OPTION_CASES, ids=[_case_id(c) for c in OPTION_CASES])
+def test_each_option_changes_the_torch_trajectory(case, torch_float64):
+    """The table is discriminating: every option moves PyTorch's trajectory (torch only)."""
+    name, kwargs = case
+    baseline = _baseline(kwargs)
+    assert deviation(run_torch(name, kwargs), run_torch(name, baseline)) > 1e-6
+
+
+def test_nadam_product_in_float32_is_what_torch_default_dtype_costs():
+    """With torch's default float32 scalars NAdam drifts from its float64 rule; gbopt does not."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        exact = run_torch("NAdam", {}, steps=50)
+    finally:
+        torch.set_default_dtype(previous)
+    torch.set_default_dtype(torch.float32)
+    try:
+        rounded = run_torch("NAdam", {}, steps=50)
+    finally:
+        torch.set_default_dtype(previous)
+    with jax.enable_x64(True):
+        got = run_gbopt(gpt.NAdam(), steps=50)
+    assert deviation(got, exact) <= TOL
+    assert deviation(rounded, exact) > 10 * TOL  # 3.1e-11 here
+
+
+def test_float32_centered_rmsprop_stays_finite_where_torch_turns_nan():
+    """A constant gradient: torch's v - m² goes negative by round-off (CONVENTIONS.md §4.4)."""
+    g = np.float32(2.7051692)
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.RMSprop([p], lr=1e-2, alpha=0.9, centered=True, foreach=False)
+    for _ in range(200):
+        p.grad = torch.tensor([g])
+        opt.step()
+    assert torch.isnan(p).all()  # from step 136 on
+
+    tx = gpt.RMSprop(lr=1e-2, alpha=0.9, centered=True)
+    with jax.enable_x64(False):
+        params = jnp.zeros(1, jnp.float32)
+        state = tx.init(params)
+        step = jax.jit(lambda params, state: tx.update(jnp.full(1, g), state, params))
+        for _ in range(200):
+            updates, state = step(params, state)
+            params = gbopt.apply_updates(params, updates)
+    assert np.all(np.isfinite(np.asarray(params)))
+
+
+# ---------------------------------------------------------------- float32 Adam
+_X0_F32 = {k: v.astype(np.float32).astype(np.float64) for k, v in X0.items()}
+
+
+def test_float32_adam_tracks_the_float64_rule_at_least_as_closely_as_torch():
+    """After 200 steps: torch-f32 3.0e-7, gbopt-f32 2.3e-7, optax-f32 7.2e-6 from float64."""
+    lr = 1e-2
+    with jax.enable_x64(True):
+        exact = run_gbopt(gpt.Adam(lr=lr), x0=_X0_F32)
+    assert deviation(exact, run_torch("Adam", {"lr": lr}, x0=_X0_F32)) <= TOL
+    with jax.enable_x64(False):
+        errors = {
+            "torch": run_torch("Adam", {"lr": lr}, x0=_X0_F32, dtype=torch.float32),
+            "gbopt.adam": run_gbopt(gbopt.adam(lr), x0=_X0_F32, dtype=jnp.float32),
+            "gbopt.pytorch.Adam": run_gbopt(gpt.Adam(lr=lr), x0=_X0_F32, dtype=jnp.float32),
+            "optax.adam": run_gbopt(optax.adam(lr), x0=_X0_F32, dtype=jnp.float32),
+        }
+    errors = {k: deviation(v[-1:], exact[-1:]) for k, v in errors.items()}
+    assert errors["gbopt.adam"] <= errors["torch"], errors
+    assert errors["gbopt.pytorch.Adam"] <= errors["torch"], errors
+    assert errors["optax.adam"] > 10 * errors["gbopt.adam"], errors  # the metric can tell
+
+
+def _adam_updates(make, grads, dtype):
+    """Adam's updates for a fixed gradient sequence, the parameters held at 0."""
+    if make == "torch":
+        params = {k: torch.zeros(v.shape, dtype=dtype, requires_grad=True) for k, v in X0.items()}
+        opt = torch.optim.Adam(list(params.values()), lr=1e-2, foreach=False)
+        out = []
+        for g in grads:
+            for k, p in params.items():
+                with torch.no_grad():
+                    p.zero_()
+                p.grad = torch.tensor(g[k], dtype=dtype)
+            opt.step()  # 0 + u is u: the update is read without rounding into params
+            out.append({k: p.detach().numpy().astype(np.float64) for k, p in params.items()})
+        return out
+    tx = make()
+    params = {k: jnp.zeros(v.shape, dtype) for k, v in X0.items()}
+    state = tx.init(params)
+    step = jax.jit(lambda g, s: tx.update(g, s, params))
+    out = []
+    for g in grads:
+        u, state = step({k: jnp.asarray(v, dtype) for k, v in g.items()}, state)
+        out.append({k: np.asarray(v, np.float64) for k, v in u.items()})
+    return out
+
+
+def test_float32_adam_updates_drift_less_than_torch():
+    """Σ of 200 float32 updates vs float64 on the same gradients (no parameter rounding)."""
+    with jax.enable_x64(True):
+        path = run_gbopt(gpt.Adam(lr=1e-2))
+    grads = [gradient(X0)] + [gradient(p) for p in path[:-1]]
+    grads = [{k: v.astype(np.float32).astype(np.float64) for k, v in g.items()} for g in grads]
+    with jax.enable_x64(True):
+        exact = _adam_updates(lambda: gbopt.adam(1e-2), grads, jnp.float64)
+
+    def drift(updates):
+        pairs = list(zip(updates, exact, strict=True))
+        return max(np.max(np.abs(sum(u[k] - e[k] for u, e in pairs))) for k in X0)
+
+    with jax.enable_x64(False):
+        got = {
+            "torch": drift(_adam_updates("torch", grads, torch.float32)),
+            "gbopt.adam": drift(_adam_updates(lambda: gbopt.adam(1e-2), grads, jnp.float32)),
+            "optax.adam": drift(_adam_updates(lambda: optax.adam(1e-2), grads, jnp.float32)),
+        }
+    # Measured: torch 6.0e-7, gbopt 3.2e-7, optax 1.0e-5.
+    assert got["gbopt.adam"] <= got["torch"], got
+    assert got["optax.adam"] > 10 * got["gbopt.adam"], got
+
+
+def test_float32_moving_average_weights_sum_to_one():
+    """0.999-EMA of a constant 1 in float32 stays on 1 - 0.999**t (the naive form drifts)."""
+    with jax.enable_x64(False):
+        tx = gbopt.accumulate_square(0.999)
+        state = tx.init(jnp.zeros(3))
+        step = jax.jit(tx.update)
+        for _ in range(1000):
+            out, state = step(jnp.ones(3), state)
+    exact = -math.expm1(1000 * math.log(0.999))
+    assert abs(float(out[0]) / exact - 1) < 3e-7
+    naive = np.float32(0.0)
+    for _ in range(1000):
+        naive = np.float32(0.999) * naive + np.float32(0.001) * np.float32(1.0)
+    assert abs(float(naive) / exact - 1) > 3e-6  # what the lerp form avoids
+
+
+# ---------------------------------------------------------------- the constructors
+_IMPLEMENTATION_FLAGS = {"params", "foreach", "fused", "capturable", "differentiable"}
+
+
+@pytest.mark.parametrize("name", gpt.__all__)
+def test_signature_is_torchs(name):
+    ours = inspect.signature(getattr(gpt, name)).parameters
+    theirs = {
+        k: v
+        for k, v in inspect.signature(getattr(torch.optim, name)).parameters.items()
+        if k not in _IMPLEMENTATION_FLAGS
+    }
+    assert list(ours) == [k for k in theirs if k in ours]
+    assert set(ours) == set(theirs)
+    for k, p in ours.items():
+        assert p.default == theirs[k].default, k
+        if theirs[k].kind is inspect.Parameter.KEYWORD_ONLY:
+            assert p.kind is inspect.Parameter.KEYWORD_ONLY, k
+
+
+@pytest.mark.parametrize("name", gpt.__all__)
+def test_returns_a_gbopt_transform_with_a_docstring(name):
+    tx = getattr(gpt, name)()
+    assert isinstance(tx, gbopt.GradientTransformation)
+    doc = getattr(gpt, name).__doc__
+    assert f"torch.optim.{name}" in doc and ".. math::" in doc and "Returns:" in doc
+
+
+def test_dampened_sgd_state_is_a_step_count_and_torchs_buffer(torch_float64):
+    tx = gpt.SGD(lr=1e-2, momentum=0.9, dampening=0.3)
+    with jax.enable_x64(True):
+        params = {k: jnp.asarray(v) for k, v in X0.items()}
+        state = tx.init(params)
+        for _ in range(3):
+            _, state = tx.update(gradient(params), state, params)
+    assert isinstance(state, gbopt.StepCountState) and int(state.count) == 3
+    # b_1 = g_1 undamped, then b = 0.9 b + 0.7 g (the gradient is the same each time)
+    g = gradient(X0)["b"]
+    np.testing.assert_allclose(state.inner_state[1].trace["b"], g * (0.81 + 0.9 * 0.7 + 0.7))
+
+
+@pytest.mark.parametrize(
+    "build, error, match",
+    [
+        (lambda: gpt.SGD(momentum=0.9, dampening=0.1, nesterov=True), ValueError, "dampening"),
+        (lambda: gpt.SGD(nesterov=True), ValueError, "`nesterov=True` needs `momentum` > 0"),
+        (lambda: gpt.SGD(lr=-1.0), ValueError, "`lr` must be a finite number >= 0; got -1"),
+        (lambda: gpt.SGD(momentum=1.0), ValueError, "`momentum` must be in \\[0, 1\\)"),
+        (lambda: gpt.SGD(dampening=1.5), ValueError, "`dampening` must be in \\[0, 1\\]"),
+        (lambda: gpt.SGD(nesterov=1), TypeError, "`nesterov` must be True or False"),
+        (lambda: gpt.Adagrad(lr_decay=-0.1), ValueError, "`lr_decay`"),
+        (lambda: gpt.Adagrad(initial_accumulator_value=-1), ValueError, "`initial_accumulator"),
+        (lambda: gpt.RMSprop(alpha=1.0), ValueError, "`alpha` must be in \\[0, 1\\)"),
+        (lambda: gpt.RMSprop(eps=-1e-8), ValueError, "`eps`"),
+        (lambda: gpt.RMSprop(centered="yes"), TypeError, "`centered` must be True or False"),
+        (lambda: gpt.Adam(betas=(0.9,)), ValueError, "`betas` must be a pair"),
+        (lambda: gpt.Adam(betas=0.9), ValueError, "`betas` must be a pair"),
+        (lambda: gpt.Adam(betas=(1.0, 0.999)), ValueError, "`betas\\[0\\]`"),
+        (lambda: gpt.AdamW(betas=(0.9, -0.1)), ValueError, "`betas\\[1\\]`"),
+        (lambda: gpt.AdamW(weight_decay=-1e-2), ValueError, "`weight_decay`"),
+        (lambda: gpt.Adam(amsgrad=None), TypeError, "`amsgrad`"),
+        (lambda: gpt.NAdam(momentum_decay=-1.0), ValueError, "`momentum_decay`"),
+        (lambda: gpt.NAdam(momentum_decay=math.nan), ValueError, "`momentum_decay`"),
+        (lambda: gpt.Adamax(eps=-1.0), ValueError, "`eps`"),
+        (lambda: gpt.Adamax(lr=math.inf), ValueError, "`lr`"),
+    ],
+)
+def test_arguments_are_checked_like_torch(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_torch_rejects_what_we_reject_for_nesterov():
+    w = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(ValueError, match="Nesterov momentum requires a momentum and zero"):
+        torch.optim.SGD(w, momentum=0.9, dampening=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="Nesterov momentum requires a momentum and zero"):
+        torch.optim.SGD(w, nesterov=True)
+
+
+def test_param_groups_are_optax_multi_transform(torch_float64):
+    """torch's per-group options map to optax.multi_transform over gbopt.pytorch transforms."""
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in X0.items()}
+    opt = torch.optim.AdamW(
+        [{"params": [params["W"]], "weight_decay": 0.1}, {"params": [params["b"]], "lr": 3e-3}],
+        lr=1e-2,
+        weight_decay=0.0,
+        foreach=False,
+    )
+    expected = []
+    for _ in range(STEPS):
+        g = gradient({k: v.detach().numpy() for k, v in params.items()})
+        for k, p in params.items():
+            p.grad = torch.tensor(g[k])
+        opt.step()
+        expected.append({k: v.detach().numpy().copy() for k, v in params.items()})
+    tx = optax.multi_transform(
+        {"decay": gpt.AdamW(lr=1e-2, weight_decay=0.1), "bias": gpt.AdamW(lr=3e-3, weight_decay=0)},
+        {"W": "decay", "b": "bias"},
+    )
+    with jax.enable_x64(True):
+        got = run_gbopt(tx)
+    assert deviation(got, expected) <= TOL
+
+
+# The optax equivalents that docs/pytorch.md claims, checked (float64, 1e-12).
+OPTAX_EQUIVALENTS = [
+    (
+        "SGD-nesterov-weight_decay",
+        lambda: gpt.SGD(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1),
+        lambda: optax.chain(
+            optax.add_decayed_weights(0.1), optax.sgd(1e-2, momentum=0.9, nesterov=True)
+        ),
+    ),
+    (
+        "RMSprop-centered",
+        lambda: gpt.RMSprop(lr=1e-3, alpha=0.99, centered=True),
+        lambda: optax.rmsprop(1e-3, decay=0.99, eps=1e-8, eps_in_sqrt=False, centered=True),
+    ),
+    (
+        "Adam-weight_decay",
+        lambda: gpt.Adam(lr=1e-2, weight_decay=0.1),
+        lambda: optax.chain(optax.add_decayed_weights(0.1), optax.adam(1e-2)),
+    ),
+    (
+        "AdamW",
+        lambda: gpt.AdamW(lr=1e-2, weight_decay=0.1),
+        lambda: optax.adamw(1e-2, weight_decay=0.1),
+    ),
+    ("NAdam-inf", lambda: gpt.NAdam(momentum_decay=math.inf), lambda: optax.nadam(2e-3)),
+    ("Adamax", lambda: gpt.Adamax(), lambda: optax.adamax(2e-3)),
+]
+
+
+@pytest.mark.parametrize(
+    "make_ours, make_optax",
+    [c[1:] for c in OPTAX_EQUIVALENTS],
+    ids=[c[0] for c in OPTAX_EQUIVALENTS],
+)
+def test_optax_equivalents_in_the_docs(make_ours, make_optax):
+    with jax.enable_x64(True):
+        assert deviation(run_gbopt(make_ours()), run_gbopt(make_optax())) <= TOL
+
+
+@pytest.mark.parametrize("name", gpt.__all__)
+def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
+    chex.clear_trace_counter()
+    kwargs = {"momentum": 0.9, "dampening": 0.1} if name == "SGD" else {}
+    if name in ("Adam", "AdamW"):
+        kwargs["amsgrad"] = True
+    if name == "RMSprop":
+        kwargs.update(centered=True, momentum=0.9)
+    tx = getattr(gpt, name)(**kwargs, weight_decay=0.1)
+    params = {k: jnp.asarray(v, jnp.bfloat16) for k, v in X0.items()}
+    state = tx.init(params)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, state):
+        grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.bfloat16), gradient_jax(params))
+        updates, state = tx.update(grads, state, params)
+        return gbopt.apply_updates(params, updates), state
+
+    for _ in range(3):
+        params, state = step(params, state)
+    assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(params))
+    assert all(np.all(np.isfinite(np.asarray(p, np.float32))) for p in jax.tree.leaves(params))
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+
+
+def gradient_jax(params):
+    x = jnp.concatenate([params["W"].ravel(), params["b"].ravel()]).astype(jnp.float32)
+    g = jnp.asarray(A, jnp.float32) @ x - jnp.asarray(C, jnp.float32) + 0.1 * x**3
+    return {"W": g[:12].reshape(3, 4), "b": g[12:]}
