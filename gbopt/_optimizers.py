@@ -100,6 +100,7 @@ def momentum(
       Polyak, 1964; Goodfellow et al., Alg. 8.2.
     """
     _validate.decay_rate("momentum", momentum)
+    _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
     if not learning_rate_in_velocity:
         return chain(trace(momentum), scale_by_learning_rate(learning_rate))
     return chain(scale_by_learning_rate(learning_rate), trace(momentum))
@@ -151,6 +152,7 @@ def nesterov(
     """
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
+    _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
     if not learning_rate_in_velocity:
         return chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
     return chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
@@ -190,13 +192,16 @@ def adagrad(
       before ``sqrt()`` when ``eps_in_sqrt``.
 
     Raises:
-      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, naming the argument.
-      TypeError: for a hyperparameter that is not a real number (or a schedule).
+      ValueError: for a ``learning_rate``, ``eps`` or ``initial_accumulator_value`` < 0,
+        NaN or infinite, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule), or an
+        option that is not a bool.
 
     References:
       Duchi, Hazan & Singer, 2011; Goodfellow et al., Alg. 8.4.
     """
     _validate.non_negative("eps", eps)
+    _validate.flag("eps_in_sqrt", eps_in_sqrt)
     accumulated = accumulate_square(initial_accumulator_value=initial_accumulator_value)
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
     return chain(
@@ -255,12 +260,11 @@ def rmsprop(
       when not ``eps_in_sqrt``, and ``trace(momentum, nesterov=nesterov)`` at the end.
 
     Raises:
-      ValueError: ``nesterov=True`` without ``momentum``.
-
-    Raises:
-      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, or ``decay``
-        outside [0, 1), naming the argument.
-      TypeError: for a hyperparameter that is not a real number (or a schedule).
+      ValueError: for a ``learning_rate``, ``eps`` or ``initial_scale`` < 0, NaN or
+        infinite, ``decay`` or ``momentum`` outside [0, 1), or ``nesterov=True`` without
+        a ``momentum`` > 0, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule), or an
+        option that is not a bool.
 
     References:
       Tieleman & Hinton, Lecture 6.5, 2012; Graves, "Generating Sequences With
@@ -268,10 +272,21 @@ def rmsprop(
     """
     _validate.decay_rate("decay", decay)
     _validate.non_negative("eps", eps)
+    _validate.non_negative("initial_scale", initial_scale)
+    for name, flag in [
+        ("eps_in_sqrt", eps_in_sqrt),
+        ("centered", centered),
+        ("nesterov", nesterov),
+    ]:
+        _validate.flag(name, flag)
     if nesterov and momentum is None:
         raise ValueError(
             "`nesterov=True` needs a `momentum` (e.g. momentum=0.9); got momentum=None."
         )
+    if momentum is not None:
+        _validate.decay_rate("momentum", momentum)
+        if nesterov:
+            _validate.nesterov_momentum("momentum", momentum)
     if centered:
         second_moment = accumulate_centered_square(decay, initial_accumulator_value=initial_scale)
     else:

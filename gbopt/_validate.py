@@ -45,14 +45,14 @@ def _concrete(name: str, value: Any, forms: str = "") -> np.ndarray | None:
     )
 
 
-def _check(name: str, value: Any, ok, allowed: str, forms: str = "") -> None:
+def _check(name: str, value: Any, ok, allowed: str, forms: str = "", hint: str = "") -> None:
     x = _concrete(name, value, forms)
     if x is None:
         return
     for v in np.ravel(x):
         if math.isnan(v) or not ok(v):
             shown = value if np.ndim(x) == 0 else f"{float(v)} (in {name} = {value!r})"
-            raise ValueError(f"`{name}` must be {allowed}; got {shown}.")
+            raise ValueError(f"`{name}` must be {allowed}; got {shown}.{hint}")
 
 
 def non_negative(name: str, value: Any) -> None:
@@ -105,7 +105,8 @@ def learning_rate(value: Any, name: str = "learning_rate") -> None:
         name,
         value,
         lambda v: math.isfinite(v) and v >= 0,
-        "a finite number >= 0 or a schedule `count -> value` (gbopt flips the sign for "
-        "descent itself; for ascent use scale_by_learning_rate(..., flip_sign=False))",
+        "a finite number >= 0",
         forms=" or a schedule `count -> value`",
+        hint=" (A schedule `count -> value` is accepted too. gbopt flips the sign for "
+        "descent itself; for ascent use scale_by_learning_rate(..., flip_sign=False).)",
     )

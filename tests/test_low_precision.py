@@ -20,9 +20,21 @@ import pytest
 from helpers import OPTIMIZERS
 
 import gbopt
+import gbopt.pytorch
 
 LOW = {"float16": jnp.float16, "bfloat16": jnp.bfloat16}
 DTYPES = {"float32": jnp.float32, **LOW}
+
+# gbopt.pytorch's optimizers with PyTorch's defaults (eps 1e-8, or 1e-10 for Adagrad), no
+# weight decay (which makes the update of a zero gradient -lr * wd * w, by design).
+TORCH = {
+    "SGD": lambda: gbopt.pytorch.SGD(lr=1e-2, momentum=0.9, nesterov=True),
+    "Adagrad": lambda: gbopt.pytorch.Adagrad(lr=1e-2),
+    "RMSprop": lambda: gbopt.pytorch.RMSprop(lr=1e-2, centered=True),
+    "Adam": lambda: gbopt.pytorch.Adam(lr=1e-3),
+    "NAdam": lambda: gbopt.pytorch.NAdam(lr=1e-3),
+    "Adamax": lambda: gbopt.pytorch.Adamax(lr=1e-3),
+}
 
 # The table's optimizers and the same rules with other frameworks' (tiny) defaults.
 WITH_TINY_EPS = {
@@ -31,6 +43,11 @@ WITH_TINY_EPS = {
     "rmsprop_eps_1e-8": lambda: gbopt.rmsprop(1e-2, decay=0.99, eps=1e-8),  # optax's
     "rmsprop_nesterov_eps_1e-8": lambda: gbopt.rmsprop_nesterov(1e-3, eps=1e-8),
     "adam_eps_1e-8_b2_0.99": lambda: gbopt.adam(1e-3, b2=0.99, eps=1e-8),
+    "optax_adagrad_rule": lambda: gbopt.adagrad(
+        1e-2, initial_accumulator_value=0.1, eps_in_sqrt=True
+    ),
+    "rmsprop_centered": lambda: gbopt.rmsprop(1e-2, eps=1e-8, centered=True, momentum=0.9),
+    **{f"pytorch.{name}": make for name, make in TORCH.items()},
 }
 
 
@@ -79,11 +96,18 @@ def _small_gradients(dtype, steps, seed=0):
     return jax.tree.map(leaf, _params(dtype))
 
 
+SMALL_STEPS = {
+    **OPTIMIZERS,
+    "pytorch.Adam": TORCH["Adam"],  # float16 Adam and RMSprop: optax #1754, #1784
+    "pytorch.RMSprop": TORCH["RMSprop"],
+}
+
+
 @pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("name", SMALL_STEPS)
 def test_hundred_small_gradient_steps_stay_finite(name, dtype):
     dtype = LOW[dtype]
-    tx = OPTIMIZERS[name]()
+    tx = SMALL_STEPS[name]()
     params = _params(dtype)
     grads = _small_gradients(dtype, steps=100)
     assert any(  # the draw does reach the subnormal float16 range

@@ -22,6 +22,11 @@ import pytest
 from helpers import OPTIMIZERS
 
 import gbopt
+import gbopt.pytorch
+
+
+def _is_matrix(x):
+    return jnp.ndim(x) > 1
 
 
 def _schedule(count):
@@ -47,6 +52,28 @@ STATEFUL = {
     ),
     "skip_nonfinite": lambda: gbopt.skip_nonfinite(gbopt.adam(1e-2)),
     "adamw_chain": lambda: gbopt.chain(gbopt.add_decayed_weights(1e-4), gbopt.adam(1e-3)),
+    "rmsprop_centered_momentum": lambda: gbopt.rmsprop(1e-2, centered=True, momentum=0.9),
+    "adagrad_optax_rule": lambda: gbopt.adagrad(
+        1e-2, initial_accumulator_value=0.1, eps_in_sqrt=True
+    ),
+    "masked": lambda: gbopt.masked(gbopt.adam(1e-2), lambda p: jax.tree.map(_is_matrix, p)),
+    "multi_transform": lambda: gbopt.multi_transform(
+        {"matrix": gbopt.adam(1e-2), "other": gbopt.sgd(0.1)},
+        lambda p: jax.tree.map(lambda x: "matrix" if _is_matrix(x) else "other", p),
+    ),
+    "freeze": lambda: gbopt.chain(
+        gbopt.freeze(lambda p: jax.tree.map(lambda x: jnp.ndim(x) == 0, p)), gbopt.adam(1e-2)
+    ),
+    "inject_hyperparams": lambda: gbopt.inject_hyperparams(gbopt.adam)(learning_rate=1e-2),
+    "pytorch.SGD": lambda: gbopt.pytorch.SGD(
+        lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-2
+    ),
+    "pytorch.Adagrad": lambda: gbopt.pytorch.Adagrad(lr=1e-2, lr_decay=1e-3),
+    "pytorch.RMSprop": lambda: gbopt.pytorch.RMSprop(lr=1e-2, momentum=0.9, centered=True),
+    "pytorch.Adam": lambda: gbopt.pytorch.Adam(lr=1e-3, amsgrad=True),
+    "pytorch.AdamW": lambda: gbopt.pytorch.AdamW(lr=1e-3),
+    "pytorch.NAdam": lambda: gbopt.pytorch.NAdam(lr=1e-3),
+    "pytorch.Adamax": lambda: gbopt.pytorch.Adamax(lr=1e-3),
 }
 
 # Stateless primitives (no reference tree to check against) take part in the edge-case
@@ -256,6 +283,12 @@ BAD_STATES = [
         r"skip_nonfinite got a state of type tuple, not the SkipNonfiniteState",
     ),
     (
+        "masked",
+        lambda: gbopt.masked(gbopt.sgd(0.1), True),
+        lambda s: s.inner_state,
+        r"masked got a state of type tuple, not the MaskedState",
+    ),
+    (
         "adam given momentum's state",
         lambda: gbopt.adam(0.1),
         lambda s: gbopt.momentum(0.1).init(_params()),
@@ -295,7 +328,8 @@ NON_FLOAT_PARAMS = [
 
 
 @pytest.mark.parametrize("params, message", NON_FLOAT_PARAMS, ids=range(len(NON_FLOAT_PARAMS)))
-@pytest.mark.parametrize("name", STATEFUL)
+# (`masked` hands its transform only the selected parameters: the others may be anything.)
+@pytest.mark.parametrize("name", [n for n in STATEFUL if n != "masked"])
 def test_integer_or_boolean_params_raise_at_init_naming_the_path(name, params, message):
     with pytest.raises(TypeError, match=message + r".*need floating-point parameters"):
         STATEFUL[name]().init(params)
@@ -381,6 +415,8 @@ NEEDS_PARAMS = {
     "in optax.chain": lambda: optax.chain(gbopt.add_decayed_weights(1e-4), gbopt.sgd(1e-3)),
     "in skip_nonfinite": lambda: gbopt.skip_nonfinite(gbopt.add_decayed_weights(1e-4)),
     "in divide": lambda: gbopt.divide(gbopt.identity(), gbopt.add_decayed_weights(1.0)),
+    "in masked": lambda: gbopt.masked(gbopt.add_decayed_weights(1e-4), True),
+    "pytorch.AdamW": lambda: gbopt.pytorch.AdamW(lr=1e-3, weight_decay=1e-2),
 }
 
 

@@ -22,6 +22,14 @@ def _accumulate_square(decay):
     return gbopt.accumulate_square(decay)
 
 
+def _rmsprop_momentum(momentum):
+    return gbopt.rmsprop(0.1, momentum=momentum)
+
+
+# None is a valid value of these arguments (a sum of squares; no velocity).
+NONE_IS_VALID = (_accumulate_square, _rmsprop_momentum)
+
+
 # (factory, argument, kind): every hyperparameter of every public factory, by kind.
 ARGUMENTS = [
     (lambda v: gbopt.sgd(v), "learning_rate", "lr"),
@@ -35,6 +43,9 @@ ARGUMENTS = [
     (lambda v: gbopt.rmsprop(v), "learning_rate", "lr"),
     (lambda v: gbopt.rmsprop(0.1, decay=v), "decay", "decay"),
     (lambda v: gbopt.rmsprop(0.1, eps=v), "eps", "eps"),
+    (lambda v: gbopt.rmsprop(0.1, initial_scale=v), "initial_scale", "eps"),
+    (_rmsprop_momentum, "momentum", "decay"),
+    (lambda v: gbopt.adagrad(0.1, initial_accumulator_value=v), "initial_accumulator_value", "eps"),
     (lambda v: gbopt.rmsprop_nesterov(v), "learning_rate", "lr"),
     (lambda v: gbopt.rmsprop_nesterov(0.1, decay=v), "decay", "decay"),
     (lambda v: gbopt.rmsprop_nesterov(0.1, momentum=v), "momentum", "decay"),
@@ -79,7 +90,7 @@ BAD_VALUES = {
     "finite": [NAN, INF, -INF],
 }
 ALLOWED = {
-    "lr": "a finite number >= 0 or a schedule",
+    "lr": "a finite number >= 0",
     "decay": "in [0, 1)",
     "eps": "a finite number >= 0",
     "positive": "a finite number > 0",
@@ -98,7 +109,7 @@ TYPE_CASES = [
     for i, (build, name, _) in enumerate(ARGUMENTS)
     for j, bad in enumerate(NOT_NUMBERS)
     # accumulate_square(None) is the sum of squares (AdaGrad), not a bad value.
-    if not (bad is None and build is _accumulate_square)
+    if not (bad is None and build in NONE_IS_VALID)
 ]
 
 
@@ -143,8 +154,9 @@ NESTEROV_ZERO = [0, 0.0, np.float32(0.0), jnp.asarray(0.0), np.asarray([0.9, 0.0
         (lambda m: gbopt.nesterov(0.1, momentum=m), "momentum"),
         (lambda m: gbopt.rmsprop_nesterov(0.1, momentum=m), "momentum"),
         (lambda m: gbopt.trace(m, nesterov=True), "decay"),
+        (lambda m: gbopt.rmsprop(0.1, momentum=m, nesterov=True), "momentum"),
     ],
-    ids=["nesterov", "rmsprop_nesterov", "trace"],
+    ids=["nesterov", "rmsprop_nesterov", "trace", "rmsprop"],
 )
 def test_nesterov_with_zero_momentum_raises(build, name, zero):
     with pytest.raises(ValueError, match=rf"`{name}` must be in \(0, 1\) with Nesterov.*plain SGD"):
@@ -160,11 +172,17 @@ BAD_FLAGS = [
     (lambda v: gbopt.trace(0.9, nesterov=v), "nesterov"),
     (lambda v: gbopt.ema(0.9, debias=v), "debias"),
     (lambda v: gbopt.scale_by_learning_rate(0.1, flip_sign=v), "flip_sign"),
+    (lambda v: gbopt.momentum(0.1, learning_rate_in_velocity=v), "learning_rate_in_velocity"),
+    (lambda v: gbopt.nesterov(0.1, learning_rate_in_velocity=v), "learning_rate_in_velocity"),
+    (lambda v: gbopt.adagrad(0.1, eps_in_sqrt=v), "eps_in_sqrt"),
+    (lambda v: gbopt.rmsprop(0.1, eps_in_sqrt=v), "eps_in_sqrt"),
+    (lambda v: gbopt.rmsprop(0.1, centered=v), "centered"),
+    (lambda v: gbopt.rmsprop(0.1, momentum=0.9, nesterov=v), "nesterov"),
 ]
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None], ids=["str", "int", "None"])
-@pytest.mark.parametrize("build, name", BAD_FLAGS, ids=[n for _, n in BAD_FLAGS])
+@pytest.mark.parametrize("build, name", BAD_FLAGS, ids=range(len(BAD_FLAGS)))
 def test_non_bool_flag_raises_type_error(build, name, value):
     with pytest.raises(
         TypeError, match=rf"`{name}` must be True or False, got {type(value).__name__}"
