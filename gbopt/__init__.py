@@ -47,6 +47,8 @@ from gbopt._partition import set_to_zero as set_to_zero
 from gbopt._regularize import add_decayed_weights as add_decayed_weights
 from gbopt._regularize import clip_by_global_norm as clip_by_global_norm
 from gbopt._regularize import global_norm as global_norm
+from gbopt._safety import SkipNonfiniteState as SkipNonfiniteState
+from gbopt._safety import skip_nonfinite as skip_nonfinite
 from gbopt._scaling import ScaleByLearningRateState as ScaleByLearningRateState
 from gbopt._scaling import add as add
 from gbopt._scaling import scale as scale

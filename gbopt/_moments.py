@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation
+from gbopt._base import EmptyState, GradientTransformation, expect_state
 
 
 def _check(updates, stats, name: str) -> None:
@@ -49,20 +49,20 @@ def trace(decay: float | jax.Array, *, nesterov: bool = False) -> GradientTransf
       A transform with state :class:`TraceState`; :math:`v_0 = 0`.
 
     Raises:
-      ValueError: ``decay`` outside [0, 1), or ``nesterov=True`` with ``decay=0``.
+      ValueError: ``decay`` outside [0, 1) or NaN, or ``nesterov=True`` with ``decay=0``.
+      TypeError: ``decay`` not a real number, or ``nesterov`` not a bool.
     """
     _validate.decay_rate("decay", decay)
-    if nesterov and isinstance(decay, (int, float)) and decay == 0:
-        raise ValueError(
-            "`nesterov=True` needs a momentum `decay` > 0 (with 0 it is plain SGD); "
-            "set decay, e.g. 0.9, or use nesterov=False."
-        )
+    _validate.flag("nesterov", nesterov)
+    if nesterov:
+        _validate.nesterov_momentum("decay", decay)
 
     def init_fn(params):
         return TraceState(_tree.zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, TraceState, "trace")
         _check(updates, state.trace, "trace")
 
         def leaf(u, v):
@@ -102,6 +102,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
       when ``debias``).
     """
     _validate.decay_rate("decay", decay)
+    _validate.flag("debias", debias)
     if debias:
         from gbopt._combine import chain
 
@@ -112,6 +113,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, EmaState, "ema")
         _check(updates, state.mu, "mu")
 
         def leaf(u, s):
@@ -161,6 +163,7 @@ def accumulate_square(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, AccumulateSquareState, "accumulate_square")
         _check(updates, state.nu, "nu")
 
         def leaf(u, r):
@@ -208,6 +211,7 @@ def bias_correction(
 
     def correct(updates, t):
         def leaf(u):
+            u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             return (u.astype(wide) / _numerics.one_minus_power(decay, t, wide)).astype(u.dtype)
 
@@ -230,6 +234,7 @@ def bias_correction(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, BiasCorrectionState, "bias_correction")
         count = _numerics.safe_increment(state.count)
         return correct(updates, count), BiasCorrectionState(count)
 

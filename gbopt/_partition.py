@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from gbopt import _tree
-from gbopt._base import EmptyState, GradientTransformation, as_transform
+from gbopt._base import EmptyState, GradientTransformation, as_transform, expect_state
 
 MaskedNode = optax.MaskedNode
 """The empty pytree node standing for a parameter another transform handles (optax's)."""
@@ -75,6 +75,12 @@ def _select(tree: Any, keep: list[bool]) -> Any:
     """``tree`` with the leaves not kept replaced by :data:`MaskedNode`."""
     leaves, treedef = jax.tree.flatten(tree)
     return treedef.unflatten([x if k else MaskedNode() for x, k in zip(leaves, keep, strict=True)])
+
+
+def _check_params(updates: Any, params: Any) -> None:
+    """Updates must fit the parameters they are split like (named error, not a zip's)."""
+    if params is not None:
+        _tree.check_matches(updates, params, what="updates", reference_name="params")
 
 
 def _resolve(spec: Any, tree: Any) -> Any:
@@ -136,6 +142,8 @@ def masked(transform: Any, mask: Any) -> GradientTransformation:
         return MaskedState(inner.init(_select(params, keep)))
 
     def update_fn(updates, state, params=None, **extra_args):
+        expect_state(state, MaskedState, "masked")
+        _check_params(updates, params)
         keep = _mask_flags(mask, updates)
         sub_params = None if params is None else _select(params, keep)
         out, inner_state = inner.update(
@@ -249,6 +257,7 @@ def multi_transform(
                 f"multi_transform expects a MultiTransformState with labels {labels_sorted}; "
                 f"got {got}. Pass the state this transform's `init` returned."
             )
+        _check_params(updates, params)
         labels = labels_of(updates)
         leaves, treedef = jax.tree.flatten(updates)
         merged = list(leaves)
