@@ -126,7 +126,7 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
         _tree.check_matches(
             d, n, what="the denominator's output", reference_name="numerator's output"
         )
-        out = jax.tree.map(lambda a, b, g: (a / b).astype(jnp.result_type(g)), n, d, updates)
+        out = jax.tree.map(lambda a, b, g: _tree.cast(a / b, jnp.result_type(g)), n, d, updates)
         return out, DivideState(n_state, d_state)
 
     return GradientTransformation(init_fn, update_fn)

@@ -66,10 +66,10 @@ def trace(decay: float | jax.Array, *, nesterov: bool = False) -> GradientTransf
         _check(updates, state.trace, "trace")
 
         def leaf(u, v):
-            mu = _tree.scalar(decay, v.dtype)
-            v = mu * v + u.astype(v.dtype)
-            out = u.astype(v.dtype) + mu * v if nesterov else v
-            return out.astype(u.dtype), v
+            mu, g = _tree.scalar(decay, v.dtype), _tree.cast(u, v.dtype)
+            v = mu * v + g
+            out = g + mu * v if nesterov else v
+            return _tree.cast(out, u.dtype), v
 
         out, v = _tree.map_leaves(leaf, 2, updates, state.trace)
         return out, TraceState(v)
@@ -118,7 +118,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
 
         def leaf(u, s):
             s = _tree.moving_average(s, u, decay)
-            return s.astype(u.dtype), s
+            return _tree.cast(s, u.dtype), s
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
         return out, EmaState(mu)
@@ -167,12 +167,12 @@ def accumulate_square(
         _check(updates, state.nu, "nu")
 
         def leaf(u, r):
-            g = u.astype(r.dtype)
+            g = _tree.cast(u, r.dtype)
             if decay is None:
                 r = r + g * g
             else:
                 r = _tree.moving_average(r, g * g, decay)
-            return r.astype(u.dtype), r
+            return _tree.cast(r, u.dtype), r
 
         out, nu = _tree.map_leaves(leaf, 2, updates, state.nu)
         return out, AccumulateSquareState(nu)
@@ -210,10 +210,12 @@ def bias_correction(
     _validate.decay_rate("decay", decay)
 
     def correct(updates, t):
+        factor = _tree.per_dtype(lambda dtype: _numerics.one_minus_power(decay, t, dtype))
+
         def leaf(u):
             u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
-            return (u.astype(wide) / _numerics.one_minus_power(decay, t, wide)).astype(u.dtype)
+            return _tree.cast(_tree.cast(u, wide) / factor(wide), u.dtype)
 
         return jax.tree.map(leaf, updates)
 

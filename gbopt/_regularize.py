@@ -18,7 +18,7 @@ def global_norm(tree: Any) -> jax.Array:
     if not leaves:
         return jnp.zeros([], jnp.float32)
     dtype = jnp.result_type(*[_tree.state_dtype(jnp.result_type(x)) for x in leaves])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(_tree.as_array(x).astype(dtype))) for x in leaves))
+    return jnp.sqrt(sum(jnp.sum(jnp.square(_tree.cast(x, dtype))) for x in leaves))
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
@@ -46,7 +46,7 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
 
         def leaf(u):
             u = _tree.as_array(u)
-            return (u.astype(norm.dtype) * factor).astype(u.dtype)
+            return _tree.cast(_tree.cast(u, norm.dtype) * factor, u.dtype)
 
         clipped = jax.tree.map(leaf, updates)
         return clipped, state
@@ -104,7 +104,7 @@ def add_decayed_weights(
             u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             lam = _tree.scalar(weight_decay, wide)
-            return (u.astype(wide) + lam * _tree.as_array(w).astype(wide)).astype(u.dtype)
+            return _tree.cast(_tree.cast(u, wide) + lam * _tree.cast(w, wide), u.dtype)
 
         return jax.tree.map(leaf, updates, params, m), state
 

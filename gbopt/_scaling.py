@@ -24,7 +24,7 @@ def _stateless(leaf_fn) -> GradientTransformation:
         def leaf(u):
             u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
-            return leaf_fn(u.astype(wide), wide).astype(u.dtype)
+            return _tree.cast(leaf_fn(_tree.cast(u, wide), wide), u.dtype)
 
         return jax.tree.map(leaf, updates), state
 
@@ -112,7 +112,8 @@ def scale_by_learning_rate(
 
     if step is not None:
         lr = learning_rate(step - 1)
-        return _checking_params(_stateless(lambda u, dtype: u * (sign * _tree.scalar(lr, dtype))))
+        signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
+        return _checking_params(_stateless(lambda u, dtype: u * signed_lr(dtype)))
 
     def init_fn(params):
         if params is not None:
@@ -124,11 +125,12 @@ def scale_by_learning_rate(
         _check_params(updates, params)
         expect_state(state, ScaleByLearningRateState, "scale_by_learning_rate")
         lr = learning_rate(state.count)
+        signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
 
         def leaf(u):
             u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
-            return (u.astype(wide) * (sign * _tree.scalar(lr, wide))).astype(u.dtype)
+            return _tree.cast(_tree.cast(u, wide) * signed_lr(wide), u.dtype)
 
         updates = jax.tree.map(leaf, updates)
         return updates, ScaleByLearningRateState(_numerics.safe_increment(state.count))

@@ -12,6 +12,8 @@ Dtype policy (one place for the whole library):
 
 from __future__ import annotations
 
+import functools
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,7 @@ def path_str(path) -> str:
     return jax.tree_util.keystr(tuple(path))
 
 
+@functools.cache
 def state_dtype(dtype) -> np.dtype:
     """The dtype statistics of a leaf of ``dtype`` are kept in (at least float32)."""
     dtype = jnp.dtype(dtype)
@@ -304,14 +307,35 @@ def as_array(x: Any) -> jax.Array:
     return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
+def cast(x: Any, dtype) -> jax.Array:
+    """``x`` in ``dtype``: ``x`` itself when it has that dtype already (no work at trace time).
+
+    Python and NumPy numbers are converted first (:func:`as_array`).
+    """
+    x = as_array(x)
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
 def cast_like(tree: Any, like: Any) -> Any:
     """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-    return jax.tree.map(lambda x, y: x.astype(jnp.result_type(y)), tree, like)
+    return jax.tree.map(lambda x, y: cast(x, jnp.result_type(y)), tree, like)
 
 
 def cast_tree(tree: Any, dtype_fn: Callable = state_dtype) -> Any:
     """Casts each leaf ``x`` of ``tree`` to ``dtype_fn(x.dtype)``."""
-    return jax.tree.map(lambda x: as_array(x).astype(dtype_fn(jnp.result_type(x))), tree)
+    return jax.tree.map(lambda x: cast(x, dtype_fn(jnp.result_type(x))), tree)
+
+
+def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[np.dtype], Any]:
+    """``fn(dtype)`` memoized by dtype; make a fresh one in each ``update`` call.
+
+    For values derived from hyperparameters in each leaf's compute dtype (a bias
+    correction, a signed learning rate): computed once per dtype rather than once per
+    leaf, they stay out of the per-leaf program. XLA would merge the copies, but only
+    after tracing, lowering and compiling them (thousands of scalar operations for a
+    tree of 1,000 leaves: compile time is part of gbopt's performance contract).
+    """
+    return functools.cache(fn)
 
 
 def map_leaves(fn: Callable, n_out: int, updates: Any, *trees: Any) -> tuple[Any, ...]:
@@ -328,8 +352,18 @@ def map_leaves(fn: Callable, n_out: int, updates: Any, *trees: Any) -> tuple[Any
     return tuple(treedef.unflatten(list(c)) for c in columns)
 
 
-def scalar(value: Any, dtype) -> jax.Array:
-    """A hyperparameter as a scalar of ``dtype`` (a schedule's value or a traced array)."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.ndarray))
+
+
+def scalar(value: Any, dtype) -> jax.Array | np.ndarray:
+    """A hyperparameter as a scalar of ``dtype`` (a number, a schedule's value, an array).
+
+    A Python number becomes a NumPy scalar, which JAX embeds as a literal: no device
+    work at trace time (``jnp.asarray`` would dispatch an operation for every leaf).
+    """
+    if _is_number(value):
+        return np.asarray(value, dtype)
     return jnp.asarray(value).astype(dtype)
 
 
@@ -339,7 +373,7 @@ def complement(value: Any, dtype) -> jax.Array:
     ``float32(1) - float32(0.999)`` is off by 1.3e-5 relative; ``float32(1 - 0.999)`` by 5e-8.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return jnp.asarray(1.0 - value, dtype)
+        return np.asarray(1.0 - value, dtype)  # a literal, as in :func:`scalar`
     return (1 - jnp.asarray(value).astype(dtype)).astype(dtype)
 
 
@@ -357,4 +391,4 @@ def moving_average(old: jax.Array, new: jax.Array, decay: Any) -> jax.Array:
     first moment this way, with ``lerp_``, but not its second.)
     """
     dtype = old.dtype
-    return old + complement(decay, dtype) * (new.astype(dtype) - old)
+    return old + complement(decay, dtype) * (cast(new, dtype) - old)

@@ -40,7 +40,8 @@ def apply_updates(params: Any, updates: Any) -> Any:
                 lambda p, u: None if u is None else p, params, updates, is_leaf=_is_none
             )
             _tree.check_float_params(updated)
-        wide = jnp.promote_types(p_dtype, jnp.result_type(u))
-        return (jnp.asarray(p).astype(wide) + jnp.asarray(u).astype(wide)).astype(p_dtype)
+        p, u = _tree.as_array(p), _tree.as_array(u)
+        wide = jnp.promote_types(p_dtype, u.dtype)
+        return _tree.cast(_tree.cast(p, wide) + _tree.cast(u, wide), p_dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)

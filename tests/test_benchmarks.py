@@ -1,0 +1,90 @@
+"""The benchmark scripts still run: their smallest configurations, a few steps each.
+
+Timing is never asserted here (speed is measured by the scripts themselves, on a quiet
+machine); these tests only prove that the scripts and their tables keep working.
+"""
+
+import os
+import re
+import sys
+
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import adam_step
+        import small_leaves
+        import suite
+
+        yield suite, adam_step, small_leaves
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+def test_suite_smoke_prints_every_section(scripts, tmp_path, capsys):
+    suite, _, _ = scripts
+    out = tmp_path / "results.md"
+    assert suite.main(["--smoke", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert text == capsys.readouterr().out
+    for heading in (
+        "# gbopt benchmark suite (smoke)",
+        "## Step time, bytes and compile time per workload",
+        "### Summary: gbopt / optax step time (compile time)",
+        "## Compile time (trace + lower + compile) against leaf count",
+        "## Whole runs as one compiled call, sweeps as one vmapped call",
+        "**A sweep over 4 learning rates**",
+    ):
+        assert heading in text
+    for name in ("sgd+momentum", "nesterov", "adagrad", "rmsprop", "adam"):
+        assert f"| {name} |" in text
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+
+
+def test_adam_step_smoke_prints_the_ratio(scripts, capsys):
+    _, adam_step, _ = scripts
+    assert adam_step.main(["--smoke"]) == 0
+    text = capsys.readouterr().out
+    assert "| gbopt.adam | optax.adam | gbopt/optax |" in text
+    assert len(re.findall(r"\*\*\d+\.\d\d×\*\*", text)) == 2  # one ratio per tree
+
+
+def test_small_leaves_smoke_compares_four_layouts(scripts, capsys):
+    *_, small_leaves = scripts
+    assert small_leaves.main(["--smoke"]) == 0
+    text = capsys.readouterr().out
+    for layout in ("optax (per leaf)", "gbopt (per leaf)", "packed, static slices"):
+        assert f"| {layout} |" in text
+    assert "| packed, offsets in the state |" in text
+
+
+def test_packed_prototype_equals_the_unpacked_optimizer(scripts):
+    """The layout prototype computes the same updates as the optimizer it wraps.
+
+    Each element goes through the same operations in both layouts; only the rounding of
+    XLA's loops may differ (a scalar loop against a vectorized one): 1e-6 is 8 float32 ulps.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import gbopt
+
+    *_, small_leaves = scripts
+    rng = np.random.default_rng(0)
+    params = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.float32(0.5)}
+    plain, packed = gbopt.adam(1e-2), small_leaves.packed_with_runtime_offsets(gbopt.adam(1e-2))
+    s_plain, s_packed = plain.init(params), packed.init(params)
+    for t in range(3):
+        grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), params)
+        u_plain, s_plain = plain.update(grads, s_plain, params)
+        u_packed, s_packed = packed.update(grads, s_packed, params)
+        assert jax.tree.structure(u_packed) == jax.tree.structure(u_plain)
+        for a, b in zip(jax.tree.leaves(u_plain), jax.tree.leaves(u_packed), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
+        params = gbopt.apply_updates(params, u_plain)
