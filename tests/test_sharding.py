@@ -18,7 +18,6 @@ Multi-host runs and real accelerators cannot be tested here (see docs/sharding.m
 
 import collections
 import functools
-import pathlib
 import re
 
 import jax
@@ -464,14 +463,3 @@ def test_zero_stage_1_same_results_and_state_memory_divided_by_devices(name, axi
         f"\nZeRO-1 {name}: state per device {arrays + counts} B replicated -> "
         f"{arrays // 8 + counts} B sharded over 8 devices"
     )
-
-
-def test_the_sharding_guide_runs():
-    """docs/sharding.md: its Python blocks run in order (the multi-host `main` is only defined)."""
-    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "sharding.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 4
-    namespace: dict = {}
-    for index, block in enumerate(blocks):
-        exec(compile(block, f"docs/sharding.md[block {index}]", "exec"), namespace)
-    assert callable(namespace["main"])
