@@ -6,7 +6,10 @@ Run from the repository root::
     python benchmarks/suite.py --quick    # smaller workloads, fewer rounds (under 2 minutes)
     python benchmarks/suite.py --smoke    # seconds: proves the script runs (used by the tests)
 
-It prints markdown; ``--output FILE`` also writes it to FILE. See ``_harness.py`` for how
+It prints markdown; ``--output FILE`` also writes it to FILE. JAX runs on the CPU unless
+``JAX_PLATFORMS`` says otherwise: on a GPU machine, ``JAX_PLATFORMS=cuda python
+benchmarks/suite.py`` times gbopt and optax on the GPU (and the in-place kernel gives the
+HBM bandwidth reached); the torch.optim rows stay on the CPU. See ``_harness.py`` for how
 steps are built and timed. Only ratios measured side by side in one run mean much on a
 shared machine: each table says how noisy its rounds were.
 """
