@@ -7,14 +7,19 @@ as a :func:`chain` of primitives; see ``gbopt._combine`` for how they compose.
 from importlib.metadata import PackageNotFoundError, version
 
 from gbopt import pytorch as pytorch
+from gbopt import schedules as schedules
 from gbopt._base import EmptyState as EmptyState
 from gbopt._base import GradientTransformation as GradientTransformation
 from gbopt._base import identity as identity
+from gbopt._checkpoint import restore_state as restore_state
 from gbopt._combine import DivideState as DivideState
 from gbopt._combine import StepCountState as StepCountState
 from gbopt._combine import chain as chain
 from gbopt._combine import divide as divide
 from gbopt._combine import with_step_count as with_step_count
+from gbopt._hyperparams import InjectHyperparamsState as InjectHyperparamsState
+from gbopt._hyperparams import inject_hyperparams as inject_hyperparams
+from gbopt._hyperparams import set_hyperparams as set_hyperparams
 from gbopt._moments import AccumulateSquareState as AccumulateSquareState
 from gbopt._moments import BiasCorrectionState as BiasCorrectionState
 from gbopt._moments import EmaState as EmaState
@@ -31,14 +36,25 @@ from gbopt._optimizers import nesterov as nesterov
 from gbopt._optimizers import rmsprop as rmsprop
 from gbopt._optimizers import rmsprop_nesterov as rmsprop_nesterov
 from gbopt._optimizers import sgd as sgd
+from gbopt._partition import MaskedNode as MaskedNode
+from gbopt._partition import MaskedState as MaskedState
+from gbopt._partition import MultiTransformState as MultiTransformState
+from gbopt._partition import freeze as freeze
+from gbopt._partition import label_by_path as label_by_path
+from gbopt._partition import masked as masked
+from gbopt._partition import multi_transform as multi_transform
+from gbopt._partition import set_to_zero as set_to_zero
 from gbopt._regularize import add_decayed_weights as add_decayed_weights
 from gbopt._regularize import clip_by_global_norm as clip_by_global_norm
 from gbopt._regularize import global_norm as global_norm
+from gbopt._safety import SkipNonfiniteState as SkipNonfiniteState
+from gbopt._safety import skip_nonfinite as skip_nonfinite
 from gbopt._scaling import ScaleByLearningRateState as ScaleByLearningRateState
 from gbopt._scaling import add as add
 from gbopt._scaling import scale as scale
 from gbopt._scaling import scale_by_learning_rate as scale_by_learning_rate
 from gbopt._scaling import sqrt as sqrt
+from gbopt._sharding import state_shardings as state_shardings
 from gbopt._torch_primitives import AccumulateCenteredSquareState as AccumulateCenteredSquareState
 from gbopt._torch_primitives import AccumulateInfNormState as AccumulateInfNormState
 from gbopt._torch_primitives import NadamMomentumState as NadamMomentumState

@@ -78,6 +78,19 @@ def as_transform(tx: Any, *, argument: str = "transform") -> GradientTransformat
     )
 
 
+def expect_state(state: Any, cls: type, who: str) -> None:
+    """Raises a ValueError unless ``state`` is a ``cls``, the state ``who`` builds.
+
+    A check in Python at trace time: free at run time under ``jax.jit``.
+    """
+    if not isinstance(state, cls):
+        raise ValueError(
+            f"{who} got a state of type {type(state).__name__}, not the {cls.__name__} its "
+            "`init` builds. Pass the state that this transform's `init` returned (or the "
+            "one its last `update` returned)."
+        )
+
+
 def identity() -> GradientTransformation:
     """Passes the updates through unchanged; keeps no state.
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree
-from gbopt._base import GradientTransformation, as_transform
+from gbopt._base import GradientTransformation, as_transform, expect_state
 
 
 def chain(*transforms: Any) -> GradientTransformation:
@@ -53,6 +53,10 @@ def chain(*transforms: Any) -> GradientTransformation:
     Returns:
       A transform whose state is the tuple of the members' states.
 
+    Raises:
+      TypeError: if a member is not a gradient transformation (naming its index).
+      ValueError: at ``update``, for a state that is not a tuple of one state per member.
+
     Example:
       >>> import gbopt
       >>> tx = gbopt.chain(gbopt.clip_by_global_norm(1.0), gbopt.sgd(0.1))
@@ -63,7 +67,7 @@ def chain(*transforms: Any) -> GradientTransformation:
         return tuple(t.init(params) for t in txs)
 
     def update_fn(updates, state, params=None, **extra_args):
-        if not isinstance(state, tuple) or len(state) != len(txs):
+        if type(state) is not tuple or len(state) != len(txs):
             raise ValueError(
                 f"chain of {len(txs)} transforms got a state that is not a tuple of "
                 f"{len(txs)} member states ({type(state).__name__}). Pass the state that "
@@ -102,6 +106,11 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
 
     Returns:
       A transform with state :class:`DivideState`.
+
+    Raises:
+      TypeError: if a branch is not a gradient transformation.
+      ValueError: at ``update``, for a state that is not a :class:`DivideState`, or
+        branches whose outputs differ in structure or shapes.
     """
     num = as_transform(numerator, argument="numerator")
     den = as_transform(denominator, argument="denominator")
@@ -110,13 +119,14 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
         return DivideState(num.init(params), den.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        expect_state(state, DivideState, "divide")
         wide = _tree.cast_tree(updates)
         n, n_state = num.update(wide, state.numerator, params, **extra_args)
         d, d_state = den.update(wide, state.denominator, params, **extra_args)
         _tree.check_matches(
             d, n, what="the denominator's output", reference_name="numerator's output"
         )
-        out = jax.tree.map(lambda a, b, g: _tree.cast(a / b, g.dtype), n, d, updates)
+        out = jax.tree.map(lambda a, b, g: _tree.cast(a / b, jnp.result_type(g)), n, d, updates)
         return out, DivideState(n_state, d_state)
 
     return GradientTransformation(init_fn, update_fn)
@@ -143,19 +153,37 @@ def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation
     and passes it on to pieces that accept ``step=`` (:func:`gbopt.bias_correction`,
     :func:`gbopt.scale_by_learning_rate`), which then keep no count of their own.
 
+    Args:
+      build: a function ``step -> transform``.
+
+    Returns:
+      A transform with state :class:`StepCountState`.
+
+    Raises:
+      TypeError: if ``build`` is not callable or does not return a transform.
+      ValueError: at ``update``, for a state that is not a :class:`StepCountState`.
+
     Example:
       >>> import gbopt
       >>> debiased_momentum = gbopt.with_step_count(
       ...     lambda t: gbopt.chain(gbopt.ema(0.9), gbopt.bias_correction(0.9, step=t)))
     """
+    if not callable(build):
+        raise TypeError(
+            "`build` must be a function `step -> transform`, e.g. "
+            f"`lambda t: gbopt.bias_correction(0.9, step=t)`; got {type(build).__name__}: "
+            f"{build!r}."
+        )
+    returned = "build(step)"
 
     def init_fn(params):
-        count = jnp.zeros([], jnp.int32)
-        return StepCountState(count, as_transform(build(count)).init(params))
+        count = _tree.zero_count(params)
+        return StepCountState(count, as_transform(build(count), argument=returned).init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        expect_state(state, StepCountState, "with_step_count")
         count = _numerics.safe_increment(state.count)
-        inner = as_transform(build(count))
+        inner = as_transform(build(count), argument=returned)
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         return updates, StepCountState(count, inner_state)
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation
+from gbopt._base import EmptyState, GradientTransformation, expect_state
 
 
 def _check(updates, stats, name: str) -> None:
@@ -50,20 +49,20 @@ def trace(decay: float | jax.Array, *, nesterov: bool = False) -> GradientTransf
       A transform with state :class:`TraceState`; :math:`v_0 = 0`.
 
     Raises:
-      ValueError: ``decay`` outside [0, 1), or ``nesterov=True`` with ``decay=0``.
+      ValueError: ``decay`` outside [0, 1) or NaN, or ``nesterov=True`` with ``decay=0``.
+      TypeError: ``decay`` not a real number, or ``nesterov`` not a bool.
     """
     _validate.decay_rate("decay", decay)
-    if nesterov and isinstance(decay, (int, float)) and decay == 0:
-        raise ValueError(
-            "`nesterov=True` needs a momentum `decay` > 0 (with 0 it is plain SGD); "
-            "set decay, e.g. 0.9, or use nesterov=False."
-        )
+    _validate.flag("nesterov", nesterov)
+    if nesterov:
+        _validate.nesterov_momentum("decay", decay)
 
     def init_fn(params):
         return TraceState(_tree.zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, TraceState, "trace")
         _check(updates, state.trace, "trace")
 
         def leaf(u, v):
@@ -103,6 +102,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
       when ``debias``).
     """
     _validate.decay_rate("decay", decay)
+    _validate.flag("debias", debias)
     if debias:
         from gbopt._combine import chain
 
@@ -113,6 +113,7 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, EmaState, "ema")
         _check(updates, state.mu, "mu")
 
         def leaf(u, s):
@@ -158,13 +159,11 @@ def accumulate_square(
     _validate.non_negative("initial_accumulator_value", initial_accumulator_value)
 
     def init_fn(params):
-        nu = _tree.zeros_like(params)
-        if initial_accumulator_value:
-            nu = jax.tree.map(lambda r: jnp.full_like(r, initial_accumulator_value), nu)
-        return AccumulateSquareState(nu)
+        return AccumulateSquareState(_tree.full_like(params, initial_accumulator_value))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, AccumulateSquareState, "accumulate_square")
         _check(updates, state.nu, "nu")
 
         def leaf(u, r):
@@ -214,6 +213,7 @@ def bias_correction(
         factor = _tree.per_dtype(lambda dtype: _numerics.one_minus_power(decay, t, dtype))
 
         def leaf(u):
+            u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             return _tree.cast(_tree.cast(u, wide) / factor(wide), u.dtype)
 
@@ -232,11 +232,11 @@ def bias_correction(
         return GradientTransformation(init_shared, update_shared)
 
     def init_fn(params):
-        del params
-        return BiasCorrectionState(jnp.zeros([], jnp.int32))
+        return BiasCorrectionState(_tree.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
+        expect_state(state, BiasCorrectionState, "bias_correction")
         count = _numerics.safe_increment(state.count)
         return correct(updates, count), BiasCorrectionState(count)
 

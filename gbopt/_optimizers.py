@@ -44,6 +44,10 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
       >>> gbopt.apply_updates(params, updates)["w"]
       Array([ 0.9, -2.1], dtype=float32)
 
+    Raises:
+      ValueError: for a ``learning_rate`` < 0, NaN or infinite, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
+
     References:
       Robbins & Monro, 1951; Goodfellow et al., *Deep Learning*, Alg. 8.1.
     """
@@ -87,10 +91,16 @@ def momentum(
       ``chain(trace(momentum), scale_by_learning_rate(learning_rate))`` with
       ``learning_rate_in_velocity=False``.
 
+    Raises:
+      ValueError: for a ``learning_rate`` < 0, NaN or infinite, or ``momentum``
+        outside [0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
+
     References:
       Polyak, 1964; Goodfellow et al., Alg. 8.2.
     """
     _validate.decay_rate("momentum", momentum)
+    _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
     if not learning_rate_in_velocity:
         return chain(trace(momentum), scale_by_learning_rate(learning_rate))
     return chain(scale_by_learning_rate(learning_rate), trace(momentum))
@@ -132,10 +142,17 @@ def nesterov(
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``,
       the two swapped with ``learning_rate_in_velocity=False``.
 
+    Raises:
+      ValueError: for a ``learning_rate`` < 0, NaN or infinite, or ``momentum``
+        outside (0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
+
     References:
       Nesterov, 1983; Sutskever et al., 2013; Goodfellow et al., Alg. 8.3.
     """
     _validate.decay_rate("momentum", momentum)
+    _validate.nesterov_momentum("momentum", momentum)
+    _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
     if not learning_rate_in_velocity:
         return chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
     return chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
@@ -174,10 +191,17 @@ def adagrad(
       sqrt(), add(eps))), scale_by_learning_rate(learning_rate))``, with ``add(eps)``
       before ``sqrt()`` when ``eps_in_sqrt``.
 
+    Raises:
+      ValueError: for a ``learning_rate``, ``eps`` or ``initial_accumulator_value`` < 0,
+        NaN or infinite, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule), or an
+        option that is not a bool.
+
     References:
       Duchi, Hazan & Singer, 2011; Goodfellow et al., Alg. 8.4.
     """
     _validate.non_negative("eps", eps)
+    _validate.flag("eps_in_sqrt", eps_in_sqrt)
     accumulated = accumulate_square(initial_accumulator_value=initial_accumulator_value)
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
     return chain(
@@ -236,17 +260,33 @@ def rmsprop(
       when not ``eps_in_sqrt``, and ``trace(momentum, nesterov=nesterov)`` at the end.
 
     Raises:
-      ValueError: ``nesterov=True`` without ``momentum``.
+      ValueError: for a ``learning_rate``, ``eps`` or ``initial_scale`` < 0, NaN or
+        infinite, ``decay`` or ``momentum`` outside [0, 1), or ``nesterov=True`` without
+        a ``momentum`` > 0, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule), or an
+        option that is not a bool.
 
     References:
       Tieleman & Hinton, Lecture 6.5, 2012; Graves, "Generating Sequences With
       Recurrent Neural Networks", 2013; Goodfellow et al., Alg. 8.5.
     """
+    _validate.decay_rate("decay", decay)
     _validate.non_negative("eps", eps)
+    _validate.non_negative("initial_scale", initial_scale)
+    for name, flag in [
+        ("eps_in_sqrt", eps_in_sqrt),
+        ("centered", centered),
+        ("nesterov", nesterov),
+    ]:
+        _validate.flag(name, flag)
     if nesterov and momentum is None:
         raise ValueError(
             "`nesterov=True` needs a `momentum` (e.g. momentum=0.9); got momentum=None."
         )
+    if momentum is not None:
+        _validate.decay_rate("momentum", momentum)
+        if nesterov:
+            _validate.nesterov_momentum("momentum", momentum)
     if centered:
         second_moment = accumulate_centered_square(decay, initial_accumulator_value=initial_scale)
     else:
@@ -291,10 +331,17 @@ def rmsprop_nesterov(
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
       scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``.
 
+    Raises:
+      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, ``decay``
+        outside [0, 1) or ``momentum`` outside (0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
+
     References:
       Goodfellow et al., Alg. 8.6.
     """
+    _validate.decay_rate("decay", decay)
     _validate.decay_rate("momentum", momentum)
+    _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
     return chain(
         divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -333,6 +380,11 @@ def adam(
       ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
       chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps))),
       scale_by_learning_rate(learning_rate, step=t)))``.
+
+    Raises:
+      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, or ``b1`` or
+        ``b2`` outside [0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule).
 
     References:
       Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;

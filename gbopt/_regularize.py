@@ -43,9 +43,12 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         norm = global_norm(updates)
         c = _tree.scalar(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
-        clipped = jax.tree.map(
-            lambda u: _tree.cast(_tree.cast(u, norm.dtype) * factor, u.dtype), updates
-        )
+
+        def leaf(u):
+            u = _tree.as_array(u)
+            return _tree.cast(_tree.cast(u, norm.dtype) * factor, u.dtype)
+
+        clipped = jax.tree.map(leaf, updates)
         return clipped, state
 
     return GradientTransformation(init_fn, update_fn)
@@ -68,17 +71,22 @@ def add_decayed_weights(
         ``params -> mask``); decay is added only where it is True (e.g. not to biases).
 
     Raises:
-      ValueError: at ``update`` when called without ``params``.
+      ValueError: for a negative, NaN or infinite ``weight_decay``; at ``update`` when
+        called without ``params``, or with a ``mask`` that does not match them.
+      TypeError: at ``init``, for integer or boolean parameters.
     """
     _validate.non_negative("weight_decay", weight_decay)
 
     def init_fn(params):
-        del params
+        if params is not None:
+            _tree.check_float_params(params)
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         if params is None:
+            if not jax.tree.leaves(updates):  # an empty tree (or None): nothing to decay
+                return updates, state
             raise ValueError(
                 "add_decayed_weights needs the parameters: call "
                 "`update(updates, state, params)` with `params` (weight decay adds λ·w)."
@@ -87,10 +95,13 @@ def add_decayed_weights(
         m = mask(params) if callable(mask) else mask
         if m is None:
             m = jax.tree.map(lambda _: True, updates)
+        else:
+            _tree.check_matches(m, params, what="mask", reference_name="params", check_shapes=False)
 
         def leaf(u, w, keep):
             if not keep:
                 return u
+            u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             lam = _tree.scalar(weight_decay, wide)
             return _tree.cast(_tree.cast(u, wide) + lam * _tree.cast(w, wide), u.dtype)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation, ScalarOrSchedule
+from gbopt._base import EmptyState, GradientTransformation, ScalarOrSchedule, expect_state
 
 
 def _stateless(leaf_fn) -> GradientTransformation:
@@ -22,6 +22,7 @@ def _stateless(leaf_fn) -> GradientTransformation:
         del params, extra_args
 
         def leaf(u):
+            u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             return _tree.cast(leaf_fn(_tree.cast(u, wide), wide), u.dtype)
 
@@ -40,6 +41,26 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
     """
     _validate.finite("step_size", step_size)
     return _stateless(lambda u, dtype: u * _tree.scalar(step_size, dtype))
+
+
+def _check_params(updates, params) -> None:
+    if params is not None:
+        _tree.check_matches(updates, params, what="updates", reference_name="params")
+
+
+def _checking_params(tx: GradientTransformation) -> GradientTransformation:
+    """``tx`` with the parameter checks of :func:`scale_by_learning_rate` added."""
+
+    def init_fn(params):
+        if params is not None:
+            _tree.check_float_params(params)
+        return tx.init(params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        _check_params(updates, params)
+        return tx.update(updates, state, params, **extra_args)
+
+    return GradientTransformation(init_fn, update_fn)
 
 
 class ScaleByLearningRateState(NamedTuple):
@@ -69,30 +90,45 @@ def scale_by_learning_rate(
       step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
         otherwise a schedule keeps its own count in :class:`ScaleByLearningRateState`.
 
+    Every optimizer ends in this transform, so it is also where they all check what
+    they are given: at ``init``, that the parameters are floating point; at ``update``
+    with ``params``, that the updates have the parameters' structure and shapes (both
+    in Python while tracing, so free under ``jax.jit``).
+
     Raises:
-      ValueError: for a negative, NaN or infinite ``learning_rate``.
+      ValueError: for a negative, NaN or infinite ``learning_rate``; at ``update``, for
+        updates whose structure or shapes differ from ``params`` (naming the path).
+      TypeError: for a ``learning_rate`` that is neither a real number nor a schedule, a
+        non-bool ``flip_sign``; at ``init``, for integer or boolean parameters.
     """
     _validate.learning_rate(learning_rate)
+    _validate.flag("flip_sign", flip_sign)
     sign = -1 if flip_sign else 1
 
     if not callable(learning_rate):
-        return _stateless(lambda u, dtype: u * (sign * _tree.scalar(learning_rate, dtype)))
+        return _checking_params(
+            _stateless(lambda u, dtype: u * (sign * _tree.scalar(learning_rate, dtype)))
+        )
 
     if step is not None:
         lr = learning_rate(step - 1)
         signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
-        return _stateless(lambda u, dtype: u * signed_lr(dtype))
+        return _checking_params(_stateless(lambda u, dtype: u * signed_lr(dtype)))
 
     def init_fn(params):
-        del params
-        return ScaleByLearningRateState(jnp.zeros([], jnp.int32))
+        if params is not None:
+            _tree.check_float_params(params)
+        return ScaleByLearningRateState(_tree.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
+        del extra_args
+        _check_params(updates, params)
+        expect_state(state, ScaleByLearningRateState, "scale_by_learning_rate")
         lr = learning_rate(state.count)
         signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
 
         def leaf(u):
+            u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
             return _tree.cast(_tree.cast(u, wide) * signed_lr(wide), u.dtype)
 

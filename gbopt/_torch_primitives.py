@@ -99,8 +99,7 @@ def scale_by_schedule(
         return GradientTransformation(init_shared, update_shared)
 
     def init_fn(params):
-        del params
-        return ScaleByScheduleState(jnp.zeros([], jnp.int32))
+        return ScaleByScheduleState(_tree.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -201,7 +200,7 @@ def accumulate_centered_square(
 
     def init_fn(params):
         mu = _tree.zeros_like(params)
-        nu = jax.tree.map(lambda r: jnp.full_like(r, initial_accumulator_value), mu)
+        nu = _tree.full_like(params, initial_accumulator_value)
         return AccumulateCenteredSquareState(mu, nu)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -356,7 +355,7 @@ def nadam_momentum(
 
     def init_fn(params):
         mu = _tree.zeros_like(params)
-        return NadamMomentumState(mu, jnp.ones([], product_dtype(mu)))
+        return NadamMomentumState(mu, _tree.scalar_like(params, 1, product_dtype(mu)))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

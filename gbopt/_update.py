@@ -10,6 +10,10 @@ import jax.numpy as jnp
 from gbopt import _tree
 
 
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
 def apply_updates(params: Any, updates: Any) -> Any:
     r"""Returns ``params + updates``, leaf by leaf, in each parameter's dtype.
 
@@ -22,14 +26,22 @@ def apply_updates(params: Any, updates: Any) -> Any:
     Raises:
       ValueError: if the trees differ in structure or a leaf's shape differs from its
         parameter's (naming the path).
+      TypeError: if a parameter that receives an update is not floating point (an
+        integer parameter would silently round every step away), naming the path.
     """
     _tree.check_matches(updates, params, what="updates", reference_name="params", none_passes=True)
 
     def add(p, u):
         if p is None or u is None:
             return p
-        p, u = jnp.asarray(p), jnp.asarray(u)
-        wide = jnp.promote_types(p.dtype, u.dtype)
-        return _tree.cast(_tree.cast(p, wide) + _tree.cast(u, wide), p.dtype)
+        p_dtype = jnp.result_type(p)
+        if not jnp.issubdtype(p_dtype, jnp.inexact):  # find its path for the message
+            updated = jax.tree.map(
+                lambda p, u: None if u is None else p, params, updates, is_leaf=_is_none
+            )
+            _tree.check_float_params(updated)
+        p, u = _tree.as_array(p), _tree.as_array(u)
+        wide = jnp.promote_types(p_dtype, u.dtype)
+        return _tree.cast(_tree.cast(p, wide) + _tree.cast(u, wide), p_dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)

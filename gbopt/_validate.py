@@ -2,7 +2,8 @@
 
 Values that are traced (under ``jit``, ``vmap`` or ``grad``) cannot be inspected and
 are accepted as they are; concrete numbers are checked and a bad one raises an error
-that names the argument, the value and what is allowed.
+that names the argument, the value and what is allowed: a ``TypeError`` for a value
+that is not a real number, a ``ValueError`` for a number outside the allowed range.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
-def _concrete(name: str, value: Any) -> np.ndarray | None:
-    """Returns ``value`` as a float64 array when it can be inspected, else None."""
+def _concrete(name: str, value: Any, forms: str = "") -> np.ndarray | None:
+    """Returns ``value`` as a float64 array when it can be inspected, else None.
+
+    ``forms`` names accepted forms other than numbers (for the TypeError message).
+    """
     if isinstance(value, bool):
         raise TypeError(f"`{name}` must be a number, got the bool {value!r}.")
     if isinstance(value, numbers.Real):
@@ -25,10 +30,9 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         return None
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         arr = np.asarray(value)
-        if (
-            arr.dtype == bool
-            or not np.issubdtype(arr.dtype, np.number)
-            or np.issubdtype(arr.dtype, np.complexfloating)
+        # jnp.issubdtype knows bfloat16 and the other ml_dtypes (np.issubdtype does not).
+        if arr.dtype == bool or not (
+            jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)
         ):
             raise TypeError(f"`{name}` must be a real number, got an array of dtype {arr.dtype}.")
         if arr.size == 0:
@@ -36,29 +40,28 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         # An array (e.g. a batch of learning rates) is checked element by element.
         return arr.astype(np.float64)
     raise TypeError(
-        f"`{name}` must be a number (a Python float, a NumPy scalar or a JAX array), "
+        f"`{name}` must be a number (a Python float, a NumPy scalar or a JAX array){forms}, "
         f"got {type(value).__name__}: {value!r}."
     )
 
 
-def _check(name: str, value: Any, ok, allowed: str) -> None:
-    x = _concrete(name, value)
+def _check(name: str, value: Any, ok, allowed: str, forms: str = "", hint: str = "") -> None:
+    x = _concrete(name, value, forms)
     if x is None:
         return
-    values = np.ravel(x)
-    for v in values:
+    for v in np.ravel(x):
         if math.isnan(v) or not ok(v):
-            shown = value if np.ndim(x) == 0 else f"{v!r} (in {name} = {value!r})"
-            raise ValueError(f"`{name}` must be {allowed}; got {shown}.")
+            shown = value if np.ndim(x) == 0 else f"{float(v)} (in {name} = {value!r})"
+            raise ValueError(f"`{name}` must be {allowed}; got {shown}.{hint}")
 
 
 def non_negative(name: str, value: Any) -> None:
-    """Checks a finite ``value >= 0`` (learning rates, weight decay, clipping norms)."""
+    """Checks a finite ``value >= 0`` (eps, weight decay, initial accumulators)."""
     _check(name, value, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 def positive(name: str, value: Any) -> None:
-    """Checks a finite ``value > 0``."""
+    """Checks a finite ``value > 0`` (clipping norms)."""
     _check(name, value, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
@@ -68,17 +71,42 @@ def decay_rate(name: str, value: Any) -> None:
         name,
         value,
         lambda v: 0 <= v < 1,
-        "in [0, 1) (1 would never forget, and 0 keeps no history)",
+        "in [0, 1) (at 1 nothing is ever forgotten and a bias correction divides by "
+        "zero; above 1 the statistic diverges, below 0 it oscillates)",
     )
 
 
 def finite(name: str, value: Any) -> None:
-    """Checks any finite number."""
+    """Checks any finite number (scaling factors, added constants)."""
     _check(name, value, math.isfinite, "a finite number")
+
+
+def nesterov_momentum(name: str, value: Any) -> None:
+    """Checks that a Nesterov momentum coefficient is not zero (it would be plain SGD)."""
+    x = _concrete(name, value)
+    if x is not None and np.any(x == 0):
+        raise ValueError(
+            f"`{name}` must be in (0, 1) with Nesterov momentum (with 0 it is plain SGD); "
+            f"got {value!r}. Set it, e.g. {name}=0.9, or use the method without Nesterov."
+        )
+
+
+def flag(name: str, value: Any) -> None:
+    """Checks a boolean option (``nesterov=``, ``debias=``)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {type(value).__name__}: {value!r}.")
 
 
 def learning_rate(value: Any, name: str = "learning_rate") -> None:
     """Checks a learning rate: a finite number >= 0, or a schedule ``count -> value``."""
     if callable(value):
         return
-    non_negative(name, value)
+    _check(
+        name,
+        value,
+        lambda v: math.isfinite(v) and v >= 0,
+        "a finite number >= 0",
+        forms=" or a schedule `count -> value`",
+        hint=" (A schedule `count -> value` is accepted too. gbopt flips the sign for "
+        "descent itself; for ascent use scale_by_learning_rate(..., flip_sign=False).)",
+    )

@@ -34,3 +34,16 @@ OPTIMIZERS = {
     "rmsprop_nesterov": lambda: gbopt.rmsprop_nesterov(1e-3),
     "adam": lambda: gbopt.adam(1e-2),
 }
+
+
+def conventions_problem(offset: float = 0.0):
+    """CONVENTIONS.md's problem: 0.5 xᵀAx − cᵀx + 0.025 Σx⁴ over {"W": (3, 4), "b": (5,)}.
+
+    Returns ``(A, c, x0)`` in float64 from a fixed seed; ``offset`` shifts the start.
+    """
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(17, 17))
+    a = m @ m.T / 17 + 0.5 * np.eye(17)
+    c = rng.normal(size=17)
+    x0 = {"W": rng.normal(size=(3, 4)) + offset, "b": rng.normal(size=(5,)) + offset}
+    return a, c, x0

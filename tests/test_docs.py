@@ -13,9 +13,12 @@ import gbopt
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _python_blocks(path: pathlib.Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+
+
 def _readme_blocks():
-    text = (ROOT / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, re.S)
+    return _python_blocks(ROOT / "README.md")
 
 
 def test_readme_python_blocks_run_in_order():
@@ -25,6 +28,13 @@ def test_readme_python_blocks_run_in_order():
     assert blocks
     for index, block in enumerate(blocks):
         exec(compile(block, f"README.md[block {index}]", "exec"), namespace)
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "docs").glob("*.md")))
+def test_docs_pages_python_blocks_run_in_order(page):
+    namespace: dict = {"__name__": f"docs.{page}"}
+    for index, block in enumerate(_python_blocks(ROOT / "docs" / page)):
+        exec(compile(block, f"docs/{page}[block {index}]", "exec"), namespace)
 
 
 def test_readme_gives_the_two_set_up_commands_and_ci_runs_the_same_test_command():

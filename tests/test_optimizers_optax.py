@@ -12,19 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import conventions_problem
 
 import gbopt
 
 STEPS = 200
 TOL = 1e-12
 
-_rng = np.random.default_rng(0)
-_M = _rng.normal(size=(17, 17))
-A = _M @ _M.T / 17 + 0.5 * np.eye(17)
-C = _rng.normal(size=17)
 # Started 2 away from the minimum, so that the sign-like RMSProp steps stay in the
 # transient regime for 200 steps (CONVENTIONS.md §4.8: near the minimum they turn chaotic).
-X0 = {"W": _rng.normal(size=(3, 4)) + 2.0, "b": _rng.normal(size=(5,)) + 2.0}
+A, C, X0 = conventions_problem(offset=2.0)
 
 
 def loss(params):

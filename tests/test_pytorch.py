@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import conventions_problem
 
 import gbopt
 from gbopt import pytorch as gpt
@@ -26,11 +27,7 @@ torch = pytest.importorskip("torch")
 STEPS = 200
 TOL = 1e-12
 
-_rng = np.random.default_rng(0)
-_M = _rng.normal(size=(17, 17))
-A = _M @ _M.T / 17 + 0.5 * np.eye(17)
-C = _rng.normal(size=17)
-X0 = {"W": _rng.normal(size=(3, 4)), "b": _rng.normal(size=(5,))}
+A, C, X0 = conventions_problem()
 
 
 def gradient(params: dict, sign: float = 1.0) -> dict:

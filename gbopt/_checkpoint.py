@@ -1,0 +1,139 @@
+"""Restoring optimizer state from a checkpoint, checked leaf by leaf against a template.
+
+gbopt's states are pytrees of arrays with named structure (NamedTuples, dicts, tuples),
+so any pytree checkpointer saves them: ``flax.serialization``, Orbax, ``pickle`` of the
+arrays. What those libraries do not check is that what comes back fits the optimizer it
+is restored into: ``flax.serialization.from_bytes`` accepts arrays of another shape, and
+Orbax casts to the template's dtype. :func:`restore_state` checks structure, shapes and
+dtypes, names the first path that differs, and returns the state in the template's
+structure, on the template's devices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gbopt import _tree
+
+_FIX = (
+    "Restore into a template built by the same optimizer for parameters of the same "
+    "structure, shapes and dtypes (`tx.init(params)`, or `jax.eval_shape(tx.init, params)` "
+    "to allocate nothing)."
+)
+
+
+def _key(entry: Any) -> str:
+    """A path entry as a string: dict keys, field names and indices alike."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _flat_by_path(tree: Any) -> dict[tuple[str, ...], tuple[Any, Any]]:
+    """``{normalized path: (path, leaf)}`` for every leaf of ``tree``."""
+    return {
+        tuple(_key(k) for k in path): (path, leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _align(template: Any, restored: Any) -> Any:
+    """``restored`` rebuilt in the structure of ``template``, matching leaves by path.
+
+    Paths are compared as strings, so a NamedTuple field matches a dict key of the same
+    name and a tuple index a list index or a ``"0"`` key: the forms Orbax (restoring
+    without a target) and ``flax.serialization.to_state_dict`` write.
+    """
+    t_paths, t_def = jax.tree_util.tree_flatten_with_path(template)
+    by_path = _flat_by_path(restored)
+    leaves, missing = [], []
+    for path, _ in t_paths:
+        key = tuple(_key(k) for k in path)
+        if key in by_path:
+            leaves.append(by_path.pop(key)[1])
+        else:
+            missing.append(path)
+    if missing or by_path:
+        parts = []
+        if missing:
+            parts.append(
+                f"the template has an array at {_tree.path_str(missing[0])} that the "
+                f"restored state lacks ({len(missing)} such path(s))"
+            )
+        if by_path:
+            extra, _ = next(iter(by_path.values()))
+            parts.append(
+                f"the restored state has an array at {_tree.path_str(extra)} that the "
+                f"template lacks ({len(by_path)} such path(s))"
+            )
+        raise ValueError(
+            "the restored state does not have the structure of the template: "
+            + "; ".join(parts)
+            + f". Was it saved from another optimizer? {_FIX}"
+        )
+    return t_def.unflatten(leaves)
+
+
+def restore_state(template: Any, restored: Any) -> Any:
+    """Checks a restored optimizer state against a template and returns it in its structure.
+
+    ``restored`` may have the template's own structure (what ``flax.serialization.
+    from_bytes(template, ...)`` or Orbax with a target return) or be a nested dict/list
+    of the same arrays (what ``flax.serialization.msgpack_restore``,
+    ``flax.serialization.to_state_dict`` or Orbax without a target return): leaves are
+    matched by path, NamedTuple fields by name and tuple entries by index. Restoring
+    without a target is the safer way, since nothing is cast or reshaped before the
+    check::
+
+        raw = ocp.StandardCheckpointer().restore(path)          # no target
+        opt_state = gbopt.restore_state(tx.init(params), raw["opt_state"])
+
+    Args:
+      template: the state the optimizer expects: ``tx.init(params)``, or its abstract
+        shape ``jax.eval_shape(tx.init, params)``.
+      restored: the state read from the checkpoint.
+
+    Returns:
+      The restored state with the template's structure (its NamedTuples, tuples and
+      dicts), each leaf a ``jax.Array``: with the template leaf's sharding when that leaf
+      was placed explicitly (a committed array, or a ``jax.ShapeDtypeStruct`` with a
+      concrete sharding), otherwise on JAX's default device, as the template.
+
+    Raises:
+      ValueError: naming the first path where the restored state lacks an array the
+        template has (or has one it lacks), where a shape differs, or where a dtype
+        differs.
+    """
+    if jax.tree.structure(restored) != jax.tree.structure(template):
+        restored = _align(template, restored)
+    _tree.check_matches(
+        restored,
+        template,
+        what="restored state",
+        reference_name="template",
+        dtypes=True,
+        fix=_FIX,
+    )
+
+    def place(value: Any, like: Any) -> jax.Array:
+        sharding = getattr(like, "sharding", None)
+        if isinstance(like, jax.Array) and not like.committed:
+            # Uncommitted like the template (JAX's default device): a committed array
+            # would make the next jitted step compile again. Orbax returns committed
+            # arrays; only a copy through the host releases them.
+            if isinstance(value, jax.Array) and value.committed:
+                value = np.asarray(value)
+            return jnp.asarray(value)
+        # An abstract template (from jax.eval_shape) may name an abstract mesh: no devices.
+        if sharding is None or isinstance(
+            getattr(sharding, "mesh", None), jax.sharding.AbstractMesh
+        ):
+            return jnp.asarray(value)
+        return jax.device_put(value, sharding)
+
+    return jax.tree.map(place, restored, template)

@@ -1,0 +1,354 @@
+r"""Hyperparameters as data: the learning rate (and any other) lives in the state as an array.
+
+A factory such as :func:`gbopt.adam` closes over its hyperparameters: under ``jax.jit``
+they are constants baked into the compiled program, so changing the learning rate
+means building a new optimizer and compiling again (optax issues #577 and #353).
+:func:`inject_hyperparams` moves them into the state instead::
+
+    tx = gbopt.inject_hyperparams(gbopt.adam)(learning_rate=1e-3, b1=0.9)
+    state = tx.init(params)          # state.hyperparams == {"learning_rate": 1e-3, "b1": 0.9,
+                                     #                       "b2": 0.999, "eps": 1e-8}
+    state = gbopt.set_hyperparams(state, learning_rate=3e-4)   # same shapes, same dtypes:
+    updates, state = step(grads, state, params)                # no recompilation
+
+Because the hyperparameters are arrays in the state they are *data*: ``jax.vmap`` over a
+batch of states runs a learning-rate sweep in one compiled call, and ``jax.grad`` of a
+loss with respect to them is a hypergradient.
+
+Dtype. Numeric hyperparameters are stored in float32, or float64 when the parameters
+are float64 (or in ``hyperparam_dtype``), **never in the parameters' low-precision
+dtype**: with bfloat16 parameters ``b2 = 0.999`` stays ``0.99900001`` instead of
+rounding to ``1.0``, which in optax's ``inject_hyperparams`` (whose default is the
+parameters' dtype) makes Adam's second-moment bias correction ``1 - b2**t`` zero and its
+first step NaN (optax issue #1414). gbopt's primitives compute in at least float32
+whatever the parameters' dtype, so the stored value is the value used.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gbopt import _numerics, _tree
+from gbopt._base import GradientTransformation, as_transform
+
+
+class InjectHyperparamsState(NamedTuple):
+    """State of a transform built by :func:`inject_hyperparams`.
+
+    Attributes:
+      count: updates applied so far (int32, saturating); schedules are read at it.
+      hyperparams: a dict from hyperparameter name to its current value, an array (a
+        scheduled hyperparameter holds the value used by the last update, or its value
+        at step 0 before the first one).
+      inner_state: the state of the transform the factory builds.
+    """
+
+    count: jax.Array
+    hyperparams: dict[str, jax.Array]
+    inner_state: Any
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a numeric hyperparameter (a real number or a numeric array)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        return jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
+    return False
+
+
+def _default_dtype(tree: Any) -> np.dtype:
+    """float32, or the widest floating dtype of ``tree`` when that is wider (float64)."""
+    dtype = jnp.dtype(jnp.float32)
+    for leaf in jax.tree.leaves(tree):
+        leaf_dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(leaf_dtype, jnp.floating):
+            dtype = jnp.promote_types(dtype, _tree.state_dtype(leaf_dtype))
+    return dtype
+
+
+def _as_hyperparam(value: Any, dtype) -> jax.Array:
+    """``value`` as a strong array: numbers and floats in ``dtype``, integer arrays as they are."""
+    if isinstance(value, (np.ndarray, jax.Array)) and jnp.issubdtype(value.dtype, jnp.integer):
+        return jnp.asarray(value)
+    return jnp.asarray(value, dtype)
+
+
+def inject_hyperparams(
+    factory: Callable[..., Any],
+    *,
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., GradientTransformation]:
+    r"""Wraps a factory so that its numeric hyperparameters live in the state as arrays.
+
+    ``inject_hyperparams(factory)(*args, **kwargs)`` takes the arguments of ``factory``
+    and sorts each of them (defaults included):
+
+    * a **number** (a Python ``int`` or ``float``, a NumPy or JAX numeric scalar or
+      array) is stored in ``state.hyperparams[name]``, and the factory is rebuilt from
+      those arrays at every ``update``: change it with :func:`set_hyperparams`;
+    * a **schedule** (any callable, unless listed in ``static_args``) is evaluated at
+      ``state.count`` (0 at the first update) before each update, and its value is
+      stored, so the state always shows the value in use:
+
+      .. math:: h_t = \mathrm{schedule}(t - 1), \qquad t = 1, 2, \dots
+
+    * anything else (``bool`` flags, ``None``, strings, masks, names in
+      ``static_args``) is passed to the factory unchanged, as a constant of the program.
+
+    Under ``jax.jit`` the stored hyperparameters are traced values: changing them (with
+    the same shape and dtype) reuses the compiled step.
+
+    Args:
+      factory: a function returning a gradient transformation, e.g. :func:`gbopt.adam`,
+        :func:`gbopt.momentum`, or an optax factory.
+      static_args: names of arguments to pass as they are even if numeric or callable
+        (e.g. a callable that is not a schedule, or an integer that fixes a shape).
+      hyperparam_dtype: the dtype hyperparameters are stored in. Default: float32, or
+        float64 when the widest floating parameter is float64; never a dtype narrower
+        than float32 unless asked for here. Integer arrays are stored as they are.
+
+    Returns:
+      A function with the signature of ``factory`` that returns a gbopt
+      :class:`~gbopt.GradientTransformation` with state :class:`InjectHyperparamsState`.
+      The arguments are checked when it is called, by building the transform once
+      (schedules at step 0).
+
+    Raises:
+      TypeError: if ``factory`` is not callable, if the arguments do not fit its
+        signature, or if ``hyperparam_dtype`` is not a floating dtype.
+      ValueError: if ``static_args`` names an argument ``factory`` does not have.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, gbopt
+      >>> tx = gbopt.inject_hyperparams(gbopt.sgd)(learning_rate=0.1)
+      >>> params = {"w": jnp.array([1.0])}
+      >>> state = tx.init(params)
+      >>> state = gbopt.set_hyperparams(state, learning_rate=0.5)
+      >>> updates, state = tx.update({"w": jnp.array([1.0])}, state, params)
+      >>> updates["w"]
+      Array([-0.5], dtype=float32)
+
+    References:
+      optax's ``inject_hyperparams`` (same call shape and state fields); optax issues
+      #577, #353 (changing the learning rate without recompiling) and #1414 (bfloat16
+      hyperparameters).
+    """
+    if not callable(factory):
+        raise TypeError(
+            f"`factory` must be a function that returns a gradient transformation, such as "
+            f"gbopt.adam (not gbopt.adam(1e-3)); got {type(factory).__name__}: {factory!r}."
+        )
+    name = getattr(factory, "__name__", repr(factory))
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(factory)
+    unknown = sorted(static - set(signature.parameters))
+    if unknown:
+        raise ValueError(
+            f"`static_args` names {unknown}, which {name} does not take; its arguments are "
+            f"{list(signature.parameters)}."
+        )
+    if hyperparam_dtype is not None:
+        hyperparam_dtype = jnp.dtype(hyperparam_dtype)
+        if not jnp.issubdtype(hyperparam_dtype, jnp.floating):
+            raise TypeError(
+                f"`hyperparam_dtype` must be a floating dtype such as jnp.float32; got "
+                f"{hyperparam_dtype.name}."
+            )
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"inject_hyperparams({name})(...): {e}") from None
+        bound.apply_defaults()
+        numeric: dict[str, Any] = {}
+        schedules: dict[str, Callable] = {}
+        for arg, value in bound.arguments.items():
+            variadic = signature.parameters[arg].kind in (
+                inspect.Parameter.VAR_POSITIONAL,
+                inspect.Parameter.VAR_KEYWORD,
+            )
+            if arg in static or variadic:
+                continue
+            if _is_number(value):
+                numeric[arg] = value
+            elif callable(value):
+                schedules[arg] = value
+        names = [a for a in bound.arguments if a in numeric or a in schedules]
+
+        def make(hyperparams: dict[str, Any]) -> GradientTransformation:
+            b = inspect.BoundArguments(signature, bound.arguments.copy())
+            b.arguments.update(hyperparams)
+            return as_transform(factory(*b.args, **b.kwargs), argument=f"{name}(...)")
+
+        def values_at(count, numbers_, dtype_of):
+            values = {}
+            for arg in names:
+                if arg in schedules:
+                    values[arg] = _as_hyperparam(schedules[arg](count), dtype_of(arg))
+                else:
+                    values[arg] = numbers_[arg]
+            return values
+
+        # Build once now, so that a bad value raises here and not at the first update.
+        make(values_at(jnp.zeros([], jnp.int32), numeric, lambda arg: jnp.float32))
+
+        def init_fn(params):
+            dtype = _default_dtype(params) if hyperparam_dtype is None else hyperparam_dtype
+            count = jnp.zeros([], jnp.int32)
+            stored = {a: _as_hyperparam(v, dtype) for a, v in numeric.items()}
+            hyperparams = values_at(count, stored, lambda arg: dtype)
+            try:
+                inner = make(hyperparams)
+            except (ValueError, TypeError) as e:
+                if jnp.dtype(dtype).itemsize >= 4:
+                    raise
+                raise type(e)(
+                    f"{e} The hyperparameters are stored in {jnp.dtype(dtype).name} "
+                    f"(hyperparam_dtype), which rounds them: "
+                    + ", ".join(f"{a} = {hyperparams[a]}" for a in names)
+                    + ". Use hyperparam_dtype=jnp.float32 (the default)."
+                ) from e
+            return InjectHyperparamsState(count, hyperparams, inner.init(params))
+
+        def update_fn(updates, state, params=None, **extra_args):
+            if not isinstance(state, InjectHyperparamsState) or set(state.hyperparams) != set(
+                names
+            ):
+                got = (
+                    sorted(state.hyperparams)
+                    if isinstance(state, InjectHyperparamsState)
+                    else type(state).__name__
+                )
+                raise ValueError(
+                    f"inject_hyperparams({name}) expects an InjectHyperparamsState with "
+                    f"hyperparameters {sorted(names)}; got {got}. Pass the state this "
+                    "transform's `init` returned (or its last `update`)."
+                )
+            fallback = _default_dtype(updates) if hyperparam_dtype is None else hyperparam_dtype
+            stored = {}
+            for arg, value in state.hyperparams.items():
+                # Values put in the dict by hand (optax's habit) become strong arrays again.
+                if not isinstance(value, (np.ndarray, jax.Array)) or getattr(
+                    value, "weak_type", False
+                ):
+                    value = _as_hyperparam(value, fallback)
+                stored[arg] = value
+
+            def dtype_of(arg):
+                return jnp.result_type(stored[arg])
+
+            hyperparams = values_at(state.count, stored, dtype_of)
+            updates, inner_state = make(hyperparams).update(
+                updates, state.inner_state, params, **extra_args
+            )
+            count = _numerics.safe_increment(state.count)
+            return updates, InjectHyperparamsState(count, hyperparams, inner_state)
+
+        return GradientTransformation(init_fn, update_fn)
+
+    return build
+
+
+def _is_inject_state(x: Any) -> bool:
+    return isinstance(x, InjectHyperparamsState)
+
+
+def set_hyperparams(state: Any, **values: Any) -> Any:
+    r"""Returns ``state`` with new values for hyperparameters stored by :func:`inject_hyperparams`.
+
+    Each value is cast to the dtype of the stored one and must have its shape, so a
+    jitted step called with the new state is not traced again. ``state`` may be the
+    state of an injected transform or any state containing exactly one
+    (e.g. ``chain(clip_by_global_norm(1.0), inject_hyperparams(adam)(1e-3))``).
+
+    A scheduled hyperparameter is overwritten by its schedule at the next update;
+    set only the constant ones.
+
+    Args:
+      state: an optimizer state containing one :class:`InjectHyperparamsState`.
+      **values: new values by name, e.g. ``learning_rate=3e-4``: numbers, or arrays of
+        the stored shape (traced values are fine, e.g. under ``jax.vmap`` or ``jax.grad``).
+
+    Returns:
+      A new state; ``state`` is not modified.
+
+    Raises:
+      TypeError: when no value is given, or a value is not a real number or array.
+      ValueError: when ``state`` holds no injected hyperparameters or several sets of
+        them, when a name is not one of them, when a shape differs from the stored one,
+        or when a concrete value is NaN or infinite.
+
+    Example:
+      >>> import jax.numpy as jnp, gbopt
+      >>> tx = gbopt.inject_hyperparams(gbopt.adam)(learning_rate=1e-3)
+      >>> state = gbopt.set_hyperparams(tx.init({"w": jnp.zeros(2)}), learning_rate=1e-4, b2=0.99)
+      >>> float(state.hyperparams["b2"])
+      0.9900000095367432
+    """
+    if not values:
+        raise TypeError(
+            "set_hyperparams needs at least one hyperparameter by name, e.g. "
+            "`gbopt.set_hyperparams(state, learning_rate=1e-4)`."
+        )
+    found = [
+        path
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state, is_leaf=_is_inject_state)[0]
+        if _is_inject_state(leaf)
+    ]
+    if not found:
+        raise ValueError(
+            f"`state` ({type(state).__name__}) holds no injected hyperparameters. Build the "
+            "optimizer with gbopt.inject_hyperparams, e.g. "
+            "`gbopt.inject_hyperparams(gbopt.adam)(learning_rate=1e-3)`."
+        )
+    if len(found) > 1:
+        where = ", ".join(f"state{_tree.path_str(p)}" for p in found)
+        raise ValueError(
+            f"`state` holds {len(found)} sets of injected hyperparameters (at {where}); "
+            "set_hyperparams cannot tell which to change. Call it on the sub-state you mean "
+            "and put the result back, e.g. with `._replace(...)`."
+        )
+
+    def replace(node: Any) -> Any:
+        if not _is_inject_state(node):
+            return node
+        new = dict(node.hyperparams)
+        for name, value in values.items():
+            if name not in new:
+                raise ValueError(
+                    f"`{name}` is not an injected hyperparameter of this state; it has "
+                    f"{sorted(new)}. (Arguments passed as static are constants of the program.)"
+                )
+            if not (_is_number(value) or isinstance(value, jax.core.Tracer)):
+                raise TypeError(
+                    f"`{name}` must be a real number or a numeric array; got "
+                    f"{type(value).__name__}: {value!r}."
+                )
+            old = new[name]
+            if jnp.shape(value) != jnp.shape(old):
+                raise ValueError(
+                    f"`{name}` has shape {jnp.shape(value)} but the stored value has shape "
+                    f"{jnp.shape(old)}; a new shape would recompile the step. Pass an array of "
+                    f"shape {jnp.shape(old)}."
+                )
+            cast = jnp.asarray(value).astype(jnp.result_type(old))
+            if not isinstance(cast, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(cast))):
+                raise ValueError(f"`{name}` must be finite; got {value!r}.")
+            new[name] = cast
+        return node._replace(hyperparams=new)
+
+    return jax.tree.map(replace, state, is_leaf=_is_inject_state)

@@ -1,0 +1,274 @@
+"""Optimizer state in checkpoints: stable named structure, flax.serialization and Orbax
+round trips that resume bit for bit, and restore_state's checks."""
+
+from __future__ import annotations
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from helpers import OPTIMIZERS
+
+import gbopt
+from gbopt import schedules
+
+LABELS = gbopt.label_by_path(lambda path, leaf: "vector" if leaf.ndim == 1 else "matrix")
+
+# Every optimizer of the seed and every combinator, with a state worth restoring.
+CASES = {
+    **OPTIMIZERS,
+    "chain": lambda: gbopt.chain(
+        gbopt.clip_by_global_norm(1.0), gbopt.add_decayed_weights(1e-2), gbopt.momentum(1e-2)
+    ),
+    "divide": lambda: gbopt.chain(
+        gbopt.divide(
+            gbopt.ema(0.9),
+            gbopt.chain(gbopt.accumulate_square(0.99), gbopt.sqrt(), gbopt.add(1e-8)),
+        ),
+        gbopt.scale(-1e-2),
+    ),
+    "with_step_count": lambda: gbopt.with_step_count(
+        lambda t: gbopt.chain(
+            gbopt.ema(0.9),
+            gbopt.bias_correction(0.9, step=t),
+            gbopt.scale_by_learning_rate(schedules.cosine_decay(1e-2, 20), step=t),
+        )
+    ),
+    "schedule_own_count": lambda: gbopt.momentum(schedules.linear(1e-2, 1e-3, 10)),
+    "inject_hyperparams": lambda: gbopt.inject_hyperparams(gbopt.adam)(
+        learning_rate=schedules.warmup_cosine_decay(0.0, 1e-2, 3, 20), b2=0.99
+    ),
+    "multi_transform": lambda: gbopt.multi_transform(
+        {"matrix": gbopt.adam(1e-2), "vector": gbopt.rmsprop_nesterov(1e-3)}, LABELS
+    ),
+    "masked_and_freeze": lambda: gbopt.chain(
+        gbopt.masked(gbopt.adagrad(1e-1), {"w": True, "b": False, "e": True}),
+        gbopt.freeze({"w": False, "b": False, "e": True}),
+    ),
+    "optax_inside": lambda: gbopt.chain(optax.scale_by_adam(), gbopt.scale_by_learning_rate(1e-2)),
+}
+
+STEPS_BEFORE, STEPS_AFTER = 4, 3
+
+
+def _params():
+    rng = np.random.default_rng(2)
+    return {
+        "w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+        "e": jnp.asarray(rng.normal(size=(2,)), jnp.bfloat16),
+    }
+
+
+def _loss(params, k):
+    return sum(
+        jnp.sum(jnp.sin(p.astype(jnp.float32) * (1 + k / 10)) ** 2) for p in jax.tree.leaves(params)
+    )
+
+
+def _stepper(tx):
+    @jax.jit
+    def step(params, state, k):
+        updates, state = tx.update(jax.grad(_loss)(params, k), state, params)
+        return gbopt.apply_updates(params, updates), state
+
+    return step
+
+
+def _run(step, params, state, start, steps):
+    for k in range(start, start + steps):
+        params, state = step(params, state, jnp.float32(k))
+    return params, state
+
+
+def _assert_bitwise(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert jnp.result_type(x) == jnp.result_type(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """For each case: the state after STEPS_BEFORE and the uninterrupted run's end."""
+    out = {}
+    for name, make in CASES.items():
+        tx = make()
+        step = _stepper(tx)
+        params = _params()
+        mid = _run(step, params, tx.init(params), 0, STEPS_BEFORE)
+        end = _run(step, *mid, STEPS_BEFORE, STEPS_AFTER)
+        out[name] = (tx, step, mid, end)
+    return out
+
+
+def _resume(runs, name, restore):
+    tx, step, (params, state), end = runs[name]
+    template = (_params(), tx.init(_params()))
+    restored = restore(template, {"params": params, "opt_state": state})
+    compiled = step._cache_size()
+    resumed = _run(step, *restored, STEPS_BEFORE, STEPS_AFTER)
+    _assert_bitwise(resumed, end)
+    assert step._cache_size() == compiled  # the restored state reuses the compiled step
+
+
+# ---------------------------------------------------------------------------------------
+# Structure.
+
+
+def _check_named(node, path="state"):
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        for field in node._fields:
+            _check_named(getattr(node, field), f"{path}.{field}")
+    elif isinstance(node, (tuple, list)):
+        for i, x in enumerate(node):
+            _check_named(x, f"{path}[{i}]")
+    elif isinstance(node, dict):
+        for k, x in node.items():
+            _check_named(x, f"{path}[{k!r}]")
+    else:
+        assert isinstance(node, jax.Array), f"{path} is {type(node).__name__}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_state_is_arrays_in_named_containers_and_keeps_its_structure(name):
+    tx = CASES[name]()
+    params = _params()
+    state = tx.init(params)
+    _check_named(state)
+    after = jax.eval_shape(lambda s: tx.update(params, s, params)[1], state)
+    assert jax.tree.structure(after) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(state), strict=True):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# flax.serialization.
+
+
+def _flax_with_template(template, saved):
+    data = flax.serialization.to_bytes(saved)
+    params, opt_state = template
+    restored = flax.serialization.from_bytes({"params": params, "opt_state": opt_state}, data)
+    return (
+        gbopt.restore_state(params, restored["params"]),
+        gbopt.restore_state(opt_state, restored["opt_state"]),
+    )
+
+
+def _flax_raw(template, saved):
+    raw = flax.serialization.msgpack_restore(flax.serialization.to_bytes(saved))
+    params, opt_state = template
+    return gbopt.restore_state(params, raw["params"]), gbopt.restore_state(
+        opt_state, raw["opt_state"]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("restore", [_flax_with_template, _flax_raw], ids=["template", "raw"])
+def test_flax_serialization_round_trip_resumes_bitwise(runs, name, restore):
+    _resume(runs, name, restore)
+
+
+# ---------------------------------------------------------------------------------------
+# Orbax: every case in one checkpoint, restored once with and once without a target.
+
+
+@pytest.fixture(scope="module")
+def orbax_restored(runs, tmp_path_factory):
+    saved = {
+        name: {"params": params, "opt_state": state}
+        for name, (_, _, (params, state), _) in runs.items()
+    }
+    path = tmp_path_factory.mktemp("orbax") / "ckpt"
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path, saved)
+        checkpointer.wait_until_finished()
+        raw = checkpointer.restore(path)
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, saved)
+        with_target = checkpointer.restore(path, target)
+    return {"raw": raw, "target": with_target}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("mode", ["raw", "target"])
+def test_orbax_round_trip_resumes_bitwise(runs, orbax_restored, name, mode):
+    def restore(template, saved):
+        del saved
+        entry = orbax_restored[mode][name]
+        params, opt_state = template
+        return (
+            gbopt.restore_state(params, entry["params"]),
+            gbopt.restore_state(opt_state, entry["opt_state"]),
+        )
+
+    _resume(runs, name, restore)
+
+
+# ---------------------------------------------------------------------------------------
+# restore_state's checks.
+
+
+def _saved_adam_raw():
+    params = _params()
+    tx = gbopt.adam(1e-2)
+    _, state = _run(_stepper(tx), params, tx.init(params), 0, 2)
+    return flax.serialization.msgpack_restore(flax.serialization.to_bytes(state))
+
+
+def test_restoring_into_another_optimizer_names_the_first_path():
+    raw = _saved_adam_raw()
+    template = gbopt.momentum(1e-2).init(_params())
+    with pytest.raises(
+        ValueError,
+        match=r"does not have the structure of the template: the template has an array at "
+        r"\[1\]\.trace\['b'\] that the restored state lacks .*the restored state has an array "
+        r"at \['count'\] that the template lacks",
+    ):
+        gbopt.restore_state(template, raw)
+
+
+def test_restoring_into_other_shapes_names_the_path_and_both_shapes():
+    raw = _saved_adam_raw()
+    params = dict(_params(), w=jnp.zeros((3, 5)))
+    with pytest.raises(
+        ValueError,
+        match=r"restored state\.inner_state\[0\]\.numerator\[0\]\.mu\['w'\] has shape \(3, 4\) "
+        r"but the template there has shape \(3, 5\)\. Restore into a template built by the same",
+    ):
+        gbopt.restore_state(gbopt.adam(1e-2).init(params), raw)
+
+
+def test_restoring_other_dtypes_names_the_path_and_both_dtypes():
+    raw = _saved_adam_raw()
+    raw["count"] = raw["count"].astype(np.int64)
+    template = gbopt.adam(1e-2).init(_params())
+    with pytest.raises(
+        ValueError,
+        match=r"restored state\.count has dtype int64 but the template there has dtype int32",
+    ):
+        gbopt.restore_state(template, raw)
+    raw = _saved_adam_raw()
+    raw["inner_state"]["0"]["denominator"]["0"]["nu"]["e"] = np.zeros(2, np.float16)
+    with pytest.raises(
+        ValueError, match=r"\.nu\['e'\] has dtype float16 but the template there has dtype float32"
+    ):
+        gbopt.restore_state(template, raw)
+
+
+def test_abstract_template_and_sharding_are_honoured():
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    params = {"w": jax.device_put(jnp.arange(16.0).reshape(8, 2), sharding)}
+    tx = gbopt.adam(1e-2)
+    state = tx.init(params)
+    raw = flax.serialization.msgpack_restore(flax.serialization.to_bytes(state))
+    restored = gbopt.restore_state(state, raw)
+    mu = restored.inner_state[0].numerator[0].mu["w"]
+    assert mu.sharding == state.inner_state[0].numerator[0].mu["w"].sharding
+    assert isinstance(restored, gbopt.StepCountState)
+    abstract = gbopt.restore_state(jax.eval_shape(tx.init, params), raw)
+    _assert_bitwise(abstract, state)
