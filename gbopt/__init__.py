@@ -8,7 +8,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 from gbopt import pytorch as pytorch
 from gbopt import schedules as schedules
-from gbopt._base import EmptyState as EmptyState
 from gbopt._base import GradientTransformation as GradientTransformation
 from gbopt._base import identity as identity
 from gbopt._checkpoint import restore_state as restore_state
@@ -55,6 +54,9 @@ from gbopt._scaling import scale as scale
 from gbopt._scaling import scale_by_learning_rate as scale_by_learning_rate
 from gbopt._scaling import sqrt as sqrt
 from gbopt._sharding import state_shardings as state_shardings
+from gbopt._stacking import LeafStacks as LeafStacks
+from gbopt._stacking import StackLeavesState as StackLeavesState
+from gbopt._stacking import stack_leaves as stack_leaves
 from gbopt._torch_primitives import AccumulateCenteredSquareState as AccumulateCenteredSquareState
 from gbopt._torch_primitives import AccumulateInfNormState as AccumulateInfNormState
 from gbopt._torch_primitives import NadamMomentumState as NadamMomentumState

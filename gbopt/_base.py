@@ -15,7 +15,7 @@ an optax one, and never wrap it again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import jax
 import optax
@@ -54,8 +54,14 @@ class GradientTransformation(optax.GradientTransformationExtraArgs):
     __slots__ = ()
 
 
-class EmptyState(NamedTuple):
-    """The state of a transform that keeps none."""
+EMPTY_STATE: tuple[()] = ()
+"""The state of a transform that keeps none: the empty tuple ``()``.
+
+Not a NamedTuple such as ``optax.EmptyState``: JAX flattens and rebuilds a plain tuple
+in C++ but rebuilds a NamedTuple by calling Python, which cost about 0.3 µs per stateless
+member on every jitted call (``benchmarks/RESULTS.md``, 10 tiny leaves). Code that tests
+for "no state" should test ``state == ()``, which ``optax.EmptyState()`` also passes.
+"""
 
 
 def as_transform(tx: Any, *, argument: str = "transform") -> GradientTransformation:
@@ -100,7 +106,7 @@ def identity() -> GradientTransformation:
 
     def init_fn(params):
         del params
-        return EmptyState()
+        return EMPTY_STATE
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

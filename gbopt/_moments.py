@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation, expect_state
+from gbopt._base import EMPTY_STATE, GradientTransformation, expect_state
 
 
 def _check(updates, stats, name: str) -> None:
@@ -223,7 +223,7 @@ def bias_correction(
 
         def init_shared(params):
             del params
-            return EmptyState()
+            return EMPTY_STATE
 
         def update_shared(updates, state, params=None, **extra_args):
             del params, extra_args

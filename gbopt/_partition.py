@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gbopt import _tree
-from gbopt._base import EmptyState, GradientTransformation, as_transform, expect_state
+from gbopt import _stacking, _tree
+from gbopt._base import EMPTY_STATE, GradientTransformation, as_transform, expect_state
 
 MaskedNode = optax.MaskedNode
 """The empty pytree node standing for a parameter another transform handles (optax's)."""
@@ -83,7 +83,8 @@ def _check_params(updates: Any, params: Any) -> None:
         _tree.check_matches(updates, params, what="updates", reference_name="params")
 
 
-def _resolve(spec: Any, tree: Any) -> Any:
+def _resolve(spec: Any, tree: Any, who: str) -> Any:
+    _stacking.refuse_inside(who)
     return spec(tree) if callable(spec) else spec
 
 
@@ -98,7 +99,7 @@ class MaskedState(NamedTuple):
 
 
 def _mask_flags(mask: Any, updates: Any) -> list[bool]:
-    flags = _broadcast(_resolve(mask, updates), updates, what="mask")
+    flags = _broadcast(_resolve(mask, updates, "gbopt.masked's mask"), updates, what="mask")
     paths = _paths(updates)
     for path, flag in zip(paths, flags, strict=True):
         if not isinstance(flag, (bool, np.bool_)):
@@ -226,7 +227,11 @@ def multi_transform(
     }
 
     def labels_of(tree):
-        labels = _broadcast(_resolve(param_labels, tree), tree, what="param_labels")
+        labels = _broadcast(
+            _resolve(param_labels, tree, "gbopt.multi_transform's param_labels"),
+            tree,
+            what="param_labels",
+        )
         for path, label in zip(_paths(tree), labels, strict=True):
             try:
                 known = label in txs
@@ -339,7 +344,7 @@ def set_to_zero() -> GradientTransformation:
 
     def init_fn(params):
         del params
-        return EmptyState()
+        return EMPTY_STATE
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation
+from gbopt import _stacking, _tree, _validate
+from gbopt._base import EMPTY_STATE, GradientTransformation
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -36,7 +36,7 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
 
     def init_fn(params):
         del params
-        return EmptyState()
+        return EMPTY_STATE
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -80,7 +80,7 @@ def add_decayed_weights(
     def init_fn(params):
         if params is not None:
             _tree.check_float_params(params)
-        return EmptyState()
+        return EMPTY_STATE
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -92,6 +92,8 @@ def add_decayed_weights(
                 "`update(updates, state, params)` with `params` (weight decay adds λ·w)."
             )
         _tree.check_matches(updates, params, what="updates", reference_name="params")
+        if mask is not None:
+            _stacking.refuse_inside("gbopt.add_decayed_weights's mask")
         m = mask(params) if callable(mask) else mask
         if m is None:
             m = jax.tree.map(lambda _: True, updates)

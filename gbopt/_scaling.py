@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation, ScalarOrSchedule, expect_state
+from gbopt._base import EMPTY_STATE, GradientTransformation, ScalarOrSchedule, expect_state
 
 
 def _stateless(leaf_fn) -> GradientTransformation:
@@ -16,7 +16,7 @@ def _stateless(leaf_fn) -> GradientTransformation:
 
     def init_fn(params):
         del params
-        return EmptyState()
+        return EMPTY_STATE
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

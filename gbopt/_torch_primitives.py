@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EmptyState, GradientTransformation
+from gbopt._base import EMPTY_STATE, GradientTransformation
 
 
 def _check(updates, stats, name: str) -> None:
@@ -60,7 +60,7 @@ def scale_by_schedule(
         otherwise the transform keeps its own count in :class:`ScaleByScheduleState`.
 
     Returns:
-      A transform with state :class:`ScaleByScheduleState` (or ``EmptyState`` when
+      A transform with state :class:`ScaleByScheduleState` (or ``()`` when
       ``step`` is given).
 
     Raises:
@@ -90,7 +90,7 @@ def scale_by_schedule(
 
         def init_shared(params):
             del params
-            return EmptyState()
+            return EMPTY_STATE
 
         def update_shared(updates, state, params=None, **extra_args):
             del params, extra_args

@@ -66,7 +66,7 @@ def test_chain_state_is_the_tuple_of_member_states():
     tx = gbopt.chain(gbopt.trace(0.9), gbopt.scale(2.0))
     state = tx.init(_params())
     assert isinstance(state, tuple) and len(state) == 2
-    assert isinstance(state[0], gbopt.TraceState) and state[1] == gbopt.EmptyState()
+    assert isinstance(state[0], gbopt.TraceState) and state[1] == ()
 
 
 def test_divide_branches_see_the_same_stream():

@@ -93,7 +93,7 @@ def test_bias_correction_uses_the_step_power():
     tx = gbopt.bias_correction(0.5, step=jnp.asarray(3))
     u, s = tx.update(G, tx.init(G))
     np.testing.assert_allclose(u, G / (1 - 0.125), rtol=1e-6)
-    assert s == gbopt.EmptyState()
+    assert s == ()
 
 
 def test_bias_correction_in_float32_tracks_float64():
@@ -108,13 +108,13 @@ def test_bias_correction_in_float32_tracks_float64():
 
 def test_clip_by_global_norm():
     tree = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}  # norm 5
-    u, _ = gbopt.clip_by_global_norm(1.0).update(tree, gbopt.EmptyState())
+    u, _ = gbopt.clip_by_global_norm(1.0).update(tree, ())
     np.testing.assert_allclose(u["a"], [0.6], rtol=1e-6)
     np.testing.assert_allclose(u["b"], [0.8], rtol=1e-6)
-    u, _ = gbopt.clip_by_global_norm(10.0).update(tree, gbopt.EmptyState())
+    u, _ = gbopt.clip_by_global_norm(10.0).update(tree, ())
     chex.assert_trees_all_equal(u, tree)
     zero = {"a": jnp.zeros(2)}
-    u, _ = gbopt.clip_by_global_norm(1.0).update(zero, gbopt.EmptyState())
+    u, _ = gbopt.clip_by_global_norm(1.0).update(zero, ())
     chex.assert_trees_all_equal(u, zero)
     np.testing.assert_allclose(gbopt.global_norm(tree), 5.0)
 
