@@ -141,8 +141,8 @@ def stack_leaves(
       >>> params = {f"bias{i}": jnp.zeros(64) for i in range(100)}
       >>> len(jax.tree.leaves(gbopt.adam(1e-3).init(params)))  # a count, 2 x 100 moments
       201
-      >>> tx = gbopt.stack_leaves(gbopt.adam(1e-3))
-      >>> state = tx.init(params)  # stacks of 32, 32, 32 and 4 biases per moment
+      >>> tx = gbopt.stack_leaves(gbopt.adam(1e-3), group_size=32)
+      >>> state = tx.init(params)  # per moment, stacks of 32, 32, 32 and 4 biases
       >>> [x.shape for x in jax.tree.leaves(state)[1:5]]
       [(32, 64), (32, 64), (32, 64), (4, 64)]
     """
