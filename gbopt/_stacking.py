@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec
 
 from gbopt import _tree
 from gbopt._base import GradientTransformation, as_transform
@@ -63,6 +64,20 @@ def _inside():
         yield
     finally:
         _INSIDE.reset(token)
+
+
+def _whole_rows(stack: jax.Array) -> jax.Array:
+    """Reshards ``stack`` if it is split along its rows over an ``Explicit`` mesh axis.
+
+    :func:`gbopt.state_shardings` may split stacked state that way (ZeRO-1), and JAX
+    cannot take one row of an axis split over several devices; the updates are then
+    gathered, as ZeRO-1 gathers the parameters.
+    """
+    sharding = getattr(jax.typeof(stack), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if not spec or spec[0] is None:
+        return stack
+    return jax.sharding.reshard(stack, sharding.update(spec=PartitionSpec(None, *spec[1:])))
 
 
 class LeafStacks(NamedTuple):
@@ -194,6 +209,7 @@ def stack_leaves(
     def unstacked(p: _Plan, view: LeafStacks) -> Any:
         leaves: list[Any] = [None] * p.n
         for group, stack in zip(p.groups, view.stacks, strict=True):
+            stack = _whole_rows(stack)
             for row, i in enumerate(group):
                 leaves[i] = lax.index_in_dim(stack, row, 0, keepdims=False)
         for i, x in zip(p.rest, view.leaves, strict=True):

@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 from helpers import OPTIMIZERS
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import gbopt
 
@@ -259,3 +261,37 @@ def test_gradients_of_another_dtype_in_a_group_are_named():
     tx = gbopt.stack_leaves(gbopt.sgd(0.1))
     with pytest.raises(TypeError, match=r"\['a'\], \['b'\].*astype"):
         tx.update(grads, tx.init(params), params)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit], ids=["auto", "explicit"])
+def test_sharded_large_leaves_keep_their_sharding_and_zero1_applies(axis_type):
+    # conftest.py gives eight CPU devices. The large leaf (above max_leaf_size) is passed
+    # through, so its moments follow its sharding; the stacked small leaves' state can be
+    # split over the data axis by state_shardings (ZeRO-1) like any state.
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(axis_type,))
+    params = _params()
+    big = NamedSharding(mesh, P("data"))  # 10 x 10 is not divisible by 8: use a 16 x 4
+    params["big"] = jnp.arange(64.0, dtype=jnp.float32).reshape(16, 4) / 64
+    sharded = dict(params, big=jax.device_put(params["big"], big))
+    tx = gbopt.stack_leaves(gbopt.adam(1e-2), group_size=8, max_leaf_size=32)
+    state = jax.jit(tx.init)(sharded)
+    mu = state.inner.inner_state[0].numerator[0].mu
+    (big_mu,) = [x for x in mu.leaves if x.shape == (16, 4)]
+    assert big_mu.sharding.is_equivalent_to(big, 2)
+
+    zero1 = gbopt.state_shardings(state, mesh, "data")
+    state = jax.device_put(state, zero1)
+    assert mu.stacks[1].shape == (8, 6)
+    stacked = state.inner.inner_state[0].numerator[0].mu.stacks[1]
+    assert stacked.sharding.is_equivalent_to(NamedSharding(mesh, P("data")), 2)
+
+    step = jax.jit(
+        lambda p, s, k: (lambda u, s: (gbopt.apply_updates(p, u), s))(
+            *tx.update(_grads(p, k), s, p)
+        )
+    )
+    p_sh = sharded
+    for k in range(3):
+        p_sh, state = step(p_sh, state, k)
+    p_ref, _, _ = _run(gbopt.adam(1e-2), params, 3)
+    jax.tree.map(lambda a, b: np.testing.assert_array_max_ulp(a, b, maxulp=4), p_sh, p_ref)
