@@ -25,7 +25,6 @@ import contextlib
 import contextvars
 import functools
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -34,7 +33,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from gbopt import _tree
+from gbopt import _tree, _validate
 from gbopt._base import GradientTransformation, as_transform
 
 _INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
@@ -101,16 +100,6 @@ class _Plan(NamedTuple):
     dtypes: tuple[np.dtype, ...]  # of each leaf, as planned
 
 
-def _positive_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be a whole number >= {minimum}, got {type(value).__name__}: {value!r}."
-        )
-    if value < minimum:
-        raise ValueError(f"`{name}` must be a whole number >= {minimum}; got {value}.")
-    return int(value)
-
-
 def stack_leaves(
     transform: Any, *, group_size: int = 8, max_leaf_size: int = 16384
 ) -> GradientTransformation:
@@ -162,8 +151,8 @@ def stack_leaves(
       [(32, 64), (32, 64), (32, 64), (4, 64)]
     """
     inner = as_transform(transform, argument="transform")
-    group_size = _positive_int("group_size", group_size, 2)
-    max_leaf_size = _positive_int("max_leaf_size", max_leaf_size, 1)
+    group_size = _validate.whole_number("group_size", group_size, 2)
+    max_leaf_size = _validate.whole_number("max_leaf_size", max_leaf_size, 1)
 
     @functools.lru_cache(maxsize=64)
     def plan_for(treedef, shapes, dtypes) -> _Plan:
@@ -196,7 +185,7 @@ def stack_leaves(
             members = [leaves[i] for i in group]
             kinds = {jnp.result_type(x) for x in members}
             if len(kinds) > 1:
-                paths = [jax.tree_util.keystr(k) for k, _ in _paths(p, group)]
+                paths = [_tree.path_str(k) for k, _ in _paths(p, group)]
                 raise TypeError(
                     f"gbopt.stack_leaves stacks the {what} at {', '.join(paths)}, which have "
                     f"the same dtype in the parameters but {sorted(map(str, kinds))} in the "

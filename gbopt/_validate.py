@@ -91,6 +91,17 @@ def nesterov_momentum(name: str, value: Any) -> None:
         )
 
 
+def whole_number(name: str, value: Any, minimum: int) -> int:
+    """Checks a whole number ``>= minimum`` (sizes, counts) and returns it as an ``int``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be a whole number >= {minimum}, got {type(value).__name__}: {value!r}."
+        )
+    if value < minimum:
+        raise ValueError(f"`{name}` must be a whole number >= {minimum}; got {value}.")
+    return int(value)
+
+
 def flag(name: str, value: Any) -> None:
     """Checks a boolean option (``nesterov=``, ``debias=``)."""
     if not isinstance(value, (bool, np.bool_)):
