@@ -34,7 +34,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from gbopt import _tree, _validate
-from gbopt._base import GradientTransformation, as_transform
+from gbopt._base import GradientTransformation, as_transform, expect_state
 
 _INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
 
@@ -97,7 +97,6 @@ class _Plan(NamedTuple):
     n: int
     groups: tuple[tuple[int, ...], ...]  # leaf indices of each stack
     rest: tuple[int, ...]  # leaf indices passed as they are
-    dtypes: tuple[np.dtype, ...]  # of each leaf, as planned
 
 
 def stack_leaves(
@@ -168,7 +167,7 @@ def stack_leaves(
                     groups.append(chunk)
         grouped = {i for g in groups for i in g}
         rest = tuple(i for i in range(len(shapes)) if i not in grouped)
-        return _Plan(treedef, len(shapes), tuple(groups), rest, dtypes)
+        return _Plan(treedef, len(shapes), tuple(groups), rest)
 
     def plan(tree: Any) -> _Plan:
         leaves, treedef = jax.tree.flatten(tree)
@@ -216,12 +215,7 @@ def stack_leaves(
             return StackLeavesState(inner.init(stacked(p, params, "params")))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if not isinstance(state, StackLeavesState):
-            raise ValueError(
-                f"gbopt.stack_leaves got a state of type {type(state).__name__}, not the "
-                "StackLeavesState its `init` builds. Pass the state that this transform's "
-                "`init` returned (or the one its last `update` returned)."
-            )
+        expect_state(state, StackLeavesState, "stack_leaves")
         if params is not None:
             _tree.check_matches(updates, params, what="updates", reference_name="params")
         p = plan(params if params is not None else updates)
