@@ -97,6 +97,23 @@ def expect_state(state: Any, cls: type, who: str) -> None:
         )
 
 
+def expect_keyed_state(
+    state: Any, cls: type, field: str, keys: Any, who: str, noun: str, fix: str
+) -> None:
+    """Raises a ValueError unless ``state`` is a ``cls`` whose dict ``field`` has ``keys``.
+
+    For states keyed by name (hyperparameters, labels): a state built for other names
+    would be read wrongly. ``noun`` names the keys in the message, ``fix`` ends it.
+    """
+    if isinstance(state, cls) and set(getattr(state, field)) == set(keys):
+        return
+    got = sorted(getattr(state, field)) if isinstance(state, cls) else type(state).__name__
+    article = "an" if cls.__name__[0] in "AEIOU" else "a"
+    raise ValueError(
+        f"{who} expects {article} {cls.__name__} with {noun} {sorted(keys)}; got {got}. {fix}"
+    )
+
+
 def identity() -> GradientTransformation:
     """Passes the updates through unchanged; keeps no state.
 

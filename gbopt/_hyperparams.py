@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gbopt import _numerics, _tree
-from gbopt._base import GradientTransformation, as_transform
+from gbopt._base import GradientTransformation, as_transform, expect_keyed_state
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -225,19 +225,15 @@ def inject_hyperparams(
             return InjectHyperparamsState(count, hyperparams, inner.init(params))
 
         def update_fn(updates, state, params=None, **extra_args):
-            if not isinstance(state, InjectHyperparamsState) or set(state.hyperparams) != set(
-                names
-            ):
-                got = (
-                    sorted(state.hyperparams)
-                    if isinstance(state, InjectHyperparamsState)
-                    else type(state).__name__
-                )
-                raise ValueError(
-                    f"inject_hyperparams({name}) expects an InjectHyperparamsState with "
-                    f"hyperparameters {sorted(names)}; got {got}. Pass the state this "
-                    "transform's `init` returned (or its last `update`)."
-                )
+            expect_keyed_state(
+                state,
+                InjectHyperparamsState,
+                "hyperparams",
+                names,
+                f"inject_hyperparams({name})",
+                "hyperparameters",
+                "Pass the state this transform's `init` returned (or its last `update`).",
+            )
             fallback = _default_dtype(updates) if hyperparam_dtype is None else hyperparam_dtype
             stored = {}
             for arg, value in state.hyperparams.items():

@@ -23,7 +23,13 @@ import numpy as np
 import optax
 
 from gbopt import _stacking, _tree
-from gbopt._base import EMPTY_STATE, GradientTransformation, as_transform, expect_state
+from gbopt._base import (
+    EMPTY_STATE,
+    GradientTransformation,
+    as_transform,
+    expect_keyed_state,
+    expect_state,
+)
 
 MaskedNode = optax.MaskedNode
 """The empty pytree node standing for a parameter another transform handles (optax's)."""
@@ -252,16 +258,15 @@ def multi_transform(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        if not isinstance(state, MultiTransformState) or set(state.inner_states) != set(txs):
-            got = (
-                sorted(state.inner_states)
-                if isinstance(state, MultiTransformState)
-                else type(state).__name__
-            )
-            raise ValueError(
-                f"multi_transform expects a MultiTransformState with labels {labels_sorted}; "
-                f"got {got}. Pass the state this transform's `init` returned."
-            )
+        expect_keyed_state(
+            state,
+            MultiTransformState,
+            "inner_states",
+            txs,
+            "multi_transform",
+            "labels",
+            "Pass the state this transform's `init` returned.",
+        )
         _check_params(updates, params)
         labels = labels_of(updates)
         leaves, treedef = jax.tree.flatten(updates)

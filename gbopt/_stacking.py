@@ -135,7 +135,7 @@ def stack_leaves(
       ``params`` are stacked like the updates; extra keyword arguments are passed on.
 
     Raises:
-      TypeError: if ``group_size`` or ``max_leaf_size`` is not a whole number, or the
+      TypeError: if ``group_size`` or ``max_leaf_size`` is not an int, or the
         leaves of one group do not share a dtype in the updates (naming the leaves).
       ValueError: if they are out of range.
 
@@ -150,8 +150,10 @@ def stack_leaves(
       [(32, 64), (32, 64), (32, 64), (4, 64)]
     """
     inner = as_transform(transform, argument="transform")
-    group_size = _validate.whole_number("group_size", group_size, 2)
-    max_leaf_size = _validate.whole_number("max_leaf_size", max_leaf_size, 1)
+    group_size = _validate.whole_number("group_size", group_size, 2, meaning=" (leaves per stack)")
+    max_leaf_size = _validate.whole_number(
+        "max_leaf_size", max_leaf_size, 1, meaning=" (elements of a leaf)"
+    )
 
     @functools.lru_cache(maxsize=64)
     def plan_for(treedef, shapes, dtypes) -> _Plan:

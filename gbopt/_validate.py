@@ -91,14 +91,15 @@ def nesterov_momentum(name: str, value: Any) -> None:
         )
 
 
-def whole_number(name: str, value: Any, minimum: int) -> int:
-    """Checks a whole number ``>= minimum`` (sizes, counts) and returns it as an ``int``."""
+def whole_number(name: str, value: Any, minimum: int, *, meaning: str = "") -> int:
+    """Checks an int ``>= minimum`` (a number of steps, a size) and returns it as ``int``.
+
+    ``meaning`` (e.g. ``" (a number of steps)"``) is added to the TypeError's message.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be a whole number >= {minimum}, got {type(value).__name__}: {value!r}."
-        )
+        raise TypeError(f"`{name}` must be an int{meaning}; got {type(value).__name__}: {value!r}.")
     if value < minimum:
-        raise ValueError(f"`{name}` must be a whole number >= {minimum}; got {value}.")
+        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}.")
     return int(value)
 
 

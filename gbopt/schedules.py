@@ -19,7 +19,6 @@ Symbols: :math:`t` the count, :math:`I` ``init_value``, :math:`E` ``end_value``,
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,12 +44,7 @@ Schedule = Callable[[jax.Array], jax.Array]
 
 
 def _steps(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an int (a number of steps); got {type(value).__name__}: {value!r}."
-        )
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value}.")
+    _validate.whole_number(name, value, minimum, meaning=" (a number of steps)")
 
 
 def constant(value: float | jax.Array) -> Schedule:

@@ -224,7 +224,7 @@ def test_weight_decay_without_a_mask_is_fine_inside():
     "kwargs, error, match",
     [
         ({"group_size": 1}, ValueError, "group_size.*>= 2"),
-        ({"group_size": 2.5}, TypeError, "group_size.*whole number"),
+        ({"group_size": 2.5}, TypeError, "group_size` must be an int .*float: 2.5"),
         ({"group_size": True}, TypeError, "group_size"),
         ({"max_leaf_size": 0}, ValueError, "max_leaf_size.*>= 1"),
         ({"max_leaf_size": "big"}, TypeError, "max_leaf_size"),
