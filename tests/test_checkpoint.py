@@ -3,6 +3,8 @@ round trips that resume bit for bit, and restore_state's checks."""
 
 from __future__ import annotations
 
+import pathlib
+
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -272,3 +274,20 @@ def test_abstract_template_and_sharding_are_honoured():
     assert isinstance(restored, gbopt.StepCountState)
     abstract = gbopt.restore_state(jax.eval_shape(tx.init, params), raw)
     _assert_bitwise(abstract, state)
+
+
+# ---------------------------------------------------------------------------------------
+# Format 0: states written by gbopt 0.1.0 (main at 1b58023, before state was reached by
+# name) restore into today's optimizers and resume bit for bit. The files were written by
+# that version from CASES, after STEPS_BEFORE steps, with flax.serialization's msgpack.
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "checkpoints_v0"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_checkpoint_of_format_0_restores_and_resumes_bit_for_bit(runs, name):
+    raw = flax.serialization.msgpack_restore((FIXTURES / f"{name}.msgpack").read_bytes())
+    tx, step, _, end = runs[name]
+    params = gbopt.restore_state(_params(), raw["params"])
+    state = gbopt.restore_state(tx.init(_params()), raw["opt_state"])
+    _assert_bitwise(_run(step, params, state, STEPS_BEFORE, STEPS_AFTER), end)
