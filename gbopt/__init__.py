@@ -73,3 +73,39 @@ try:
     __version__ = version("gbopt")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
+
+# catalog-b exports begin
+from gbopt._factored import CoverSecondMomentState as CoverSecondMomentState
+from gbopt._factored import FactoredSecondMomentState as FactoredSecondMomentState
+from gbopt._factored import adafactor as adafactor
+from gbopt._factored import clip_by_block_rms as clip_by_block_rms
+from gbopt._factored import cover_second_moment as cover_second_moment
+from gbopt._factored import factored_second_moment as factored_second_moment
+from gbopt._factored import scale_by_param_block_rms as scale_by_param_block_rms
+from gbopt._factored import sm3 as sm3
+from gbopt._noise import AddNoiseState as AddNoiseState
+from gbopt._noise import add_noise as add_noise
+from gbopt._noise import noisy_sgd as noisy_sgd
+from gbopt._optimistic import OptimisticGradientState as OptimisticGradientState
+from gbopt._optimistic import optimistic_adam as optimistic_adam
+from gbopt._optimistic import optimistic_adam_v2 as optimistic_adam_v2
+from gbopt._optimistic import optimistic_gradient as optimistic_gradient
+from gbopt._optimistic import optimistic_gradient_descent as optimistic_gradient_descent
+from gbopt._polyak import polyak_sgd as polyak_sgd
+from gbopt._polyak import scale_by_polyak as scale_by_polyak
+from gbopt._quasi_newton import LbfgsMemoryState as LbfgsMemoryState
+from gbopt._quasi_newton import lbfgs as lbfgs
+from gbopt._quasi_newton import lbfgs_memory as lbfgs_memory
+from gbopt._sign import LionMomentumState as LionMomentumState
+from gbopt._sign import lion as lion
+from gbopt._sign import lion_momentum as lion_momentum
+from gbopt._sign import sign as sign
+from gbopt._sign import sign_sgd as sign_sgd
+from gbopt._sign import signum as signum
+from gbopt._step_sizes import RpropStepSizesState as RpropStepSizesState
+from gbopt._step_sizes import ScaleByUpdateRmsState as ScaleByUpdateRmsState
+from gbopt._step_sizes import adadelta as adadelta
+from gbopt._step_sizes import rprop as rprop
+from gbopt._step_sizes import rprop_step_sizes as rprop_step_sizes
+from gbopt._step_sizes import scale_by_update_rms as scale_by_update_rms
+# catalog-b exports end
