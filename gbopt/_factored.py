@@ -27,8 +27,8 @@ import numpy as np
 from gbopt import _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, elementwise, named, statistic
 from gbopt._combine import chain, divide
-from gbopt._regularize import add_decayed_weights
 from gbopt._maps import add, identity, scale, scale_by_learning_rate, sqrt
+from gbopt._regularize import add_decayed_weights
 from gbopt._statistics import ema
 
 
@@ -333,7 +333,10 @@ def _split_axes(mu: jax.Array, shape: tuple[int, ...]) -> list[jax.Array]:
     ends = np.cumsum(shape)
     parts = jnp.split(mu, ends[:-1])
     rank = len(shape)
-    return [p.reshape([1] * i + [n] + [1] * (rank - i - 1)) for i, (p, n) in enumerate(zip(parts, shape, strict=True))]
+    return [
+        p.reshape([1] * i + [n] + [1] * (rank - i - 1))
+        for i, (p, n) in enumerate(zip(parts, shape, strict=True))
+    ]
 
 
 def cover_second_moment() -> GradientTransformation:
@@ -389,7 +392,9 @@ def cover_second_moment() -> GradientTransformation:
     )
 
 
-def sm3(learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9) -> GradientTransformation:
+def sm3(
+    learning_rate: ScalarOrSchedule, momentum: float | jax.Array = 0.9
+) -> GradientTransformation:
     r"""SM3: AdaGrad with one accumulator per row and column, then momentum.
 
     .. math::

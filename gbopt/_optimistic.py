@@ -121,7 +121,7 @@ def optimistic_gradient_descent(
 
 
 def _adam_direction(b1, b2, eps, eps_root, mu_dtype, nesterov) -> GradientTransformation:
-    r"""Adam's :math:`\hat m / (\sqrt{\hat v + \bar\epsilon} + \epsilon)` (step-dependent pieces)."""
+    r"""Adam's direction :math:`\hat m / (\sqrt{\hat v + \bar\epsilon} + \epsilon)`."""
     _validate.decay_rate("b1", b1)
     _validate.decay_rate("b2", b2)
     _validate.non_negative("eps", eps)
@@ -185,7 +185,9 @@ def optimistic_adam_v2(
     return named(
         "optimistic_adam_v2",
         with_step_count(
-            chain(direction, optimistic_gradient(alpha, beta), scale_by_learning_rate(learning_rate))
+            chain(
+                direction, optimistic_gradient(alpha, beta), scale_by_learning_rate(learning_rate)
+            )
         ),
         learning_rate=learning_rate,
         alpha=alpha,
@@ -225,8 +227,7 @@ def optimistic_adam(
       Daskalakis et al., "Training GANs with Optimism", ICLR 2018.
     """
     warnings.warn(
-        "`optimistic_adam` is deprecated (as in optax), please use `optimistic_adam_v2` "
-        "instead.",
+        "`optimistic_adam` is deprecated (as in optax), please use `optimistic_adam_v2` instead.",
         category=DeprecationWarning,
         stacklevel=2,
     )
@@ -241,7 +242,9 @@ def optimistic_adam(
     return named(
         "optimistic_adam",
         with_step_count(
-            chain(direction, optimistic_gradient(learning_rate, optimism), scale_by_learning_rate(1.0))
+            chain(
+                direction, optimistic_gradient(learning_rate, optimism), scale_by_learning_rate(1.0)
+            )
         ),
         learning_rate=learning_rate,
         optimism=optimism,

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 from gbopt import _dtypes, _validate
 from gbopt._base import EMPTY_STATE, GradientTransformation, ScalarOrSchedule, named, with_info
 from gbopt._combine import chain
-from gbopt._regularize import global_norm
 from gbopt._maps import scale_by_learning_rate
+from gbopt._regularize import global_norm
 
 _VARIANTS = ("sps", "sps+")
 _TINY = float(jnp.finfo(jnp.float64).eps)
@@ -88,8 +88,12 @@ def scale_by_polyak(
     return with_info(
         GradientTransformation(init_fn, update_fn),
         "scale_by_polyak",
-        hyperparams={"f_min": f_min, "max_learning_rate": max_learning_rate, "eps": eps,
-                     "variant": variant},
+        hyperparams={
+            "f_min": f_min,
+            "max_learning_rate": max_learning_rate,
+            "eps": eps,
+            "variant": variant,
+        },
         math=r"\min\left(\frac{f - f^\star}{\|u\|^2 + \epsilon}, \gamma_{\max}\right) u",
     )
 

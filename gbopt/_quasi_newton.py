@@ -61,14 +61,17 @@ class LbfgsMemoryState(NamedTuple):
 def _dot(a: Any, b: Any) -> jax.Array:
     r""":math:`\operatorname{Re}\langle a, b\rangle` over all leaves (conjugating ``a``)."""
     leaves = [
-        jnp.sum(jnp.real(jnp.conj(x) * y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        jnp.sum(jnp.real(jnp.conj(x) * y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
     ]
     return sum(leaves[1:], leaves[0]) if leaves else jnp.zeros([], jnp.float32)
 
 
 def _axpy(x: Any, a: jax.Array, y: Any) -> Any:
     """``x + a * y`` leaf by leaf, in ``x``'s dtypes."""
-    return jax.tree.map(lambda p, q: (p + a.astype(_dtypes.real_dtype(p.dtype)) * q).astype(p.dtype), x, y)
+    return jax.tree.map(
+        lambda p, q: (p + a.astype(_dtypes.real_dtype(p.dtype)) * q).astype(p.dtype), x, y
+    )
 
 
 def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> GradientTransformation:
@@ -149,7 +152,9 @@ def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> Grad
         sy = _dot(s_new, y_new).astype(rho_dtype)
         yy = _dot(y_new, y_new).astype(rho_dtype)
         rho_new = jnp.where(first | (sy == 0), 0, 1 / jnp.where(sy == 0, 1, sy)).astype(rho_dtype)
-        s_new, y_new = jax.tree.map(lambda x: jnp.where(first, jnp.zeros_like(x), x), (s_new, y_new))
+        s_new, y_new = jax.tree.map(
+            lambda x: jnp.where(first, jnp.zeros_like(x), x), (s_new, y_new)
+        )
         s = jax.tree.map(lambda buf, x: buf.at[newest].set(x), state.s, s_new)
         y = jax.tree.map(lambda buf, x: buf.at[newest].set(x), state.y, y_new)
         rho = state.rho.at[newest].set(rho_new)
@@ -171,7 +176,9 @@ def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> Grad
             return _axpy(q, -a, jax.tree.map(lambda b: b[i], y)), a
 
         q, alphas = jax.lax.scan(backward, u, order, reverse=True)
-        r = jax.tree.map(lambda x: (x * gamma.astype(_dtypes.real_dtype(x.dtype))).astype(x.dtype), q)
+        r = jax.tree.map(
+            lambda x: (x * gamma.astype(_dtypes.real_dtype(x.dtype))).astype(x.dtype), q
+        )
 
         def forward(r, i_a):
             i, a = i_a

@@ -6,7 +6,8 @@ the catalog's usual pieces::
 
     sign_sgd = chain(sign(), scale_by_learning_rate(lr))
     signum   = chain(ema(beta), sign(), scale_by_learning_rate(lr))
-    lion     = chain(lion_momentum(b1, b2), sign(), add_decayed_weights(wd), scale_by_learning_rate(lr))
+    lion     = chain(lion_momentum(b1, b2), sign(), add_decayed_weights(wd),
+                     scale_by_learning_rate(lr))
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import jax.numpy as jnp
 from gbopt import _numerics, _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, elementwise, named, statistic
 from gbopt._combine import chain
-from gbopt._regularize import add_decayed_weights
 from gbopt._maps import scale_by_learning_rate
+from gbopt._regularize import add_decayed_weights
 from gbopt._statistics import ema
 
 

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from gbopt import _numerics, _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, named, statistic
 from gbopt._combine import chain, divide
-from gbopt._regularize import add_decayed_weights
 from gbopt._maps import add, identity, scale, scale_by_learning_rate, sqrt
+from gbopt._regularize import add_decayed_weights
 from gbopt._statistics import accumulate_square
 
 
@@ -212,7 +212,9 @@ def rprop_step_sizes(
             s > 0, jnp.asarray(eta_plus, dtype), jnp.where(s < 0, jnp.asarray(eta_minus, dtype), 1)
         )
         clipped = jnp.clip(
-            step_sizes * factor, jnp.asarray(min_step_size, dtype), jnp.asarray(max_step_size, dtype)
+            step_sizes * factor,
+            jnp.asarray(min_step_size, dtype),
+            jnp.asarray(max_step_size, dtype),
         )
         new_sizes = clipped if clip_unchanged else jnp.where(s == 0, step_sizes, clipped)
         out = jnp.where(s < 0, jnp.zeros([], dtype), new_sizes * jnp.sign(u))

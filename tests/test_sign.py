@@ -24,7 +24,14 @@ CASES = [
     ("lion", {"learning_rate": 3e-3, "b1": 0.8, "b2": 0.9}),
     ("lion", {"learning_rate": 1e-2, "b1": 0.95, "b2": 0.999, "weight_decay": 0.1}),
     ("lion", {"learning_rate": 1e-2, "weight_decay": 0.0}),
-    ("lion", {"learning_rate": 1e-2, "weight_decay": 0.5, "mask": lambda p: jax.tree.map(lambda x: x.ndim > 1, p)}),
+    (
+        "lion",
+        {
+            "learning_rate": 1e-2,
+            "weight_decay": 0.5,
+            "mask": lambda p: jax.tree.map(lambda x: x.ndim > 1, p),
+        },
+    ),
 ]
 
 

@@ -41,7 +41,7 @@ def _flat(tree: dict) -> dict:
 
 
 class Problem:
-    """The nested-pytree problem; ``without_scalar`` drops the scalar leaf (optax's SM3 fails on it)."""
+    """The nested-pytree problem; ``without_scalar`` drops the scalar leaf (for optax's SM3)."""
 
     def __init__(self, seed: int = 0, without_scalar: bool = False):
         rng = np.random.default_rng(seed)
@@ -76,7 +76,9 @@ class Problem:
 
     def grad(self, tree):
         x = self.flat(tree)
-        g = {k: self.scale[k] * (self.d[k] * (x[k] - self.t[k]) + 0.1 * x[k] ** 3) for k in self.keys}
+        g = {
+            k: self.scale[k] * (self.d[k] * (x[k] - self.t[k]) + 0.1 * x[k] ** 3) for k in self.keys
+        }
         return self.tree(g)
 
     def jnp_value(self, tree):
@@ -137,7 +139,10 @@ def run(tx, problem: Problem, steps: int = 100, *, extra: str | None = None) -> 
 def deviation(a: list, b: list) -> float:
     """The largest |difference| over every step and element of two trajectories."""
     return max(
-        max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(q), strict=True))
+        max(
+            float(np.max(np.abs(x - y)))
+            for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(q), strict=True)
+        )
         for p, q in zip(a, b, strict=True)
     )
 
@@ -149,3 +154,33 @@ def distance_travelled(path: list, problem: Problem) -> float:
         float(np.max(np.abs(x - y)))
         for x, y in zip(jax.tree.leaves(path[-1]), jax.tree.leaves(start), strict=True)
     )
+
+
+def updates_along(tx, problem: Problem, path: list, *, extra: str | None = None) -> list:
+    """The updates ``tx`` returns at each point of ``path`` (the parameters before each step).
+
+    For rules that are chaotic on the problem (a rounding difference grows by orders of
+    magnitude along the trajectory): both sides are fed the same parameters and
+    gradients, so the comparison tests the rule and its state, not the problem's chaos.
+    """
+    params = problem.start()
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, grads, value):
+        kwargs = {"value": value} if extra == "value" else {}
+        return tx.update(grads, state, params, **kwargs)
+
+    out = []
+    for point in path:
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), point)
+        grads = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), problem.grad(params))
+        value = jnp.asarray(problem.value(params), jnp.float64)
+        updates, state = step(params, state, grads, value)
+        out.append(jax.tree.map(lambda x: np.asarray(x, np.float64), updates))
+    return out
+
+
+def starts(problem: Problem, path: list) -> list:
+    """The parameters before each step of ``path`` (the start, then all but the last)."""
+    return [problem.tree(problem.x0), *path[:-1]]
