@@ -83,9 +83,12 @@ class Problem:
 
     def jnp_value(self, tree):
         """The objective as a JAX function (for line searches' ``value_fn``)."""
-        x = jax.tree.leaves(tree)
+        if self.without_scalar:
+            tree = {**tree, "pair": (tree["pair"][0], None)}
+        x = _flat(tree)
         total = 0.0
-        for k, leaf in zip(self.keys, x, strict=True):
+        for k in self.keys:
+            leaf = x[k]
             d, t = jnp.asarray(self.d[k]), jnp.asarray(self.t[k])
             total = total + self.scale[k] * (
                 0.5 * jnp.sum(d * (leaf - t) ** 2) + 0.025 * jnp.sum(leaf**4)
