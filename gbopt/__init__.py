@@ -123,3 +123,10 @@ __all__ = sorted(
     for name, value in list(globals().items())
     if not name.startswith("_") and name not in {"annotations"}
 )
+
+
+def __getattr__(name: str):
+    """Names optax users expect that gbopt leaves to optax: an error that says where they are."""
+    from gbopt._elsewhere import missing
+
+    raise missing(name)
