@@ -44,6 +44,8 @@ def _as_key(key: Any) -> jax.Array:
         return jax.random.wrap_key_data(key)
     if isinstance(key, int) and not isinstance(key, bool):
         return jax.random.key(key)
+    if hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jnp.integer) and jnp.ndim(key) == 0:
+        return jax.random.key(key)  # an int seed as an array (optax.inject_hyperparams makes one)
     raise TypeError(
         "`key` must be a JAX PRNG key (jax.random.key(0)) or an int seed; got "
         f"{type(key).__name__}: {key!r}."
@@ -68,8 +70,8 @@ def add_noise(
     Args:
       eta: :math:`\eta` >= 0, the initial variance.
       gamma: :math:`\gamma` >= 0, the annealing exponent (0.55 in the paper).
-      key: a ``jax.random.key`` or an int seed. None uses seed 0, with a warning, as
-        optax does.
+      key: a ``jax.random.key``, or an int seed (a Python int or a scalar integer array).
+        None uses seed 0, with a warning, as optax does.
       seed: deprecated (optax's old name for ``key``); give one of the two.
 
     Returns:
