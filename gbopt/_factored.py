@@ -124,14 +124,14 @@ def factored_second_moment(
     def init(param):
         shape = np.shape(param)
         dims = factored_dims(shape, factored, min_dim_size_to_factor)
-        one = jnp.zeros((1,), jnp.float32)
+        # A fresh array per field: a state whose leaves share a buffer cannot be donated.
         if dims is None:
-            return one, one, jnp.zeros(shape, jnp.float32)
+            return jnp.zeros((1,), jnp.float32), jnp.zeros((1,), jnp.float32), jnp.zeros(shape)
         a, b = dims
         return (
             jnp.zeros(shape[:b] + shape[b + 1 :], jnp.float32),
             jnp.zeros(shape[:a] + shape[a + 1 :], jnp.float32),
-            one,
+            jnp.zeros((1,), jnp.float32),
         )
 
     def prepare(dtype, step):

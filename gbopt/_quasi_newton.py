@@ -119,16 +119,21 @@ def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> Grad
     def init_fn(params):
         _placement.check_float_params(params)
         zeros = _placement.zeros_like(params)
-        stacked = jax.tree.map(lambda z: jnp.zeros((memory_size, *z.shape), z.dtype), zeros)
+
+        def stacked():
+            return jax.tree.map(lambda z: jnp.zeros((memory_size, *z.shape), z.dtype), zeros)
+
         rho_dtype = _dtypes.real_dtype(
             jnp.result_type(*[wide(x) for x in jax.tree.leaves(params)] or [jnp.float32])
         )
+        # Distinct arrays for every field: a state whose leaves share buffers cannot be
+        # donated to a jitted step.
         return LbfgsMemoryState(
             _placement.zero_count(params),
             zeros,
-            zeros,
-            stacked,
-            stacked,
+            _placement.zeros_like(params),
+            stacked(),
+            stacked(),
             jnp.zeros((memory_size,), rho_dtype),
         )
 

@@ -88,3 +88,15 @@ def test_packed_prototype_equals_the_unpacked_optimizer(scripts):
         for a, b in zip(jax.tree.leaves(u_plain), jax.tree.leaves(u_packed), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
         params = gbopt.apply_updates(params, u_plain)
+
+
+@pytest.mark.slow
+def test_suite_catalog_section_times_every_catalog_name(scripts, capsys):
+    suite, _, _ = scripts
+    import _harness
+
+    assert suite.main(["--smoke", "--only", "catalog"]) == 0
+    text = capsys.readouterr().out
+    assert "## The catalog: gbopt / optax step time (compile time) per name" in text
+    for opt in _harness.CATALOG:
+        assert f"| {opt.name} |" in text

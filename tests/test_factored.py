@@ -208,3 +208,18 @@ def test_cover_second_moment_numpy_rule():
 def test_arguments_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+def test_state_leaves_are_distinct_buffers():
+    """A jitted step that donates the state needs every leaf in its own buffer."""
+    params = {f"w{i}": jnp.zeros(8) for i in range(3)} | {"m": jnp.zeros((4, 3))}
+    for tx in (
+        gbopt.adafactor(1e-3),
+        gbopt.adafactor(1e-3, min_dim_size_to_factor=2),
+        gbopt.lbfgs(),
+    ):
+        leaves = [x for x in jax.tree.leaves(tx.init(params)) if getattr(x, "size", 0)]
+        pointers = [
+            x.unsafe_buffer_pointer() for x in leaves if hasattr(x, "unsafe_buffer_pointer")
+        ]
+        assert len(pointers) == len(set(pointers))
