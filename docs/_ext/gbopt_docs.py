@@ -1,0 +1,164 @@
+"""Sphinx extension of gbopt's site: bundled MathJax, API coverage, optional pages.
+
+* **MathJax from the site itself**: the single-file MathJax 3 build (TeX input with every
+  TeX package, SVG output, so no font files) that the PyPI package ``django-static-mathjax``
+  ships is added to the site's ``_static`` folder; ``conf.py`` points ``mathjax_path`` at
+  it. No page loads anything from a CDN.
+* **API coverage**: after all pages are read, every public name of ``gbopt``,
+  ``gbopt.schedules`` and ``gbopt.pytorch`` must be a documented Python object (an
+  ``autosummary``/``autodoc`` entry); each one missing is a warning, so ``-W`` fails the build.
+* **Notebooks**: ``notebooks/*.ipynb`` are copied to ``docs/notebooks/`` (ignored by git),
+  where MyST-NB executes them at build time.
+* **``optional-toctree``**: a ``toctree`` whose entries are listed when the page exists and
+  skipped silently when it does not (pages other work adds later: ``memory``, ``matrix``).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.resources
+import inspect
+import json
+import pathlib
+
+from sphinx.application import Sphinx
+from sphinx.directives.other import TocTree
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+MATHJAX_STATIC_NAME = "tex-svg-full.js"
+API_MODULES = ("gbopt", "gbopt.schedules", "gbopt.pytorch")
+
+
+def mathjax_file() -> pathlib.Path:
+    """The path of MathJax's single-file TeX-to-SVG build inside ``django-static-mathjax``."""
+    try:
+        root = importlib.resources.files("mathjax")
+    except ModuleNotFoundError as err:
+        raise RuntimeError(
+            "The documentation needs MathJax from the `django-static-mathjax` package: "
+            'install the docs extra, `pip install -e ".[docs]"`.'
+        ) from err
+    path = pathlib.Path(str(root / "static" / "mathjax" / "es5" / MATHJAX_STATIC_NAME))
+    if not path.is_file():
+        raise RuntimeError(f"MathJax's {MATHJAX_STATIC_NAME} is missing from {path.parent}.")
+    return path
+
+
+def public_names(module_name: str) -> list[str]:
+    """A module's public API: its ``__all__``, or else its explicit re-exports.
+
+    Without ``__all__``, the public names of a package's ``__init__`` are the ones it
+    re-exports with the redundant alias, ``from gbopt._x import name as name`` (and
+    ``from gbopt import pytorch as pytorch``), the convention of this project and of typed
+    Python; helpers it imports for itself (``from importlib.metadata import version``) are not.
+    """
+    module = importlib.import_module(module_name)
+    if hasattr(module, "__all__"):
+        return sorted(module.__all__)
+    tree = ast.parse(inspect.getsource(module))
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            names += [a.asname for a in node.names if a.asname and a.asname == a.name]
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return sorted(n for n in set(names) if not n.startswith("_"))
+
+
+def check_api_coverage(app: Sphinx, env) -> None:
+    """Warn (an error under ``-W``) for every public name without an API entry."""
+    documented = set(env.get_domain("py").objects)
+    for module_name in API_MODULES:
+        if module_name not in documented:
+            logger.warning(
+                "API reference: module %s has no entry (add `.. automodule::` or an "
+                "autosummary line for it to docs/api/index.md).",
+                module_name,
+                type="gbopt",
+                subtype="api",
+            )
+        for name in public_names(module_name):
+            full = f"{module_name}.{name}"
+            if full not in documented:
+                logger.warning(
+                    "API reference: public name %s has no entry; add it to an autosummary "
+                    "table in docs/api/index.md.",
+                    full,
+                    type="gbopt",
+                    subtype="api",
+                )
+
+
+class OptionalTocTree(TocTree):
+    """A ``toctree`` that lists only the entries whose page exists in the source tree."""
+
+    def run(self):
+        """Drop the entries whose page is absent, then build the toctree of the rest."""
+        found = self.env.found_docs
+        current = self.env.current_document.docname
+        base = current.rpartition("/")[0]
+        kept = []
+        for entry in self.content:
+            name = entry.strip()
+            if not name:
+                continue
+            target = name.split("<")[-1].rstrip(">").strip().removesuffix(".md")
+            docname = f"{base}/{target}" if base and not target.startswith("/") else target
+            if docname.lstrip("/") in found:
+                kept.append(entry)
+        self.content = type(self.content)(kept, items=[(current, i) for i in range(len(kept))])
+        if not kept:
+            return []
+        return super().run()
+
+
+def copy_notebooks(app: Sphinx, config) -> None:
+    """Mirror ``notebooks/*.ipynb`` into ``docs/notebooks/``, where MyST-NB executes them.
+
+    A copy, not a link: links resolve the same whether or not the file system follows
+    symbolic links; an unchanged notebook is not rewritten, so it is not rebuilt.
+    """
+    source = pathlib.Path(app.confdir).parent / "notebooks"
+    target = pathlib.Path(app.confdir) / "notebooks"
+    target.mkdir(exist_ok=True)
+    wanted = {p.name for p in source.glob("*.ipynb")}
+    for stale in target.glob("*.ipynb"):
+        if stale.name not in wanted:
+            stale.unlink()
+    for name in sorted(wanted):
+        text = _site_notebook((source / name).read_text(encoding="utf-8"))
+        dst = target / name
+        if not dst.exists() or dst.read_text(encoding="utf-8") != text:
+            dst.write_text(text, encoding="utf-8")
+
+
+def _site_notebook(text: str) -> str:
+    """The notebook as the site shows it: the cell that installs gbopt in Colab is hidden.
+
+    It is still executed (it does nothing outside Colab); MyST-NB's ``remove-cell`` tag
+    leaves it out of the page.
+    """
+    nb = json.loads(text)
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "google.colab" in "".join(cell["source"]):
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def add_mathjax(app: Sphinx, config) -> None:
+    """Serve the bundled MathJax from the site's ``_static`` folder."""
+    config.html_static_path = [*config.html_static_path, str(mathjax_file())]
+
+
+def setup(app: Sphinx) -> dict:
+    """Register the extension's hooks and its directive."""
+    app.connect("config-inited", add_mathjax)
+    app.connect("config-inited", copy_notebooks)
+    app.connect("env-check-consistency", check_api_coverage)
+    app.add_directive("optional-toctree", OptionalTocTree)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
