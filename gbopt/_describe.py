@@ -136,6 +136,9 @@ def describe(tx: Any) -> Description:
       state: v = trace
     """
     builder = _Builder()
+    root = info_of(tx)
+    if root is None or root.kind != "optimizer":
+        builder.title = _opaque_name(tx)
     out = builder.walk(tx, "g")
     lines = builder.lines + [("w", _simplify("w + " + out))]
     if builder.uses_step:
@@ -204,7 +207,13 @@ class _Builder:
 
     def resolve(self, text: str) -> str:
         names = [s for s, _ in self.symbol_values()]
-        return re.sub(r"\x00(\d+)\x00", lambda m: names[int(m.group(1))], text)
+        text = re.sub(r"\x00(\d+)\x00", lambda m: names[int(m.group(1))], text)
+        # A numbered symbol that had a subscript already: \alpha_1 with _t is \alpha_{1,t}.
+        return re.sub(
+            r"_(\d+)_(\{[^}]*\}|[A-Za-z0-9])",
+            lambda m: "_{" + m.group(1) + "," + m.group(2).strip("{}") + "}",
+            text,
+        )
 
     def _state_letter(self, letter: str) -> str:
         n = self._state_letters.get(letter, 0) + 1
@@ -246,15 +255,18 @@ class _Builder:
         return self._piece(info, x)
 
     def _groups(self, info, x: str) -> str:
-        """A wrapper (parameter groups, masks, safety): one rule per child, by label."""
-        labels = info.hyperparams.get("labels") or [f"{i + 1}" for i in range(len(info.children))]
-        if len(info.children) == 1 and info.name != "masked":
-            return self._walk(info.children[0], x)
-        cases = []
-        for label, child in zip(labels, info.children, strict=False):
-            cases.append(rf"{self._walk(child, x)} & \text{{{_tex_name(str(label))}}}")
+        """A wrapper: parameter groups by label, a mask, or one inner transform (safety)."""
         if info.name == "masked":
-            cases.append(rf"{x} & \text{{elsewhere}}")
+            inner = self._walk(info.children[0], x)
+            cases = [rf"{inner} & \text{{where the mask is true}}", rf"{x} & \text{{elsewhere}}"]
+        elif len(info.children) == 1:
+            return self._walk(info.children[0], x)
+        else:
+            labels = info.hyperparams.get("labels") or range(1, len(info.children) + 1)
+            cases = [
+                rf"{self._walk(child, x)} & \text{{group {_tex_name(str(label))}}}"
+                for label, child in zip(labels, info.children, strict=False)
+            ]
         body = r" \\ ".join(cases)
         return self._name_intermediate(rf"\begin{{cases}} {body} \end{{cases}}")
 
@@ -399,6 +411,9 @@ def _tex_name(name: str) -> str:
 
 def _opaque_name(tx: Any) -> str:
     info = info_of(tx)
+    if info is not None and info.kind in ("combinator", "wrapper") and info.children:
+        inner = ", ".join(_opaque_name(child) for child in info.children)
+        return f"{info.name}({inner})"
     if info is not None:
         return _call(info.name, info.hyperparams)
     update = getattr(tx, "update", None)
@@ -416,13 +431,17 @@ def _opaque_name(tx: Any) -> str:
 
 
 def _call(name: str, hyperparams: dict) -> str:
-    args = ", ".join(f"{k}={_format(v)}" for k, v in hyperparams.items() if v is not None)
+    args = ", ".join(
+        f"{k}={_format(v)}" for k, v in hyperparams.items() if v is not None and k != "labels"
+    )
     return f"{name}({args})"
 
 
 def _format(value: Any) -> str:
     if callable(value):
         return "schedule"
+    if isinstance(value, tuple | list) and not all(isinstance(v, numbers.Number) for v in value):
+        return repr(value)
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
         return f"{value:g}" if isinstance(value, float) else str(value)
     try:
@@ -473,8 +492,17 @@ def _needs_parens(text: str) -> bool:
     return True
 
 
+def _cases(match: re.Match) -> str:
+    rows = []
+    for row in match.group(1).split(r"\\"):
+        value, _, condition = row.partition("&")
+        rows.append(f"{_text(value)} ({_text(condition)})")
+    return "{ " + "; ".join(rows) + " }"
+
+
 def _text(tex: str) -> str:
     """A small LaTeX-to-Unicode rendering for terminals."""
+    tex = re.sub(r"\\begin\{cases\}(.*?)\\end\{cases\}", _cases, tex)
     out, i = [], 0
     while i < len(tex):
         if tex.startswith(r"\frac", i) or tex.startswith(r"\tfrac", i):
