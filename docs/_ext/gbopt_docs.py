@@ -9,6 +9,8 @@
   ``autosummary``/``autodoc`` entry); each one missing is a warning, so ``-W`` fails the build.
 * **Notebooks**: ``notebooks/*.ipynb`` are copied to ``docs/notebooks/`` (ignored by git),
   where MyST-NB executes them at build time.
+* **``gbopt-describe``**: the rule :func:`gbopt.describe` derives for an expression,
+  computed when the page is built (so a family page cannot drift from the code).
 * **``optional-toctree``**: a ``toctree`` whose entries are listed when the page exists and
   skipped silently when it does not (pages other work adds later: ``memory``, ``matrix``).
 """
@@ -22,9 +24,11 @@ import inspect
 import json
 import pathlib
 
+from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.directives.other import TocTree
 from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +154,50 @@ def _site_notebook(text: str) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
+class DescribeDirective(SphinxDirective):
+    """``{gbopt-describe} EXPRESSION``: the rule :func:`gbopt.describe` derives, at build time.
+
+    The expression is evaluated with ``gbopt``, ``optax`` and ``jnp`` in scope; the page
+    shows the LaTeX rule and the plain-text description (symbols, values, state fields).
+    """
+
+    required_arguments = 1
+    final_argument_whitespace = True
+    has_content = False
+
+    def run(self):
+        """Evaluate the expression, describe it, and return a math block and a text block."""
+        import jax.numpy as jnp
+        import optax
+
+        import gbopt
+
+        expression = self.arguments[0]
+        try:
+            tx = eval(expression, {"gbopt": gbopt, "optax": optax, "jnp": jnp})  # noqa: S307
+            described = gbopt.describe(tx)
+        except Exception as err:  # a broken example is a build error (-W)
+            logger.warning(
+                "gbopt-describe: %s raised %s: %s",
+                expression,
+                type(err).__name__,
+                err,
+                location=self.get_location(),
+                type="gbopt",
+                subtype="describe",
+            )
+            return []
+        code = nodes.literal_block(
+            f"gbopt.describe({expression})", f"gbopt.describe({expression})", language="python"
+        )
+        math = nodes.math_block(described.latex(), described.latex(), nowrap=False, number=None)
+        math["docname"] = self.env.current_document.docname
+        text = nodes.literal_block(str(described), str(described), language="text")
+        container = nodes.container(classes=["gbopt-describe"])
+        container += [code, math, text]
+        return [container]
+
+
 def add_mathjax(app: Sphinx, config) -> None:
     """Serve the bundled MathJax from the site's ``_static`` folder."""
     config.html_static_path = [*config.html_static_path, str(mathjax_file())]
@@ -161,4 +209,5 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", copy_notebooks)
     app.connect("env-check-consistency", check_api_coverage)
     app.add_directive("optional-toctree", OptionalTocTree)
+    app.add_directive("gbopt-describe", DescribeDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
