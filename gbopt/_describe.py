@@ -262,7 +262,11 @@ class _Builder:
         elif len(info.children) == 1:
             return self._walk(info.children[0], x)
         else:
-            labels = info.hyperparams.get("labels") or range(1, len(info.children) + 1)
+            labels = (
+                info.hyperparams.get("groups")
+                or info.hyperparams.get("labels")
+                or range(1, len(info.children) + 1)
+            )
             cases = [
                 rf"{self._walk(child, x)} & \text{{group {_tex_name(str(label))}}}"
                 for label, child in zip(labels, info.children, strict=False)
@@ -432,7 +436,9 @@ def _opaque_name(tx: Any) -> str:
 
 def _call(name: str, hyperparams: dict) -> str:
     args = ", ".join(
-        f"{k}={_format(v)}" for k, v in hyperparams.items() if v is not None and k != "labels"
+        f"{k}={_format(v)}"
+        for k, v in hyperparams.items()
+        if v is not None and k not in ("labels", "groups")
     )
     return f"{name}({args})"
 
@@ -537,6 +543,7 @@ def _text(tex: str) -> str:
                     "max": "max", "min": "min", "tilde": "~", "bar": "‾", "hat": "^",
                     "cdot": "·", "prod": "∏", "le": "≤", "_": "_", ",": " ", " ": " ",
                     "begin": "", "end": "", "cases": "", "dots": "…", "!": "", "|": "‖",
+                    "lVert": "‖", "rVert": "‖",
                 }.get(word, word)
             )  # fmt: skip
         elif tex[i] in "_^":

@@ -290,7 +290,7 @@ def multi_transform(
         GradientTransformation(init_fn, update_fn),
         "multi_transform",
         "wrapper",
-        hyperparams={"labels": tuple(txs)},
+        hyperparams={"groups": tuple(txs)},
         children=tuple(txs.values()),
     )
 

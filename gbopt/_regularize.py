@@ -55,7 +55,7 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         GradientTransformation(init_fn, update_fn),
         "clip_by_global_norm",
         hyperparams={"max_norm": max_norm},
-        math=r"u \min\!\left(1, \frac{c}{\|u\|_2}\right)",
+        math=r"u \cdot \min\left(1, \frac{c}{\lVert u \rVert_2}\right)",
     )
 
 

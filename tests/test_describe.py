@@ -136,7 +136,7 @@ def test_clipping_then_adam_in_that_order():
     described = gbopt.describe(tx)
     order = [lhs for lhs, _ in described.lines]
     assert order == ["t", r"\tilde g", "s", "r", "w"]
-    assert r"\min" in described.lines[1][1] and r"\|g\|" in described.lines[1][1]
+    assert r"\min" in described.lines[1][1] and r"\lVert g \rVert" in described.lines[1][1]
     assert r"\tilde g" in described.lines[2][1]
     assert described.symbols["c"] == "1"
     assert described.name.startswith("chain(clip_by_global_norm(max_norm=1), adam(")
