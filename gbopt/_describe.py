@@ -471,7 +471,7 @@ def _same(a: Any, b: Any) -> bool:
 # ---- plain text -------------------------------------------------------------------------
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_SUPERSCRIPTS = str.maketrans("0123456789t", "⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ")
+_SUPERSCRIPTS = str.maketrans("0123456789t()", "⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ⁽⁾")
 
 
 def _group(text: str, start: int) -> tuple[str, int]:
@@ -553,7 +553,7 @@ def _text(tex: str) -> str:
             arg = _text(arg)
             table = _SUBSCRIPTS if mark == "_" else _SUPERSCRIPTS
             converted = arg.translate(table)
-            if all(c in "₀₁₂₃₄₅₆₇₈₉⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ" for c in converted):
+            if all(c in "₀₁₂₃₄₅₆₇₈₉⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ⁽⁾" for c in converted):
                 out.append(converted)
             else:
                 out.append(f"{mark}{arg}" if len(arg) == 1 else f"{mark}({arg})")
