@@ -25,10 +25,12 @@ import json
 import pathlib
 
 from docutils import nodes
+from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.directives.other import TocTree
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
+from sphinx.util.matching import patfilter
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +99,17 @@ def check_api_coverage(app: Sphinx, env) -> None:
 
 
 class OptionalTocTree(TocTree):
-    """A ``toctree`` that lists only the entries whose page exists in the source tree."""
+    """A ``toctree`` that lists only the entries whose page exists in the source tree.
+
+    With ``:glob:``, a pattern is kept when it matches a page that no earlier pattern of
+    the same tree matched (so a trailing ``*`` lists "every other page", or nothing).
+    """
 
     def run(self):
         """Drop the entries whose page is absent, then build the toctree of the rest."""
-        found = self.env.found_docs
         current = self.env.current_document.docname
         base = current.rpartition("/")[0]
+        remaining = set(self.env.found_docs) - {current}
         kept = []
         for entry in self.content:
             name = entry.strip()
@@ -111,9 +117,16 @@ class OptionalTocTree(TocTree):
                 continue
             target = name.split("<")[-1].rstrip(">").strip().removesuffix(".md")
             docname = f"{base}/{target}" if base and not target.startswith("/") else target
-            if docname.lstrip("/") in found:
+            docname = docname.lstrip("/")
+            if "glob" in self.options and any(c in target for c in "*?["):
+                matches = set(patfilter(remaining, docname))
+                if matches:
+                    kept.append(entry)
+                    remaining -= matches
+            elif docname in remaining:
                 kept.append(entry)
-        self.content = type(self.content)(kept, items=[(current, i) for i in range(len(kept))])
+                remaining.discard(docname)
+        self.content = StringList(kept, source=current)
         if not kept:
             return []
         return super().run()
@@ -198,6 +211,14 @@ class DescribeDirective(SphinxDirective):
         return [container]
 
 
+def clear_generated(app: Sphinx, config) -> None:
+    """Remove the API pages autosummary wrote last time, so a removed name leaves none."""
+    generated = pathlib.Path(app.confdir) / "api" / "generated"
+    if generated.is_dir():
+        for page in generated.glob("*.rst"):
+            page.unlink()
+
+
 def add_mathjax(app: Sphinx, config) -> None:
     """Serve the bundled MathJax from the site's ``_static`` folder."""
     config.html_static_path = [*config.html_static_path, str(mathjax_file())]
@@ -207,6 +228,7 @@ def setup(app: Sphinx) -> dict:
     """Register the extension's hooks and its directive."""
     app.connect("config-inited", add_mathjax)
     app.connect("config-inited", copy_notebooks)
+    app.connect("config-inited", clear_generated)
     app.connect("env-check-consistency", check_api_coverage)
     app.add_directive("optional-toctree", OptionalTocTree)
     app.add_directive("gbopt-describe", DescribeDirective)
