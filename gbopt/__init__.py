@@ -90,3 +90,8 @@ __all__ = sorted(
     for name, value in list(globals().items())
     if not name.startswith("_") and name not in {"annotations"}
 )
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)

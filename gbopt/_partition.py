@@ -29,6 +29,7 @@ from gbopt._base import (
     as_transform,
     expect_keyed_state,
     expect_state,
+    with_info,
 )
 
 MaskedNode = optax.MaskedNode
@@ -161,7 +162,9 @@ def masked(transform: Any, mask: Any) -> GradientTransformation:
         merged = [n if k else u for n, u, k in zip(new, leaves, keep, strict=True)]
         return treedef.unflatten(merged), MaskedState(inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "masked", "wrapper", children=(inner,)
+    )
 
 
 class MultiTransformState(NamedTuple):
@@ -283,7 +286,13 @@ def multi_transform(
                     merged[i] = x
         return treedef.unflatten(merged), MultiTransformState(new_states)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "multi_transform",
+        "wrapper",
+        hyperparams={"groups": tuple(txs)},
+        children=tuple(txs.values()),
+    )
 
 
 def _key_name(key: Any) -> Any:
@@ -355,7 +364,7 @@ def set_to_zero() -> GradientTransformation:
         del params, extra_args
         return jax.tree.map(jnp.zeros_like, updates), state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(GradientTransformation(init_fn, update_fn), "set_to_zero", "map", math="0")
 
 
 def freeze(mask: Any) -> GradientTransformation:

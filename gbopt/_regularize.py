@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _dtypes, _placement, _stacking, _tree_checks, _validate
-from gbopt._base import EMPTY_STATE, GradientTransformation
+from gbopt._base import EMPTY_STATE, GradientTransformation, with_info
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -51,7 +51,12 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         clipped = jax.tree.map(leaf, updates)
         return clipped, state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "clip_by_global_norm",
+        hyperparams={"max_norm": max_norm},
+        math=r"u \cdot \min\left(1, \frac{c}{\lVert u \rVert_2}\right)",
+    )
 
 
 def add_decayed_weights(
@@ -112,4 +117,9 @@ def add_decayed_weights(
 
         return jax.tree.map(leaf, updates, params, m), state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "add_decayed_weights",
+        hyperparams={"weight_decay": weight_decay},
+        math=r"u + \lambda w",
+    )

@@ -34,7 +34,7 @@ from jax import lax
 from jax.sharding import PartitionSpec
 
 from gbopt import _tree, _tree_checks, _validate
-from gbopt._base import GradientTransformation, as_transform, expect_state
+from gbopt._base import GradientTransformation, as_transform, expect_state, with_info
 
 _INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
 
@@ -227,7 +227,9 @@ def stack_leaves(
             out, inner_state = inner.update(view_updates, state.inner, view_params, **extra_args)
         return unstacked(p, out), StackLeavesState(inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "stack_leaves", "wrapper", children=(inner,)
+    )
 
 
 class StackLeavesState(NamedTuple):
