@@ -126,24 +126,6 @@ def expect_keyed_state(
     )
 
 
-def identity() -> GradientTransformation:
-    """Passes the updates through unchanged; keeps no state.
-
-    Useful as a branch of :func:`gbopt.divide` (RMSProp and AdaGrad divide the gradient
-    itself by a root of its accumulated square).
-    """
-
-    def init_fn(params):
-        del params
-        return EMPTY_STATE
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return updates, state
-
-    return GradientTransformation(init_fn, update_fn)
-
-
 # ---------------------------------------------------------------------------------------
 # What a transform says about itself (for gbopt.describe, error messages and docs).
 
