@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _dtypes, _placement, _stacking, _tree_checks, _validate
-from gbopt._base import EMPTY_STATE, GradientTransformation, with_info
+from gbopt import _dtypes, _placement, _tree_checks, _validate
+from gbopt._base import EMPTY_STATE, GradientTransformation, refuse_inside, with_info
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -98,7 +98,7 @@ def add_decayed_weights(
             )
         _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         if mask is not None:
-            _stacking.refuse_inside("gbopt.add_decayed_weights's mask")
+            refuse_inside("gbopt.add_decayed_weights's mask")
         m = mask(params) if callable(mask) else mask
         if m is None:
             m = jax.tree.map(lambda _: True, updates)

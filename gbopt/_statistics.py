@@ -100,35 +100,48 @@ def ema(
 
     Args:
       decay: :math:`\rho`, in [0, 1).
-      debias: follow with :func:`gbopt.bias_correction`, returning
-        :math:`s_t / (1 - \rho^t)`.
+      debias: return :math:`s_t / (1 - \rho^t)` (what :func:`gbopt.bias_correction` after
+        it returns), with the step of an enclosing step owner or a count of its own.
       dtype: the storage dtype of :math:`s` (optax's ``mu_dtype``).
 
     Returns:
-      A transform with state :class:`EmaState` (or ``(EmaState, <bias correction's>)``
-      when ``debias``).
+      A transform with state :class:`EmaState` (inside a :class:`gbopt.StepCountState`
+      when ``debias`` and used alone).
     """
     _validate.decay_rate("decay", decay)
     _validate.flag("debias", debias)
 
-    def rule(u, s):
-        s = _numerics.moving_average(s, u, decay)
-        return s, s
+    if not debias:
 
-    tx = statistic(
+        def rule(u, s):
+            s = _numerics.moving_average(s, u, decay)
+            return s, s
+
+        return statistic(
+            "ema",
+            EmaState,
+            rule,
+            dtype=dtype,
+            hyperparams={"decay": decay},
+            math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
+        )
+
+    def debiased(u, s, pre):
+        s = _numerics.moving_average(s, u, decay)
+        return s / pre, s
+
+    return statistic(
         "ema",
         EmaState,
-        rule,
+        debiased,
         dtype=dtype,
-        hyperparams={"decay": decay},
-        math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
+        needs_step=True,
+        prepare=lambda dtype_, step: _numerics.one_minus_power(
+            decay, step, _dtypes.real_dtype(dtype_)
+        ),
+        hyperparams={"decay": decay, "debias": True},
+        math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow \frac{s}{1 - \rho^t}",
     )
-    if debias:
-        from gbopt._combine import chain
-        from gbopt._maps import bias_correction
-
-        return chain(tx, bias_correction(decay))
-    return tx
 
 
 class AccumulateSquareState(NamedTuple):
