@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _tree
+from gbopt import _tree, _tree_checks
 
 _FIX = (
     "Restore into a template built by the same optimizer for parameters of the same "
@@ -111,7 +111,7 @@ def restore_state(template: Any, restored: Any) -> Any:
     """
     if jax.tree.structure(restored) != jax.tree.structure(template):
         restored = _align(template, restored)
-    _tree.check_matches(
+    _tree_checks.check_matches(
         restored,
         template,
         what="restored state",

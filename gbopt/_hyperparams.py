@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _numerics, _tree, _validate
+from gbopt import _dtypes, _numerics, _tree, _validate
 from gbopt._base import GradientTransformation, as_transform, expect_keyed_state
 
 
@@ -73,7 +73,7 @@ def _default_dtype(tree: Any) -> np.dtype:
     for leaf in jax.tree.leaves(tree):
         leaf_dtype = jnp.result_type(leaf)
         if jnp.issubdtype(leaf_dtype, jnp.floating):
-            dtype = jnp.promote_types(dtype, _tree.state_dtype(leaf_dtype))
+            dtype = jnp.promote_types(dtype, _dtypes.state_dtype(leaf_dtype))
     return dtype
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gbopt import _stacking, _tree
+from gbopt import _stacking, _tree, _tree_checks
 from gbopt._base import (
     EMPTY_STATE,
     GradientTransformation,
@@ -86,7 +86,7 @@ def _select(tree: Any, keep: list[bool]) -> Any:
 def _check_params(updates: Any, params: Any) -> None:
     """Updates must fit the parameters they are split like (named error, not a zip's)."""
     if params is not None:
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
+        _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
 
 
 def _resolve(spec: Any, tree: Any, who: str) -> Any:

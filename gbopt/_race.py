@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _optimizers
+from gbopt import _textbook as _optimizers
 from gbopt._problems import INSTALL_HINT, MissingDependencyError, Problem
 from gbopt._update import apply_updates
 

@@ -33,7 +33,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from gbopt import _tree, _validate
+from gbopt import _tree, _tree_checks, _validate
 from gbopt._base import GradientTransformation, as_transform, expect_state
 
 _INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
@@ -219,7 +219,7 @@ def stack_leaves(
     def update_fn(updates, state, params=None, **extra_args):
         expect_state(state, StackLeavesState, "stack_leaves")
         if params is not None:
-            _tree.check_matches(updates, params, what="updates", reference_name="params")
+            _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         p = plan(params if params is not None else updates)
         view_updates = stacked(p, updates, "updates")
         view_params = stacked(p, params, "params")

@@ -40,18 +40,27 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt._base import GradientTransformation, ScalarOrSchedule
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction, ema, trace
+from gbopt._maps import (
+    add,
+    bias_correction,
+    identity,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+    sqrt,
+)
 from gbopt._regularize import add_decayed_weights
-from gbopt._scaling import add, scale, scale_by_learning_rate, sqrt
-from gbopt._torch_primitives import (
+from gbopt._statistics import (
     _validate_momentum_decay,
     accumulate_centered_square,
     accumulate_inf_norm,
+    accumulate_square,
+    ema,
     nadam_momentum,
     running_max,
-    scale_by_schedule,
+    trace,
 )
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
