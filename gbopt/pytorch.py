@@ -26,12 +26,18 @@ and the textbook's RMSProp inside). ``SGD``'s first momentum step is undamped, a
 ``Adam(amsgrad=True)`` takes the maximum of the raw second moment; optax reproduces
 neither. ``NAdam`` uses Dozat's momentum schedule, which optax's ``nadam`` does not.
 
+**Complex parameters** follow PyTorch, which runs each rule on ``torch.view_as_real(p)``:
+the real and imaginary parts are separate reals, each with its own second moment
+(:math:`\operatorname{Re}(g)^2`, :math:`\operatorname{Im}(g)^2`). gbopt's core optimizers
+and optax use one real :math:`|g|^2` per complex element instead.
+
 .. warning:: ``maximize=True`` negates the gradient *before* weight decay, as PyTorch
    does, so weight decay still pulls the parameters towards 0.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +96,72 @@ def _betas(betas: Any) -> tuple[Any, Any]:
     return b1, b2
 
 
+def _is_complex(x: Any) -> bool:
+    return x is not None and jnp.iscomplexobj(x)
+
+
+def _as_real(tree: Any) -> Any:
+    """Each complex leaf as ``torch.view_as_real`` sees it (parts on a new last axis).
+
+    Real leaves (and None) are unchanged.
+    """
+
+    def leaf(x):
+        if not _is_complex(x):
+            return x
+        x = jnp.asarray(x)
+        return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+    return jax.tree.map(leaf, tree)
+
+
+def _back_to_complex(tree: Any, like: Any) -> Any:
+    """The inverse of :func:`_as_real` for the leaves that are complex in ``like``."""
+
+    def leaf(x, ref):
+        if x is None or not _is_complex(ref):
+            return x
+        return jax.lax.complex(x[..., 0], x[..., 1]).astype(jnp.result_type(ref))
+
+    return jax.tree.map(leaf, tree, like, is_leaf=lambda x: x is None)
+
+
+def _view_as_real(tx: GradientTransformation) -> GradientTransformation:
+    r"""``tx`` applied to complex leaves as PyTorch applies its optimizers to them.
+
+    ``torch.optim`` runs its rule on ``torch.view_as_real(p)``: the real and imaginary
+    parts are two independent reals, each with its own second moment
+    (:math:`\operatorname{Re}(g)^2` and :math:`\operatorname{Im}(g)^2`, where gbopt's core
+    and optax use one real :math:`|g|^2`). The state of a complex leaf has its shape plus
+    a last axis of 2; a tree without complex leaves is passed through untouched (same
+    state, same program).
+    """
+
+    def has_complex(tree):
+        return any(_is_complex(x) for x in jax.tree.leaves(tree))
+
+    def init_fn(params):
+        return tx.init(_as_real(params) if has_complex(params) else params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not (has_complex(updates) or has_complex(params)):
+            return tx.update(updates, state, params, **extra_args)
+        out, state = tx.update(_as_real(updates), state, _as_real(params), **extra_args)
+        return _back_to_complex(out, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _torch_semantics(factory: Callable[..., GradientTransformation]):
+    """Decorates a constructor so that complex parameters follow PyTorch (:func:`_view_as_real`)."""
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        return _view_as_real(factory(*args, **kwargs))
+
+    return build
+
+
 def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]:
     """PyTorch's first two lines: negate for ``maximize``, then add L2 weight decay."""
     pieces = [scale(-1.0)] if maximize else []
@@ -98,6 +170,7 @@ def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]
     return pieces
 
 
+@_torch_semantics
 def SGD(
     lr: ScalarOrSchedule = 1e-3,
     momentum: Number = 0,
@@ -194,6 +267,7 @@ def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedu
     return lambda count: base(count) / (1 + count * lr_decay)
 
 
+@_torch_semantics
 def Adagrad(
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: Number = 0,
@@ -260,6 +334,7 @@ def Adagrad(
     )
 
 
+@_torch_semantics
 def RMSprop(
     lr: ScalarOrSchedule = 1e-2,
     alpha: Number = 0.99,
@@ -331,6 +406,7 @@ def RMSprop(
     return chain(*pieces)
 
 
+@_torch_semantics
 def Adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -463,6 +539,7 @@ def AdamW(
     )
 
 
+@_torch_semantics
 def NAdam(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -534,6 +611,7 @@ def NAdam(
     return with_step_count(build)
 
 
+@_torch_semantics
 def Adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
