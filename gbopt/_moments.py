@@ -87,7 +87,13 @@ class EmaState(NamedTuple):
     mu: Any
 
 
-def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransformation:
+def ema(
+    decay: float | jax.Array,
+    *,
+    debias: bool = False,
+    dtype: Any = None,
+    initial_value: float = 0.0,
+) -> GradientTransformation:
     r"""Exponential moving average of the updates (the first moment).
 
     .. math:: s_t = \rho\, s_{t-1} + (1 - \rho)\, u_t, \qquad s_0 = 0
@@ -96,6 +102,10 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
       decay: :math:`\rho`, in [0, 1).
       debias: follow with :func:`bias_correction` (own step count), returning
         :math:`s_t / (1 - \rho^t)`.
+      dtype: the dtype :math:`s` is stored in (optax's ``mu_dtype``); ``None``: the
+        parameters' dtype promoted to at least float32. A narrower dtype saves memory and
+        rounds :math:`s` at every step.
+      initial_value: :math:`s_0`, a finite number (0; Yogi starts from 1e-6).
 
     Returns:
       A transform with state :class:`EmaState` (or ``(EmaState, BiasCorrectionState)``
@@ -103,13 +113,15 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
     """
     _validate.decay_rate("decay", decay)
     _validate.flag("debias", debias)
+    _validate.finite("initial_value", initial_value)
     if debias:
         from gbopt._combine import chain
 
-        return chain(ema(decay), bias_correction(decay))
+        return chain(ema(decay, dtype=dtype, initial_value=initial_value), bias_correction(decay))
+    stored = _tree.state_dtype if dtype is None else _tree.fixed_dtype(dtype)
 
     def init_fn(params):
-        return EmaState(_tree.zeros_like(params))
+        return EmaState(_tree.full_like(params, initial_value, stored))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -117,8 +129,8 @@ def ema(decay: float | jax.Array, *, debias: bool = False) -> GradientTransforma
         _check(updates, state.mu, "mu")
 
         def leaf(u, s):
-            s = _tree.moving_average(s, u, decay)
-            return _tree.cast(s, u.dtype), s
+            new = _tree.moving_average(_tree.cast(s, _tree.state_dtype(s.dtype)), u, decay)
+            return _tree.cast(new, u.dtype), _tree.cast(new, s.dtype)
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
         return out, EmaState(mu)

@@ -55,7 +55,10 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
 
 
 def add_decayed_weights(
-    weight_decay: float | jax.Array = 0.0, mask: Any | Callable[[Any], Any] | None = None
+    weight_decay: float | jax.Array | Callable[[jax.Array], Any] = 0.0,
+    mask: Any | Callable[[Any], Any] | None = None,
+    *,
+    step: jax.Array | None = None,
 ) -> GradientTransformation:
     r"""Adds :math:`\lambda w` to the updates (L2 / decoupled weight decay, by its place).
 
@@ -66,16 +69,29 @@ def add_decayed_weights(
     (Loshchilov & Hutter, 2019).
 
     Args:
-      weight_decay: :math:`\lambda`, a finite number >= 0.
+      weight_decay: :math:`\lambda`, a finite number >= 0, or a schedule
+        ``count -> value`` (read at the number of updates applied before this one, as
+        optax's ``add_decayed_weights`` reads it). A concrete 0 adds nothing.
       mask: a pytree of booleans shaped like the parameters (or a function
         ``params -> mask``); decay is added only where it is True (e.g. not to biases).
+      step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it
+        (for a schedule); a schedule without it keeps its own count.
 
     Raises:
       ValueError: for a negative, NaN or infinite ``weight_decay``; at ``update`` when
         called without ``params``, or with a ``mask`` that does not match them.
       TypeError: at ``init``, for integer or boolean parameters.
     """
-    _validate.non_negative("weight_decay", weight_decay)
+    if callable(weight_decay):
+        if step is None:
+            from gbopt._combine import with_step_count
+
+            return with_step_count(lambda t: add_decayed_weights(weight_decay, mask, step=t))
+        rate = weight_decay(step - 1)
+    else:
+        _validate.non_negative("weight_decay", weight_decay)
+        rate = weight_decay
+    nothing = _tree.is_number(rate) and rate == 0
 
     def init_fn(params):
         if params is not None:
@@ -84,6 +100,8 @@ def add_decayed_weights(
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        if nothing:
+            return updates, state
         if params is None:
             if not jax.tree.leaves(updates):  # an empty tree (or None): nothing to decay
                 return updates, state
@@ -105,7 +123,7 @@ def add_decayed_weights(
                 return u
             u = _tree.as_array(u)
             wide = _tree.state_dtype(u.dtype)
-            lam = _tree.scalar(weight_decay, wide)
+            lam = _tree.scalar(rate, wide)
             return _tree.cast(_tree.cast(u, wide) + lam * _tree.cast(w, wide), u.dtype)
 
         return jax.tree.map(leaf, updates, params, m), state

@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _tree, _validate
-from gbopt._base import EMPTY_STATE, GradientTransformation, ScalarOrSchedule, expect_state
+from gbopt._base import (
+    EMPTY_STATE,
+    GradientTransformation,
+    ScalarOrSchedule,
+    expect_state,
+    identity,
+)
 
 
 def _stateless(leaf_fn) -> GradientTransformation:
@@ -150,6 +156,8 @@ def add(value: float | jax.Array) -> GradientTransformation:
       value: :math:`\delta`, a finite number (usually ``eps`` >= 0).
     """
     _validate.finite("value", value)
+    if _tree.is_number(value) and value == 0:  # optax's eps_root=0: no work, same state
+        return identity()
     return _stateless(lambda u, dtype: u + _tree.scalar(value, dtype))
 
 

@@ -303,6 +303,7 @@ def nadam_momentum(
     momentum_decay: float | jax.Array = 4e-3,
     *,
     step: jax.Array | None = None,
+    dtype: Any = None,
 ) -> GradientTransformation:
     r"""NAdam's numerator: Nesterov momentum with Dozat's momentum schedule.
 
@@ -328,6 +329,8 @@ def nadam_momentum(
       step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
         otherwise the transform keeps its own count (it is wrapped in
         :func:`gbopt.with_step_count`).
+      dtype: the dtype :math:`m` is stored in (optax's ``mu_dtype``); ``None``: the
+        parameters' dtype promoted to at least float32.
 
     Returns:
       A transform with state :class:`NadamMomentumState` (inside a
@@ -341,7 +344,7 @@ def nadam_momentum(
     if step is None:
         from gbopt._combine import with_step_count
 
-        return with_step_count(lambda t: nadam_momentum(b1, momentum_decay, step=t))
+        return with_step_count(lambda t: nadam_momentum(b1, momentum_decay, step=t, dtype=dtype))
 
     if isinstance(momentum_decay, numbers.Real):
         # psi * log(0.96) in float64 at trace time; inf * log(0.96) = -inf gives mu = b1.
@@ -353,9 +356,11 @@ def nadam_momentum(
         dtypes = [_tree.state_dtype(jnp.result_type(x)) for x in jax.tree.leaves(tree)]
         return jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
 
+    stored = _tree.state_dtype if dtype is None else _tree.fixed_dtype(dtype)
+
     def init_fn(params):
-        mu = _tree.zeros_like(params)
-        return NadamMomentumState(mu, _tree.scalar_like(params, 1, product_dtype(mu)))
+        mu = _tree.zeros_like(params, stored)
+        return NadamMomentumState(mu, _tree.scalar_like(params, 1, product_dtype(params)))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -367,11 +372,12 @@ def nadam_momentum(
         coef_grad = (1 - mu_t) / (1 - product)
         coef_mu = mu_next / (1 - product * mu_next)
 
-        def leaf(u, m):
+        def leaf(u, m_stored):
+            m = _tree.cast(m_stored, _tree.state_dtype(m_stored.dtype))
             g = u.astype(m.dtype)
             m = _tree.moving_average(m, g, b1)
             out = coef_grad.astype(m.dtype) * g + coef_mu.astype(m.dtype) * m
-            return out.astype(u.dtype), m
+            return out.astype(u.dtype), _tree.cast(m, m_stored.dtype)
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
         return out, NadamMomentumState(mu, product)

@@ -40,6 +40,16 @@ def state_dtype(dtype) -> np.dtype:
     return dtype
 
 
+def fixed_dtype(dtype) -> Callable[[Any], np.dtype]:
+    """A ``dtype_fn`` for :func:`full_like` that always answers ``dtype`` (canonicalized).
+
+    For a statistic stored in a dtype the user chose (optax's ``mu_dtype``); without
+    ``jax_enable_x64``, float64 becomes float32 as JAX would make it.
+    """
+    chosen = jax.dtypes.canonicalize_dtype(jnp.dtype(dtype))
+    return lambda _: chosen
+
+
 def check_float_params(params: Any, *, what: str = "params") -> None:
     """Raises a TypeError naming the first leaf of ``params`` that is not floating point."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -352,7 +362,8 @@ def map_leaves(fn: Callable, n_out: int, updates: Any, *trees: Any) -> tuple[Any
     return tuple(treedef.unflatten(list(c)) for c in columns)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a plain real number (known at trace time), not a bool or array."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.ndarray))
 
 
@@ -362,7 +373,7 @@ def scalar(value: Any, dtype) -> jax.Array | np.ndarray:
     A Python number becomes a NumPy scalar, which JAX embeds as a literal: no device
     work at trace time (``jnp.asarray`` would dispatch an operation for every leaf).
     """
-    if _is_number(value):
+    if is_number(value):
         return np.asarray(value, dtype)
     return jnp.asarray(value).astype(dtype)
 
