@@ -203,3 +203,143 @@ def test_signature_is_optaxs(name):
 def test_docstring_has_the_rule_and_a_reference(name):
     doc = getattr(gbopt, name).__doc__
     assert ".. math::" in doc and "Returns:" in doc and "References:" in doc and "chain(" in doc
+
+
+# ---------------------------------------------------------------- the papers' rules, in NumPy
+
+
+def _numpy_gradient(x, c, s):
+    return s * ((x - c) + 0.1 * x**3)
+
+
+def _leaves():
+    return jax.tree.leaves(X0), jax.tree.leaves(TARGET), jax.tree.leaves(SCALES)
+
+
+def amsgrad_paper(lr, b1, b2, steps=STEPS):
+    """Reddi et al., Alg. 2 with constant α and β₁: no bias correction, no ε."""
+    xs, cs, ss = _leaves()
+    out = []
+    for x, c, s in zip(xs, cs, ss, strict=True):
+        x, m, v, v_max, path = x.copy(), 0 * x, 0 * x, 0 * x, []
+        for _ in range(steps):
+            g = _numpy_gradient(x, c, s)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            v_max = np.maximum(v_max, v)
+            x = x - lr * m / np.sqrt(v_max)
+            path.append(x)
+        out.append(np.stack(path))
+    return out
+
+
+def yogi_paper(lr, b1, b2, eps, v0, steps=STEPS):
+    """Zaheer et al., Alg. 2: no bias correction; m₀ = 0, v₀ = v0."""
+    xs, cs, ss = _leaves()
+    out = []
+    for x, c, s in zip(xs, cs, ss, strict=True):
+        x, m, v, path = x.copy(), 0 * x, v0 + 0 * x, []
+        for _ in range(steps):
+            g = _numpy_gradient(x, c, s)
+            m = b1 * m + (1 - b1) * g
+            v = v - (1 - b2) * np.sign(v - g * g) * g * g
+            x = x - lr * m / (np.sqrt(v) + eps)
+            path.append(x)
+        out.append(np.stack(path))
+    return out
+
+
+def radam_paper(lr, b1, b2, steps=STEPS):
+    """Liu et al., Alg. 2: rectified when ρ_t > 4, no ε."""
+    xs, cs, ss = _leaves()
+    rho_inf = 2 / (1 - b2) - 1
+    out = []
+    for x, c, s in zip(xs, cs, ss, strict=True):
+        x, m, v, path = x.copy(), 0 * x, 0 * x, []
+        for t in range(1, steps + 1):
+            g = _numpy_gradient(x, c, s)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat = m / (1 - b1**t)
+            rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+            if rho > 4:
+                r = math.sqrt(
+                    (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+                )
+                x = x - lr * r * m_hat / np.sqrt(v / (1 - b2**t))
+            else:
+                x = x - lr * m_hat
+            path.append(x)
+        out.append(np.stack(path))
+    return out
+
+
+PAPERS = [
+    (
+        "amsgrad-reddi",
+        lambda: gbopt.amsgrad(
+            1e-3, 0.9, 0.99, eps=0.0, bias_correction_mu=False, bias_correction_nu=False
+        ),
+        lambda: amsgrad_paper(1e-3, 0.9, 0.99),
+    ),
+    (
+        "yogi-zaheer",
+        lambda: gbopt.chain(
+            gbopt.divide(
+                gbopt.ema(0.9),
+                gbopt.chain(gbopt.accumulate_yogi_square(0.99), gbopt.sqrt(), gbopt.add(1e-3)),
+            ),
+            gbopt.scale_by_learning_rate(1e-3),
+        ),
+        lambda: yogi_paper(1e-3, 0.9, 0.99, 1e-3, 1e-6),
+    ),
+    (
+        "radam-liu",
+        lambda: gbopt.radam(2e-4, 0.9, 0.99, eps=0.0, threshold=4.0),
+        lambda: radam_paper(2e-4, 0.9, 0.99),
+    ),
+]
+
+
+@pytest.mark.parametrize("make, paper", [p[1:] for p in PAPERS], ids=[p[0] for p in PAPERS])
+def test_paper_rule_in_numpy(make, paper):
+    got = jax.tree.leaves(trajectory(make()))
+    expected = paper()
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, expected, strict=True)) <= TOL
+
+
+def test_the_papers_differ_from_optax():
+    """The documented differences are real: optax's defaults leave the papers' trajectories."""
+    optax_amsgrad = jax.tree.leaves(trajectory(optax.amsgrad(1e-3, 0.9, 0.99, eps=0.0)))
+    paper = amsgrad_paper(1e-3, 0.9, 0.99)
+    assert (
+        max(float(np.max(np.abs(a - b))) for a, b in zip(optax_amsgrad, paper, strict=True)) > 1e-6
+    )
+    optax_yogi = jax.tree.leaves(trajectory(optax.yogi(1e-3, 0.9, 0.99, 1e-3)))
+    paper = yogi_paper(1e-3, 0.9, 0.99, 1e-3, 1e-6)
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(optax_yogi, paper, strict=True)) > 1e-6
+
+
+# ---------------------------------------------------------------- dtypes, tracing, the table
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
+    chex.clear_trace_counter()
+    tx = getattr(gbopt, name)(1e-3)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), X0)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, state):
+        grads = jax.tree.map(lambda g: g.astype(jnp.bfloat16), jax.grad(loss)(params))
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(3):
+        params, state = step(params, state)
+    assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(params))
+    assert all(np.all(np.isfinite(np.asarray(p, np.float32))) for p in jax.tree.leaves(params))
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
