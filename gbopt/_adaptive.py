@@ -18,6 +18,8 @@ once per optimizer (:func:`gbopt.with_step_count`) for every bias correction and
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -25,12 +27,19 @@ from typing import Any
 import jax
 
 from gbopt import _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt._base import GradientTransformation, ScalarOrSchedule, named
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction, ema, trace
+from gbopt._maps import add, bias_correction, identity, scale_by_learning_rate, sqrt
 from gbopt._partition import masked
 from gbopt._regularize import add_decayed_weights
-from gbopt._scaling import add, scale_by_learning_rate, sqrt
+from gbopt._statistics import (
+    accumulate_inf_norm,
+    accumulate_square,
+    ema,
+    nadam_momentum,
+    running_max,
+    trace,
+)
 from gbopt._statistics_adaptive import (
     accumulate_belief,
     accumulate_layer_square,
@@ -40,14 +49,31 @@ from gbopt._statistics_adaptive import (
     rectification,
     scale_by_trust_ratio,
 )
-from gbopt._torch_primitives import accumulate_inf_norm, nadam_momentum, running_max
 
 Number = float | jax.Array
 Mask = Any | Callable[[Any], Any] | None
 WeightDecay = float | jax.Array | Callable[[jax.Array], Any]
 
 
-def _first_moment(b1, mu_dtype, nesterov: bool, t) -> GradientTransformation:
+def _optimizer(factory: Callable) -> Callable:
+    """Marks what ``factory`` returns as the optimizer of its name, with its arguments.
+
+    :func:`gbopt.describe` then shows the name and the hyperparameters above the chain;
+    the signature is ``factory``'s (``inspect.signature`` follows ``__wrapped__``), which
+    ``optax.inject_hyperparams`` reads.
+    """
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def build(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return named(factory.__name__, factory(*args, **kwargs), **bound.arguments)
+
+    return build
+
+
+def _first_moment(b1, mu_dtype, nesterov: bool) -> GradientTransformation:
     r"""The numerator: :math:`\hat m_t`, or with ``nesterov`` Dozat's Nesterov estimate.
 
     :math:`\beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) g_t / (1 - \beta_1^t)`.
@@ -55,21 +81,18 @@ def _first_moment(b1, mu_dtype, nesterov: bool, t) -> GradientTransformation:
     _validate.flag("nesterov", nesterov)
     if nesterov:
         # Dozat's numerator with a constant momentum (no momentum schedule, as optax).
-        return nadam_momentum(b1, math.inf, step=t, dtype=mu_dtype)
-    return chain(ema(b1, dtype=mu_dtype), bias_correction(b1, step=t))
+        return nadam_momentum(b1, math.inf, dtype=mu_dtype)
+    return chain(ema(b1, dtype=mu_dtype), bias_correction(b1))
 
 
-def _adam_denominator(b2, eps, eps_root, t) -> GradientTransformation:
+def _adam_denominator(b2, eps, eps_root) -> GradientTransformation:
     r""":math:`\sqrt{\hat v_t + \epsilon_r} + \epsilon`."""
-    return chain(
-        accumulate_square(b2), bias_correction(b2, step=t), add(eps_root), sqrt(), add(eps)
-    )
+    return chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(), add(eps))
 
 
-def _decay(weight_decay: WeightDecay, mask: Mask, t=None) -> GradientTransformation:
+def _decay(weight_decay: WeightDecay, mask: Mask) -> GradientTransformation:
     """``add_decayed_weights(weight_decay)``, limited to ``mask`` (a prefix tree or function)."""
-    decay = add_decayed_weights(weight_decay, step=t)
-    return _masked(decay, mask)
+    return _masked(add_decayed_weights(weight_decay), mask)
 
 
 def _masked(tx: GradientTransformation, mask: Mask) -> GradientTransformation:
@@ -79,6 +102,7 @@ def _masked(tx: GradientTransformation, mask: Mask) -> GradientTransformation:
     return masked(tx, mask)
 
 
+@_optimizer
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -121,10 +145,10 @@ def adamw(
       nesterov: Dozat's Nesterov momentum (NAdamW).
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
-      chain(accumulate_square(b2), bias_correction(b2, step=t), add(eps_root), sqrt(),
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
+      chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(),
       add(eps))), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate,
-      step=t)))``; with ``nesterov``, ``nadam_momentum(b1, inf, step=t)`` is the numerator;
+      )))``; with ``nesterov``, ``nadam_momentum(b1, inf)`` is the numerator;
       with a ``mask``, the decay is inside :func:`gbopt.masked`.
 
     Raises:
@@ -139,16 +163,15 @@ def adamw(
     _validate.non_negative("eps", eps)
     _validate.non_negative("eps_root", eps_root)
     return with_step_count(
-        lambda t: chain(
-            divide(
-                _first_moment(b1, mu_dtype, nesterov, t), _adam_denominator(b2, eps, eps_root, t)
-            ),
-            _decay(weight_decay, mask, t),
-            scale_by_learning_rate(learning_rate, step=t),
+        chain(
+            divide(_first_moment(b1, mu_dtype, nesterov), _adam_denominator(b2, eps, eps_root)),
+            _decay(weight_decay, mask),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def nadam(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -185,9 +208,9 @@ def nadam(
       nesterov: keep True (optax's ``nadam`` is a partial of ``adam`` with this flag).
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(nadam_momentum(b1, math.inf, step=t),
-      chain(accumulate_square(b2), bias_correction(b2, step=t), add(eps_root), sqrt(),
-      add(eps))), scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(nadam_momentum(b1, math.inf),
+      chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(),
+      add(eps))), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -199,15 +222,14 @@ def nadam(
     _validate.non_negative("eps", eps)
     _validate.non_negative("eps_root", eps_root)
     return with_step_count(
-        lambda t: chain(
-            divide(
-                _first_moment(b1, mu_dtype, nesterov, t), _adam_denominator(b2, eps, eps_root, t)
-            ),
-            scale_by_learning_rate(learning_rate, step=t),
+        chain(
+            divide(_first_moment(b1, mu_dtype, nesterov), _adam_denominator(b2, eps, eps_root)),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def nadamw(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -241,10 +263,10 @@ def nadamw(
 
     Returns:
       ``adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
-      nesterov=nesterov)``, that is ``with_step_count(lambda t: chain(divide(
-      nadam_momentum(b1, math.inf, step=t), chain(accumulate_square(b2),
-      bias_correction(b2, step=t), add(eps_root), sqrt(), add(eps))),
-      add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate, step=t)))``.
+      nesterov=nesterov)``, that is ``with_step_count(chain(divide(
+      nadam_momentum(b1, math.inf), chain(accumulate_square(b2),
+      bias_correction(b2), add(eps_root), sqrt(), add(eps))),
+      add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -253,11 +275,12 @@ def nadamw(
     References:
       Loshchilov & Hutter, ICLR 2019; Dozat, ICLR 2016 workshop.
     """
-    return adamw(
+    return adamw.__wrapped__(
         learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov
     )
 
 
+@_optimizer
 def adamax(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -280,8 +303,8 @@ def adamax(
       eps: :math:`\epsilon` >= 0, inside the maximum.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
-      accumulate_inf_norm(b2, eps=eps)), scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
+      accumulate_inf_norm(b2, eps=eps)), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -291,13 +314,14 @@ def adamax(
       Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, §7.1.
     """
     return with_step_count(
-        lambda t: chain(
-            divide(chain(ema(b1), bias_correction(b1, step=t)), accumulate_inf_norm(b2, eps=eps)),
-            scale_by_learning_rate(learning_rate, step=t),
+        chain(
+            divide(chain(ema(b1), bias_correction(b1)), accumulate_inf_norm(b2, eps=eps)),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def adamaxw(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -321,9 +345,9 @@ def adamaxw(
       mask: where to decay; ``None``: everywhere.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
       accumulate_inf_norm(b2, eps=eps)), add_decayed_weights(weight_decay),
-      scale_by_learning_rate(learning_rate, step=t)))``.
+      scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -333,14 +357,15 @@ def adamaxw(
       Kingma & Ba, ICLR 2015, §7.1; Loshchilov & Hutter, ICLR 2019.
     """
     return with_step_count(
-        lambda t: chain(
-            divide(chain(ema(b1), bias_correction(b1, step=t)), accumulate_inf_norm(b2, eps=eps)),
-            _decay(weight_decay, mask, t),
-            scale_by_learning_rate(learning_rate, step=t),
+        chain(
+            divide(chain(ema(b1), bias_correction(b1)), accumulate_inf_norm(b2, eps=eps)),
+            _decay(weight_decay, mask),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def amsgrad(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -377,9 +402,9 @@ def amsgrad(
       bias_correction_nu: debias :math:`v_t` before the maximum.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), [bias_correction(b1,
-      step=t)]), chain(accumulate_square(b2), [bias_correction(b2, step=t)], running_max(),
-      add(eps_root), sqrt(), add(eps))), scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(chain(ema(b1), [bias_correction(b1,
+      )]), chain(accumulate_square(b2), [bias_correction(b2)], running_max(),
+      add(eps_root), sqrt(), add(eps))), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -394,22 +419,23 @@ def amsgrad(
     _validate.non_negative("eps", eps)
     _validate.non_negative("eps_root", eps_root)
 
-    def build(t):
+    def build():
         numerator = [ema(b1, dtype=mu_dtype)]
         if bias_correction_mu:
-            numerator.append(bias_correction(b1, step=t))
+            numerator.append(bias_correction(b1))
         denominator = [accumulate_square(b2)]
         if bias_correction_nu:
-            denominator.append(bias_correction(b2, step=t))
+            denominator.append(bias_correction(b2))
         denominator += [running_max(), add(eps_root), sqrt(), add(eps)]
         return chain(
             divide(chain(*numerator), chain(*denominator)),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
 
-    return with_step_count(build)
+    return with_step_count(build())
 
 
+@_optimizer
 def radam(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -449,10 +475,10 @@ def radam(
       nesterov: Dozat's Nesterov momentum.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
-      chain(accumulate_square(b2), bias_correction(b2, step=t), add(eps_root), sqrt(),
-      add(eps), rectification(b2, threshold, step=t))), scale_by_learning_rate(
-      learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
+      chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(),
+      add(eps), rectification(b2, threshold))), scale_by_learning_rate(
+      learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -464,18 +490,17 @@ def radam(
     _validate.non_negative("eps", eps)
     _validate.non_negative("eps_root", eps_root)
     return with_step_count(
-        lambda t: chain(
+        chain(
             divide(
-                _first_moment(b1, None, nesterov, t),
-                chain(
-                    _adam_denominator(b2, eps, eps_root, t), rectification(b2, threshold, step=t)
-                ),
+                _first_moment(b1, None, nesterov),
+                chain(_adam_denominator(b2, eps, eps_root), rectification(b2, threshold)),
             ),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def adabelief(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -508,9 +533,9 @@ def adabelief(
       nesterov: Dozat's Nesterov momentum.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
-      chain(accumulate_belief(b1, b2, eps_root=eps_root), bias_correction(b2, step=t),
-      sqrt(), add(eps))), scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
+      chain(accumulate_belief(b1, b2, eps_root=eps_root), bias_correction(b2),
+      sqrt(), add(eps))), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -522,21 +547,22 @@ def adabelief(
     """
     _validate.non_negative("eps", eps)
     return with_step_count(
-        lambda t: chain(
+        chain(
             divide(
-                _first_moment(b1, None, nesterov, t),
+                _first_moment(b1, None, nesterov),
                 chain(
                     accumulate_belief(b1, b2, eps_root=eps_root),
-                    bias_correction(b2, step=t),
+                    bias_correction(b2),
                     sqrt(),
                     add(eps),
                 ),
             ),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def yogi(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -564,9 +590,9 @@ def yogi(
       eps: :math:`\epsilon` >= 0, outside the root (1e-3, as in the paper).
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1, initial_value=1e-6),
-      bias_correction(b1, step=t)), chain(accumulate_yogi_square(b2), bias_correction(b2,
-      step=t), sqrt(), add(eps))), scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(chain(ema(b1, initial_value=1e-6),
+      bias_correction(b1)), chain(accumulate_yogi_square(b2), bias_correction(b2,
+      ), sqrt(), add(eps))), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -577,21 +603,22 @@ def yogi(
     """
     _validate.non_negative("eps", eps)
     return with_step_count(
-        lambda t: chain(
+        chain(
             divide(
-                chain(ema(b1, initial_value=1e-6), bias_correction(b1, step=t)),
+                chain(ema(b1, initial_value=1e-6), bias_correction(b1)),
                 chain(
                     accumulate_yogi_square(b2, initial_accumulator_value=1e-6),
-                    bias_correction(b2, step=t),
+                    bias_correction(b2),
                     sqrt(),
                     add(eps),
                 ),
             ),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def adan(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.98,
@@ -633,10 +660,10 @@ def adan(
       mask: where to decay; ``None``: everywhere.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(adan_momentum(b1, b2, step=t),
-      chain(adan_extrapolation(b2, step=t), accumulate_square(b3), bias_correction(b3,
-      step=t), add(eps_root), sqrt(), add(eps))), add_decayed_weights(weight_decay),
-      scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(adan_momentum(b1, b2),
+      chain(adan_extrapolation(b2), accumulate_square(b3), bias_correction(b3,
+      ), add(eps_root), sqrt(), add(eps))), add_decayed_weights(weight_decay),
+      scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -649,24 +676,25 @@ def adan(
     _validate.non_negative("eps", eps)
     _validate.non_negative("eps_root", eps_root)
     return with_step_count(
-        lambda t: chain(
+        chain(
             divide(
-                adan_momentum(b1, b2, step=t),
+                adan_momentum(b1, b2),
                 chain(
-                    adan_extrapolation(b2, step=t),
+                    adan_extrapolation(b2),
                     accumulate_square(b3),
-                    bias_correction(b3, step=t),
+                    bias_correction(b3),
                     add(eps_root),
                     sqrt(),
                     add(eps),
                 ),
             ),
-            _decay(weight_decay, mask, t),
-            scale_by_learning_rate(learning_rate, step=t),
+            _decay(weight_decay, mask),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def novograd(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -694,10 +722,10 @@ def novograd(
       weight_decay: :math:`\lambda` >= 0, or a schedule.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(identity(),
-      chain(accumulate_layer_square(b2, step=t), add(eps_root), sqrt(), add(eps))),
+      ``with_step_count(chain(divide(identity(),
+      chain(accumulate_layer_square(b2), add(eps_root), sqrt(), add(eps))),
       add_decayed_weights(weight_decay), trace(b1), scale_by_learning_rate(learning_rate,
-      step=t)))``.
+      )))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -710,18 +738,19 @@ def novograd(
     _validate.non_negative("eps", eps)
     _validate.non_negative("eps_root", eps_root)
     return with_step_count(
-        lambda t: chain(
+        chain(
             divide(
                 identity(),
-                chain(accumulate_layer_square(b2, step=t), add(eps_root), sqrt(), add(eps)),
+                chain(accumulate_layer_square(b2), add(eps_root), sqrt(), add(eps)),
             ),
-            add_decayed_weights(weight_decay, step=t),
+            add_decayed_weights(weight_decay),
             trace(b1),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: Number = 0.9,
@@ -750,10 +779,10 @@ def lamb(
       mask: where to decay; ``None``: everywhere.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
-      chain(accumulate_square(b2), bias_correction(b2, step=t), add(eps_root), sqrt(),
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
+      chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(),
       add(eps))), add_decayed_weights(weight_decay), scale_by_trust_ratio(),
-      scale_by_learning_rate(learning_rate, step=t)))``.
+      scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -766,15 +795,16 @@ def lamb(
     _validate.non_negative("eps", eps)
     _validate.non_negative("eps_root", eps_root)
     return with_step_count(
-        lambda t: chain(
-            divide(_first_moment(b1, None, False, t), _adam_denominator(b2, eps, eps_root, t)),
-            _decay(weight_decay, mask, t),
+        chain(
+            divide(_first_moment(b1, None, False), _adam_denominator(b2, eps, eps_root)),
+            _decay(weight_decay, mask),
             scale_by_trust_ratio(),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
     )
 
 
+@_optimizer
 def lars(
     learning_rate: ScalarOrSchedule,
     weight_decay: WeightDecay = 0.0,

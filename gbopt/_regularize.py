@@ -8,8 +8,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _stacking, _tree, _validate
-from gbopt._base import EMPTY_STATE, GradientTransformation
+from gbopt import _dtypes, _placement, _tree_checks, _validate
+from gbopt._base import (
+    EMPTY_STATE,
+    GradientTransformation,
+    _owning_step,
+    refuse_inside,
+    with_info,
+)
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -17,8 +23,8 @@ def global_norm(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    dtype = jnp.result_type(*[_tree.state_dtype(jnp.result_type(x)) for x in leaves])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(_tree.cast(x, dtype))) for x in leaves))
+    dtype = jnp.result_type(*[_dtypes.state_dtype(jnp.result_type(x)) for x in leaves])
+    return jnp.sqrt(sum(jnp.sum(jnp.square(_dtypes.cast(x, dtype))) for x in leaves))
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
@@ -41,24 +47,27 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         norm = global_norm(updates)
-        c = _tree.scalar(max_norm, norm.dtype)
+        c = _dtypes.scalar(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
 
         def leaf(u):
-            u = _tree.as_array(u)
-            return _tree.cast(_tree.cast(u, norm.dtype) * factor, u.dtype)
+            u = _dtypes.as_array(u)
+            return _dtypes.cast(_dtypes.cast(u, norm.dtype) * factor, u.dtype)
 
         clipped = jax.tree.map(leaf, updates)
         return clipped, state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "clip_by_global_norm",
+        hyperparams={"max_norm": max_norm},
+        math=r"u \cdot \min\left(1, \frac{c}{\lVert u \rVert_2}\right)",
+    )
 
 
 def add_decayed_weights(
     weight_decay: float | jax.Array | Callable[[jax.Array], Any] = 0.0,
     mask: Any | Callable[[Any], Any] | None = None,
-    *,
-    step: jax.Array | None = None,
 ) -> GradientTransformation:
     r"""Adds :math:`\lambda w` to the updates (L2 / decoupled weight decay, by its place).
 
@@ -71,35 +80,31 @@ def add_decayed_weights(
     Args:
       weight_decay: :math:`\lambda`, a finite number >= 0, or a schedule
         ``count -> value`` (read at the number of updates applied before this one, as
-        optax's ``add_decayed_weights`` reads it). A concrete 0 adds nothing.
+        optax's ``add_decayed_weights`` reads it; the step is an enclosing step owner's,
+        or a count of its own). A concrete 0 adds nothing.
       mask: a pytree of booleans shaped like the parameters (or a function
         ``params -> mask``); decay is added only where it is True (e.g. not to biases).
-      step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it
-        (for a schedule); a schedule without it keeps its own count.
+
+    Returns:
+      A stateless transform (state ``()``), or with a schedule used alone a
+      :class:`gbopt.StepCountState`.
 
     Raises:
       ValueError: for a negative, NaN or infinite ``weight_decay``; at ``update`` when
         called without ``params``, or with a ``mask`` that does not match them.
       TypeError: at ``init``, for integer or boolean parameters.
     """
-    if callable(weight_decay):
-        if step is None:
-            from gbopt._combine import with_step_count
-
-            return with_step_count(lambda t: add_decayed_weights(weight_decay, mask, step=t))
-        rate = weight_decay(step - 1)
-    else:
+    scheduled = callable(weight_decay)
+    if not scheduled:
         _validate.non_negative("weight_decay", weight_decay)
-        rate = weight_decay
-    nothing = _tree.is_number(rate) and rate == 0
+    nothing = _dtypes.is_number(weight_decay) and weight_decay == 0
 
     def init_fn(params):
         if params is not None:
-            _tree.check_float_params(params)
+            _placement.check_float_params(params)
         return EMPTY_STATE
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
+    def decay(updates, state, params, step):
         if nothing:
             return updates, state
         if params is None:
@@ -109,23 +114,45 @@ def add_decayed_weights(
                 "add_decayed_weights needs the parameters: call "
                 "`update(updates, state, params)` with `params` (weight decay adds λ·w)."
             )
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
+        _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         if mask is not None:
-            _stacking.refuse_inside("gbopt.add_decayed_weights's mask")
+            refuse_inside("gbopt.add_decayed_weights's mask")
         m = mask(params) if callable(mask) else mask
         if m is None:
             m = jax.tree.map(lambda _: True, updates)
         else:
-            _tree.check_matches(m, params, what="mask", reference_name="params", check_shapes=False)
+            _tree_checks.check_matches(
+                m, params, what="mask", reference_name="params", check_shapes=False
+            )
+        rate = weight_decay(step - 1) if scheduled else weight_decay
+        rate_in = _dtypes.per_dtype(lambda dtype: _dtypes.scalar(rate, dtype))
 
         def leaf(u, w, keep):
             if not keep:
                 return u
-            u = _tree.as_array(u)
-            wide = _tree.state_dtype(u.dtype)
-            lam = _tree.scalar(rate, wide)
-            return _tree.cast(_tree.cast(u, wide) + lam * _tree.cast(w, wide), u.dtype)
+            u = _dtypes.as_array(u)
+            wide = _dtypes.state_dtype(u.dtype)
+            lam = rate_in(wide)
+            return _dtypes.cast(_dtypes.cast(u, wide) + lam * _dtypes.cast(w, wide), u.dtype)
 
         return jax.tree.map(leaf, updates, params, m), state
 
-    return GradientTransformation(init_fn, update_fn)
+    if scheduled:
+
+        def update_with_step(updates, state, params, step, **extra_args):
+            del extra_args
+            return decay(updates, state, params, step)
+
+        init_fn, update_fn = _owning_step(init_fn, update_with_step, "add_decayed_weights")
+    else:
+
+        def update_fn(updates, state, params=None, **extra_args):
+            del extra_args
+            return decay(updates, state, params, None)
+
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "add_decayed_weights",
+        hyperparams={"weight_decay": weight_decay},
+        math=r"u + \lambda w",
+    )

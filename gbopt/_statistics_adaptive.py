@@ -11,87 +11,21 @@ Each is one small piece of one rule, usable on its own:
 * :func:`accumulate_layer_square`: NovoGrad's layer-wise (one scalar per leaf) second moment.
 
 :mod:`gbopt._adaptive` composes them with the core primitives into optax's optimizers.
-Statistics are kept in at least float32 and, for :math:`|g|^2` of complex parameters, in the
-real counterpart; updates come back in the dtype they arrived in (:mod:`gbopt._tree`).
+Each is a leaf rule handed to the kit (:func:`gbopt._base.statistic`,
+:func:`gbopt._base.elementwise`), which keeps the dtype policy (statistics in at least
+float32, :math:`|g|^2` of complex parameters real), the state checks and the step count.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gbopt import _numerics, _tree, _validate
-from gbopt._base import EMPTY_STATE, GradientTransformation, expect_state
-
-
-def _real_state_dtype(dtype) -> Any:
-    """The statistics dtype of a leaf of ``dtype``, real (``|g|^2`` of a complex leaf)."""
-    wide = _tree.state_dtype(dtype)
-    return jnp.finfo(wide).dtype if jnp.issubdtype(wide, jnp.complexfloating) else wide
-
-
-def _abs_sq(x: jax.Array) -> jax.Array:
-    """:math:`|x|^2`, real also for complex ``x``."""
-    if jnp.iscomplexobj(x):
-        return jnp.real(x) ** 2 + jnp.imag(x) ** 2
-    return x * x
-
-
-def _own_step(build: Callable[[jax.Array], GradientTransformation]) -> GradientTransformation:
-    """``build(step)`` inside its own :func:`gbopt.with_step_count` (used alone)."""
-    from gbopt._combine import with_step_count
-
-    return with_step_count(build)
-
-
-def _leafwise(
-    who: str,
-    state_type: type,
-    init: Callable[[Any], tuple],
-    rule: Callable[..., tuple],
-    *,
-    fresh: bool = False,
-    check_shapes: bool = True,
-) -> GradientTransformation:
-    """A statistic from a per-leaf ``rule(u, *stats) -> (out, *new_stats)``.
-
-    ``init(params)`` returns one tree per field of ``state_type``. With ``fresh``, ``rule``
-    is a factory called once per ``update`` (for values memoized per dtype with
-    :func:`gbopt._tree.per_dtype`). ``out`` is cast back to the incoming update's dtype,
-    each statistic to its stored dtype. ``check_shapes=False`` for per-leaf scalars.
-    """
-    fields = state_type._fields
-
-    def init_fn(params):
-        return state_type(*init(params))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        expect_state(state, state_type, who)
-        for name in fields:
-            _tree.check_matches(
-                updates,
-                getattr(state, name),
-                what="updates",
-                reference_name=f"state's `{name}`",
-                check_shapes=check_shapes,
-            )
-        leaf_rule = rule() if fresh else rule
-
-        def leaf(u, *stats):
-            out, *new = leaf_rule(u, *stats)
-            new = [_tree.cast(n, s.dtype) for n, s in zip(new, stats, strict=True)]
-            return (_tree.cast(out, u.dtype), *new)
-
-        out, *new = _tree.map_leaves(leaf, 1 + len(fields), updates, *state)
-        return out, state_type(*new)
-
-    return GradientTransformation(init_fn, update_fn)
-
+from gbopt import _dtypes, _numerics, _validate
+from gbopt._base import GradientTransformation, check_step_argument, elementwise, statistic
 
 # ---------------------------------------------------------------- trust ratio (LARS, LAMB)
 
@@ -106,7 +40,7 @@ def scale_by_trust_ratio(
     .. math::
         u \leftarrow u \cdot \begin{cases}
           \eta\, \dfrac{\max(\|w\|, c)}{\max(\|u\|, c) + \epsilon}
-            & \|w\| > 0 \text{ and } \|u\| > 0 \\
+            & \max(\|w\|, c) > 0 \text{ and } \max(\|u\|, c) > 0 \\
           1 & \text{otherwise}
         \end{cases}
 
@@ -114,7 +48,6 @@ def scale_by_trust_ratio(
     then proportional to the size of its weights, whatever the scale of its gradient. Norms
     are Frobenius norms over the whole leaf (of :math:`|x|` for complex leaves). A leaf
     whose parameter or update is zero keeps its update (the ratio would be 0 or undefined).
-
     Same rule as ``optax.scale_by_trust_ratio``.
 
     Args:
@@ -138,65 +71,48 @@ def scale_by_trust_ratio(
     _validate.finite("trust_coefficient", trust_coefficient)
     _validate.non_negative("eps", eps)
 
-    def init_fn(params):
-        del params
-        return EMPTY_STATE
+    def fn(u, param):
+        real = _dtypes.real_dtype(u.dtype)
+        c = _dtypes.scalar(min_norm, real)
+        w = _dtypes.cast(param, jnp.promote_types(_dtypes.state_dtype(param.dtype), real))
+        w_norm = jnp.maximum(jnp.sqrt(jnp.sum(_numerics.abs_square(w))).astype(real), c)
+        u_norm = jnp.maximum(jnp.sqrt(jnp.sum(_numerics.abs_square(u))), c)
+        ratio = (
+            _dtypes.scalar(trust_coefficient, real) * w_norm / (u_norm + _dtypes.scalar(eps, real))
+        )
+        ratio = jnp.where((w_norm == 0) | (u_norm == 0), jnp.ones([], real), ratio)
+        return u * ratio.astype(u.dtype)
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
-        if params is None:
-            if not jax.tree.leaves(updates):
-                return updates, state
-            raise ValueError(
-                "scale_by_trust_ratio needs the parameters: call "
-                "`update(updates, state, params)` with `params` (the ratio is ‖w‖ / ‖u‖)."
-            )
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
-
-        def leaf(u, w):
-            u = _tree.as_array(u)
-            wide = _tree.state_dtype(u.dtype)
-            real = _real_state_dtype(u.dtype)
-            g = _tree.cast(u, wide)
-            c = _tree.scalar(min_norm, real)
-            w_norm = jnp.sqrt(jnp.sum(_abs_sq(_tree.cast(w, _tree.state_dtype(w.dtype)))))
-            u_norm = jnp.sqrt(jnp.sum(_abs_sq(g)))
-            w_norm, u_norm = w_norm.astype(real), u_norm.astype(real)
-            ratio = (
-                _tree.scalar(trust_coefficient, real)
-                * jnp.maximum(w_norm, c)
-                / (jnp.maximum(u_norm, c) + _tree.scalar(eps, real))
-            )
-            zero = jnp.logical_or(jnp.maximum(w_norm, c) == 0, jnp.maximum(u_norm, c) == 0)
-            ratio = jnp.where(zero, jnp.ones([], real), ratio)
-            return _tree.cast(g * ratio.astype(wide), u.dtype)
-
-        return jax.tree.map(leaf, updates, params), state
-
-    return GradientTransformation(init_fn, update_fn)
+    return elementwise(
+        "scale_by_trust_ratio",
+        fn,
+        needs_params=True,
+        hyperparams={"min_norm": min_norm, "trust_coefficient": trust_coefficient, "eps": eps},
+        math=r"\eta \frac{\max(\lVert w \rVert, c)}{\max(\lVert u \rVert, c) + \epsilon}\, u",
+    )
 
 
 # ---------------------------------------------------------------- rectification (RAdam)
 
 
-def _rho(b2, step: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-    r""":math:`(\rho_\infty, \rho_t)` of RAdam in ``dtype``."""
+def _rectifier(b2, threshold, step: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    r"""``(rho_t >= threshold, r_t)`` of RAdam at ``step``, in the real ``dtype``."""
+    t = step.astype(dtype)
     if isinstance(b2, numbers.Real) and not isinstance(b2, bool):
         rho_inf = jnp.asarray(2.0 / (1.0 - b2) - 1.0, dtype)
-        beta = jnp.asarray(b2, dtype)
     else:
-        beta = jnp.asarray(b2).astype(dtype)
-        rho_inf = 2 / (1 - beta) - 1
-    t = step.astype(dtype)
-    b2t = beta**t
-    return rho_inf, rho_inf - 2 * t * b2t / _numerics.one_minus_power(b2, step, dtype)
+        rho_inf = 2 / (1 - jnp.asarray(b2).astype(dtype)) - 1
+    beta = _dtypes.scalar(b2, dtype)
+    rho_t = rho_inf - 2 * t * beta**t / _numerics.one_minus_power(b2, step, dtype)
+    r = jnp.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    return rho_t >= _dtypes.scalar(threshold, dtype), r
 
 
 def rectification(
     b2: float | jax.Array = 0.999,
     threshold: float | jax.Array = 5.0,
     *,
-    step: jax.Array | None = None,
+    step: Any = None,
 ) -> GradientTransformation:
     r"""RAdam's rectification of Adam's denominator :math:`d` (applied to the denominator).
 
@@ -214,19 +130,20 @@ def rectification(
     the end of the denominator branch of :func:`gbopt.divide`, it turns Adam into RAdam:
     :math:`\hat m / (d / r_t) = r_t\, \hat m / d`.
 
-    The paper and optax compare :math:`\rho_t \ge \tau` (paper: :math:`\tau = 4`; optax
-    and Liu et al.'s code: 5); PyTorch compares :math:`\rho_t > 5`. The two differ only on
-    a step where :math:`\rho_t` is exactly the threshold.
+    The paper compares :math:`\rho_t > 4`, optax :math:`\rho_t \ge \tau` (5 by default, as
+    Liu et al.'s code), PyTorch :math:`\rho_t > 5`; they differ only on a step where
+    :math:`\rho_t` is exactly the threshold.
 
     Args:
       b2: :math:`\beta_2` in [0, 1), the decay of the second moment being rectified.
       threshold: :math:`\tau`, the shortest average deemed tractable.
-      step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
-        otherwise the transform keeps its own count.
+      step: kept for code written as ``with_step_count(lambda t: ...(step=t))``; the step
+        comes from an enclosing :func:`gbopt.with_step_count`, or the transform keeps its
+        own count when used alone.
 
     Returns:
       A stateless map of the denominator (state ``()``, or a
-      :class:`gbopt.StepCountState` when ``step`` is None).
+      :class:`gbopt.StepCountState` when used alone).
 
     References:
       Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020,
@@ -234,34 +151,20 @@ def rectification(
     """
     _validate.decay_rate("b2", b2)
     _validate.finite("threshold", threshold)
-    if step is None:
-        return _own_step(lambda t: rectification(b2, threshold, step=t))
+    check_step_argument("rectification", step)
 
-    def factor(dtype):
-        rho_inf, rho_t = _rho(b2, step, dtype)
-        r = jnp.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-        return rho_t >= _tree.scalar(threshold, dtype), r
+    def fn(d, pre):
+        active, r = pre
+        return jnp.where(active, d / r.astype(d.dtype), jnp.ones([], d.dtype))
 
-    def init_fn(params):
-        del params
-        return EMPTY_STATE
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        per_dtype = _tree.per_dtype(factor)
-
-        def leaf(d):
-            d = _tree.as_array(d)
-            wide = _real_state_dtype(d.dtype)
-            active, r = per_dtype(wide)
-            x = _tree.cast(d, _tree.state_dtype(d.dtype))
-            return _tree.cast(
-                jnp.where(active, x / r.astype(x.dtype), jnp.ones([], x.dtype)), d.dtype
-            )
-
-        return jax.tree.map(leaf, updates), state
-
-    return GradientTransformation(init_fn, update_fn)
+    return elementwise(
+        "rectification",
+        fn,
+        needs_step=True,
+        prepare=lambda dtype, step: _rectifier(b2, threshold, step, _dtypes.real_dtype(dtype)),
+        hyperparams={"b2": b2, "threshold": threshold},
+        math=r"u / r_t \text{ if } \rho_t \ge \tau \text{ else } 1",
+    )
 
 
 # ---------------------------------------------------------------- belief (AdaBelief)
@@ -302,7 +205,8 @@ def accumulate_belief(
       b1: :math:`\beta_1` in [0, 1), the decay of the prediction :math:`m`.
       b2: :math:`\beta_2` in [0, 1), the decay of :math:`s`.
       eps_root: :math:`\epsilon_r` >= 0, added to :math:`s_t` at every step and kept in
-        it (optax's ``eps_root``; Zhuang et al.'s Alg. 2 adds it the same way).
+        it (optax's ``eps_root``; Zhuang et al.'s Alg. 2 adds its :math:`\epsilon` the
+        same way).
 
     Returns:
       A transform with state :class:`AccumulateBeliefState`; it outputs :math:`s_t`.
@@ -315,16 +219,21 @@ def accumulate_belief(
     _validate.decay_rate("b2", b2)
     _validate.non_negative("eps_root", eps_root)
 
-    def init(params):
-        return _tree.zeros_like(params), _tree.zeros_like(params, _real_state_dtype)
-
     def rule(u, m, s):
-        g = _tree.cast(u, m.dtype)
-        m = _tree.moving_average(m, g, b1)
-        s = _tree.moving_average(s, _abs_sq(g - m), b2) + _tree.scalar(eps_root, s.dtype)
+        m = _numerics.moving_average(m, u, b1)
+        s = _numerics.moving_average(s, _numerics.abs_square(u - m), b2)
+        s = s + _dtypes.scalar(eps_root, s.dtype)
         return s, m, s
 
-    return _leafwise("accumulate_belief", AccumulateBeliefState, init, rule)
+    return statistic(
+        "accumulate_belief",
+        AccumulateBeliefState,
+        rule,
+        real=("nu",),
+        hyperparams={"b1": b1, "b2": b2, "eps_root": eps_root},
+        math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad s \leftarrow \beta_2 s + "
+        r"(1 - \beta_2) |u - m|^2 + \epsilon_r;\quad u \leftarrow s",
+    )
 
 
 # ---------------------------------------------------------------- Yogi
@@ -346,7 +255,7 @@ def accumulate_yogi_square(
     r"""Yogi's second moment: moves towards :math:`u^2` by an additive, sign-controlled step.
 
     .. math::
-        v_t = v_{t-1} - (1 - \beta_2)\, \operatorname{sign}(v_{t-1} - u_t^2)\, u_t^2
+        v_t = v_{t-1} - (1 - \beta_2)\, \operatorname{sign}(v_{t-1} - |u_t|^2)\, |u_t|^2
 
     Adam's :math:`v_t = v_{t-1} - (1 - \beta_2)(v_{t-1} - u_t^2)` moves by a fraction of the
     difference, so a few large gradients raise it quickly and it then forgets them
@@ -355,7 +264,7 @@ def accumulate_yogi_square(
 
     Args:
       b2: :math:`\beta_2` in [0, 1).
-      initial_accumulator_value: :math:`v_0` >= 0; 1e-6 in the paper and optax.
+      initial_accumulator_value: :math:`v_0` >= 0 (optax's 1e-6).
 
     Returns:
       A transform with state :class:`AccumulateYogiSquareState`; it outputs :math:`v_t`.
@@ -366,15 +275,21 @@ def accumulate_yogi_square(
     _validate.decay_rate("b2", b2)
     _validate.non_negative("initial_accumulator_value", initial_accumulator_value)
 
-    def init(params):
-        return (_tree.full_like(params, initial_accumulator_value, _real_state_dtype),)
-
     def rule(u, v):
-        g2 = _abs_sq(_tree.cast(u, _tree.state_dtype(u.dtype))).astype(v.dtype)
-        v = v - _tree.complement(b2, v.dtype) * jnp.sign(v - g2) * g2
+        g2 = _numerics.abs_square(u)
+        v = v - _dtypes.complement(b2, v.dtype) * jnp.sign(v - g2) * g2
         return v, v
 
-    return _leafwise("accumulate_yogi_square", AccumulateYogiSquareState, init, rule)
+    return statistic(
+        "accumulate_yogi_square",
+        AccumulateYogiSquareState,
+        rule,
+        init=initial_accumulator_value,
+        real=("nu",),
+        hyperparams={"b2": b2, "initial_accumulator_value": initial_accumulator_value},
+        math=r"v \leftarrow v - (1 - \beta_2) \operatorname{sign}(v - |u|^2) |u|^2;"
+        r"\quad u \leftarrow v",
+    )
 
 
 # ---------------------------------------------------------------- Adan
@@ -394,16 +309,16 @@ class AdanMomentumState(NamedTuple):
     previous: Any
 
 
-def _difference(u, previous, step):
+def _difference(u, previous, first):
     """``u - previous``, 0 at the first step (there is no previous gradient)."""
-    return jnp.where(step == 1, jnp.zeros([], u.dtype), u - previous)
+    return jnp.where(first, jnp.zeros([], u.dtype), u - previous)
 
 
 def adan_momentum(
     b1: float | jax.Array = 0.98,
     b2: float | jax.Array = 0.92,
     *,
-    step: jax.Array | None = None,
+    step: Any = None,
 ) -> GradientTransformation:
     r"""Adan's Nesterov momentum estimate: the debiased momentum plus its debiased trend.
 
@@ -421,12 +336,13 @@ def adan_momentum(
     Args:
       b1: :math:`\beta_1` in [0, 1), the decay of the momentum (optax's 0.98).
       b2: :math:`\beta_2` in [0, 1), the decay of the difference average (optax's 0.92).
-      step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
-        otherwise the transform keeps its own count.
+      step: kept for code written as ``with_step_count(lambda t: ...(step=t))``; the step
+        comes from an enclosing :func:`gbopt.with_step_count`, or the transform keeps its
+        own count when used alone.
 
     Returns:
       A transform with state :class:`AdanMomentumState` (inside a
-      :class:`gbopt.StepCountState` when ``step`` is None).
+      :class:`gbopt.StepCountState` when used alone).
 
     References:
       Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
@@ -434,32 +350,31 @@ def adan_momentum(
     """
     _validate.decay_rate("b1", b1)
     _validate.decay_rate("b2", b2)
-    if step is None:
-        return _own_step(lambda t: adan_momentum(b1, b2, step=t))
+    check_step_argument("adan_momentum", step)
 
-    def corrections(dtype):
-        return (
-            _numerics.one_minus_power(b1, step, dtype),
-            _numerics.one_minus_power(b2, step, dtype),
-        )
+    def prepare(dtype, step):
+        real = _dtypes.real_dtype(dtype)
+        c1 = _numerics.one_minus_power(b1, step, real)
+        c2 = _numerics.one_minus_power(b2, step, real)
+        return c1, _dtypes.complement(b2, real) / c2, step == 1
 
-    def init(params):
-        return _tree.zeros_like(params), _tree.zeros_like(params), _tree.zeros_like(params)
+    def rule(u, m, v, previous, pre):
+        c1, c2, first = pre
+        m = _numerics.moving_average(m, u, b1)
+        v = _numerics.moving_average(v, _difference(u, previous, first), b2)
+        return m / c1.astype(m.dtype) + c2.astype(v.dtype) * v, m, v, u
 
-    def make_rule():
-        per_dtype = _tree.per_dtype(corrections)
-
-        def rule(u, m, v, previous):
-            g = _tree.cast(u, m.dtype)
-            c1, c2 = per_dtype(_real_state_dtype(m.dtype))
-            m = _tree.moving_average(m, g, b1)
-            v = _tree.moving_average(v, _difference(g, previous, step), b2)
-            out = m / c1.astype(m.dtype) + _tree.complement(b2, m.dtype) * (v / c2.astype(m.dtype))
-            return out, m, v, g
-
-        return rule
-
-    return _leafwise("adan_momentum", AdanMomentumState, init, make_rule, fresh=True)
+    return statistic(
+        "adan_momentum",
+        AdanMomentumState,
+        rule,
+        needs_step=True,
+        prepare=prepare,
+        hyperparams={"b1": b1, "b2": b2},
+        math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad v \leftarrow \beta_2 v + "
+        r"(1 - \beta_2)(u - u_{-1});\quad u \leftarrow \frac{m}{1 - \beta_1^t} + "
+        r"(1 - \beta_2) \frac{v}{1 - \beta_2^t}",
+    )
 
 
 class AdanExtrapolationState(NamedTuple):
@@ -472,44 +387,44 @@ class AdanExtrapolationState(NamedTuple):
     previous: Any
 
 
-def adan_extrapolation(
-    b2: float | jax.Array = 0.92, *, step: jax.Array | None = None
-) -> GradientTransformation:
+def adan_extrapolation(b2: float | jax.Array = 0.92, *, step: Any = None) -> GradientTransformation:
     r"""Adan's extrapolated gradient, whose square its denominator averages.
 
     .. math:: \text{output} = u_t + (1 - \beta_2)(u_t - u_{t-1}), \qquad
         u_0 := u_1 \;(\text{no difference at the first step})
 
     Followed by ``accumulate_square(b3)``, ``bias_correction(b3)``, ``add(eps_root)``,
-    ``sqrt()`` and ``add(eps)`` it is Adan's denominator :math:`\sqrt{\hat n_t +
-    \epsilon_r} + \epsilon`.
+    ``sqrt()`` and ``add(eps)`` it is Adan's denominator
+    :math:`\sqrt{\hat n_t + \epsilon_r} + \epsilon`.
 
     Args:
       b2: :math:`\beta_2` in [0, 1) (the same as :func:`adan_momentum`'s).
-      step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
-        otherwise the transform keeps its own count.
+      step: kept for code written as ``with_step_count(lambda t: ...(step=t))``; the step
+        comes from an enclosing :func:`gbopt.with_step_count`, or the transform keeps its
+        own count when used alone.
 
     Returns:
       A transform with state :class:`AdanExtrapolationState` (inside a
-      :class:`gbopt.StepCountState` when ``step`` is None).
+      :class:`gbopt.StepCountState` when used alone).
 
     References:
       Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
       Models", IEEE TPAMI 2024 (arXiv:2208.06677), Alg. 1, line 5.
     """
     _validate.decay_rate("b2", b2)
-    if step is None:
-        return _own_step(lambda t: adan_extrapolation(b2, step=t))
+    check_step_argument("adan_extrapolation", step)
 
-    def init(params):
-        return (_tree.zeros_like(params),)
+    def rule(u, previous, step):
+        return u + _dtypes.complement(b2, u.dtype) * _difference(u, previous, step == 1), u
 
-    def rule(u, previous):
-        g = _tree.cast(u, previous.dtype)
-        out = g + _tree.complement(b2, g.dtype) * _difference(g, previous, step)
-        return out, g
-
-    return _leafwise("adan_extrapolation", AdanExtrapolationState, init, rule)
+    return statistic(
+        "adan_extrapolation",
+        AdanExtrapolationState,
+        rule,
+        needs_step=True,
+        hyperparams={"b2": b2},
+        math=r"u + (1 - \beta_2)(u - u_{-1})",
+    )
 
 
 # ---------------------------------------------------------------- NovoGrad
@@ -526,7 +441,7 @@ class AccumulateLayerSquareState(NamedTuple):
 
 
 def accumulate_layer_square(
-    decay: float | jax.Array = 0.25, *, step: jax.Array | None = None
+    decay: float | jax.Array = 0.25, *, step: Any = None
 ) -> GradientTransformation:
     r"""NovoGrad's layer-wise second moment: a moving average of each leaf's squared norm.
 
@@ -540,35 +455,34 @@ def accumulate_layer_square(
 
     Args:
       decay: :math:`\rho` in [0, 1) (NovoGrad's :math:`\beta_2`, 0.25 in optax).
-      step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
-        otherwise the transform keeps its own count.
+      step: kept for code written as ``with_step_count(lambda t: ...(step=t))``; the step
+        comes from an enclosing :func:`gbopt.with_step_count`, or the transform keeps its
+        own count when used alone.
 
     Returns:
       A transform with state :class:`AccumulateLayerSquareState` (inside a
-      :class:`gbopt.StepCountState` when ``step`` is None).
+      :class:`gbopt.StepCountState` when used alone).
 
     References:
       Ginsburg et al., "Stochastic Gradient Methods with Layer-wise Adaptive Moments for
       Training of Deep Networks", 2019 (arXiv:1905.11286), Alg. 1.
     """
     _validate.decay_rate("decay", decay)
-    if step is None:
-        return _own_step(lambda t: accumulate_layer_square(decay, step=t))
+    check_step_argument("accumulate_layer_square", step)
 
-    def init(params):
-        _tree.check_float_params(params)
-        return (
-            jax.tree.map(
-                lambda p: _tree.scalar_like(p, 0, _real_state_dtype(jnp.result_type(p))), params
-            ),
-        )
-
-    def rule(u, v):
-        g = _tree.cast(u, _tree.state_dtype(u.dtype))
-        norm_sq = jnp.sum(_abs_sq(g)).astype(v.dtype)
-        v = jnp.where(step == 1, norm_sq, _tree.moving_average(v, norm_sq, decay))
+    def rule(u, v, step):
+        norm_sq = jnp.sum(_numerics.abs_square(u)).astype(v.dtype)
+        v = jnp.where(step == 1, norm_sq, _numerics.moving_average(v, norm_sq, decay))
         return jnp.broadcast_to(v, u.shape), v
 
-    return _leafwise(
-        "accumulate_layer_square", AccumulateLayerSquareState, init, rule, check_shapes=False
+    return statistic(
+        "accumulate_layer_square",
+        AccumulateLayerSquareState,
+        rule,
+        init=lambda p: (jnp.zeros([], jnp.float32),),
+        real=("nu",),
+        needs_step=True,
+        hyperparams={"decay": decay},
+        math=r"v \leftarrow \rho v + (1 - \rho) \lVert u \rVert^2 \; (v_1 = \lVert u \rVert^2);"
+        r"\quad u \leftarrow v",
     )
