@@ -147,8 +147,8 @@ def adamw(
     Returns:
       ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
       chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(),
-      add(eps))), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate,
-      )))``; with ``nesterov``, ``nadam_momentum(b1, inf)`` is the numerator;
+      add(eps))), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate)))``;
+      with ``nesterov``, ``nadam_momentum(b1, math.inf)`` is the numerator;
       with a ``mask``, the decay is inside :func:`gbopt.masked`.
 
     Raises:
@@ -402,8 +402,8 @@ def amsgrad(
       bias_correction_nu: debias :math:`v_t` before the maximum.
 
     Returns:
-      ``with_step_count(chain(divide(chain(ema(b1), [bias_correction(b1,
-      )]), chain(accumulate_square(b2), [bias_correction(b2)], running_max(),
+      ``with_step_count(chain(divide(chain(ema(b1), [bias_correction(b1)]),
+      chain(accumulate_square(b2), [bias_correction(b2)], running_max(),
       add(eps_root), sqrt(), add(eps))), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
@@ -477,8 +477,8 @@ def radam(
     Returns:
       ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
       chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(),
-      add(eps), rectification(b2, threshold))), scale_by_learning_rate(
-      learning_rate)))``.
+      add(eps), rectification(b2, threshold))),
+      scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -591,8 +591,8 @@ def yogi(
 
     Returns:
       ``with_step_count(chain(divide(chain(ema(b1, initial_value=1e-6),
-      bias_correction(b1)), chain(accumulate_yogi_square(b2), bias_correction(b2,
-      ), sqrt(), add(eps))), scale_by_learning_rate(learning_rate)))``.
+      bias_correction(b1)), chain(accumulate_yogi_square(b2), bias_correction(b2),
+      sqrt(), add(eps))), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -661,8 +661,8 @@ def adan(
 
     Returns:
       ``with_step_count(chain(divide(adan_momentum(b1, b2),
-      chain(adan_extrapolation(b2), accumulate_square(b3), bias_correction(b3,
-      ), add(eps_root), sqrt(), add(eps))), add_decayed_weights(weight_decay),
+      chain(adan_extrapolation(b2), accumulate_square(b3), bias_correction(b3),
+      add(eps_root), sqrt(), add(eps))), add_decayed_weights(weight_decay),
       scale_by_learning_rate(learning_rate)))``.
 
     Raises:
@@ -724,8 +724,8 @@ def novograd(
     Returns:
       ``with_step_count(chain(divide(identity(),
       chain(accumulate_layer_square(b2), add(eps_root), sqrt(), add(eps))),
-      add_decayed_weights(weight_decay), trace(b1), scale_by_learning_rate(learning_rate,
-      )))``.
+      add_decayed_weights(weight_decay), trace(b1),
+      scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
