@@ -38,6 +38,7 @@ and optax use one real :math:`|g|^2` per complex element instead.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -68,8 +69,9 @@ from gbopt._statistics import (
     running_max,
     trace,
 )
+from gbopt._statistics_adaptive import rectification
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax", "RAdam"]
 
 Number = float | jax.Array
 
@@ -668,3 +670,100 @@ def Adamax(
 def __dir__() -> list[str]:
     """The public names only."""
     return list(__all__)
+
+
+def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
+    r"""The schedule :math:`1 / \sqrt{1 - \beta_2^t}`, with ``count`` = :math:`t - 1`."""
+
+    def factor(count):
+        dtype = jnp.result_type(float)
+        t = jnp.asarray(count, jnp.int32) + 1
+        if isinstance(b2, numbers.Real):
+            one_minus = -jnp.expm1(t.astype(dtype) * jnp.asarray(math.log(b2), dtype))
+        else:
+            one_minus = 1 - jnp.asarray(b2, dtype) ** t.astype(dtype)
+        return 1 / jnp.sqrt(one_minus)
+
+    return factor
+
+
+def RAdam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.RAdam``: rectified Adam, with L2 or decoupled weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \;[+\, \lambda \theta_{t-1}], \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \rho_\infty &= \frac{2}{1 - \beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}, \quad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+                         {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}} \\
+        \theta_t &= \theta_{t-1}\;[-\, \gamma_t \lambda \theta_{t-1}] - \gamma_t
+          \begin{cases}
+            \dfrac{m_t}{1 - \beta_1^t}\, r_t\, \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt{v_t} + \epsilon}
+              & \rho_t > 5 \\
+            \dfrac{m_t}{1 - \beta_1^t} & \text{otherwise}
+          \end{cases}
+
+    The first bracket is L2 decay (default), the second decoupled decay
+    (``decoupled_weight_decay=True``).
+
+    .. warning:: PyTorch adds :math:`\epsilon` to :math:`\sqrt{v_t}` *before* debiasing;
+       ``optax.radam`` (and :func:`gbopt.radam`) to :math:`\sqrt{\hat v_t}`, after it, and
+       compare :math:`\rho_t \ge 5` where PyTorch compares :math:`\rho_t > 5` (gbopt's
+       :func:`gbopt.rectification` compares with :math:`\ge`; the two differ only on a
+       step where :math:`\rho_t` is exactly 5).
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, added to :math:`\sqrt{v_t}`.
+      weight_decay: :math:`\lambda` >= 0.
+      decoupled_weight_decay: decay the parameters by :math:`\gamma_t\lambda\theta`
+        instead of adding :math:`\lambda\theta` to the gradient.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(chain(ema(b1), bias_correction(b1, step=t)), chain(accumulate_square(b2),
+      sqrt(), add(eps), scale_by_schedule(1 / sqrt(1 - b2 ** (count + 1)), step=t),
+      rectification(b2, 5.0, step=t))), [add_decayed_weights(weight_decay)],
+      scale_by_learning_rate(lr, step=t)))``, weight decay before the division (L2) or
+      after it (decoupled).
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020;
+      ``torch.optim.RAdam`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("decoupled_weight_decay", decoupled_weight_decay)
+    _flag("maximize", maximize)
+
+    def build(t):
+        direction = divide(
+            chain(ema(b1), bias_correction(b1, step=t)),
+            chain(
+                accumulate_square(b2),
+                sqrt(),
+                add(eps),
+                scale_by_schedule(_root_bias_correction(b2), step=t),
+                rectification(b2, 5.0, step=t),
+            ),
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
+
+    return with_step_count(build)
