@@ -22,7 +22,7 @@ import numpy as np
 
 from gbopt._base import info_of
 
-_SYMBOL = re.compile(r"\\[A-Za-z]+|[A-Za-z]")
+_SYMBOL = re.compile(r"\\[A-Za-z]+(?:_\{?\d+\}?)?|[A-Za-z](?:_\{?\d+\}?)?")
 _NOT_SYMBOLS = {
     r"\frac", r"\tfrac", r"\sqrt", r"\leftarrow", r"\quad", r"\qquad", r"\max", r"\min",
     r"\left", r"\right", r"\prod", r"\sum", r"\le", r"\ge", r"\bar", r"\hat", r"\tilde",
@@ -38,6 +38,7 @@ _GREEK_TEXT = {
 _NAME_SYMBOLS = {
     "learning_rate": r"\alpha", "decay": r"\rho", "momentum": r"\mu", "eps": r"\delta",
     "value": r"\delta", "step_size": "c", "max_norm": "c", "weight_decay": r"\lambda",
+    "b1": r"\beta_1", "b2": r"\beta_2", "b3": r"\beta_3", "trust_coefficient": r"\eta",
 }  # fmt: skip
 
 
@@ -330,7 +331,7 @@ class _Builder:
         for token in _SYMBOL.findall(_strip_text(math)):
             if token in _NOT_SYMBOLS or token in ("u", "t") or token in letters:
                 continue
-            if token.startswith("\\") and token[1:] not in _GREEK_TEXT:
+            if token.startswith("\\") and token[1:].split("_")[0] not in _GREEK_TEXT:
                 continue
             if token not in found:
                 found.append(token)
@@ -348,6 +349,10 @@ class _Builder:
             name = next((k for k in numeric if _NAME_SYMBOLS.get(k) == sym), None)
             if name is not None:
                 out[sym] = self._symbol(sym, numeric[name])
+        unpaired = [sym for sym in found if sym not in out]
+        left = [k for k in numeric if not any(_NAME_SYMBOLS.get(k) == s for s in out)]
+        if len(unpaired) == 1 and len(left) == 1:  # the one symbol left is the one value left
+            out[unpaired[0]] = self._symbol(unpaired[0], numeric[left[0]])
         return out
 
 
@@ -359,10 +364,11 @@ def _strip_text(math: str) -> str:
 
 
 def _replace_symbol(text: str, symbol: str, replacement: str) -> str:
+    after = r"(?![A-Za-z0-9]|_\{?\d)"  # \beta is not the start of \beta_1
     if symbol.startswith("\\"):
-        pattern = re.escape(symbol) + r"(?![A-Za-z])"
+        pattern = re.escape(symbol) + after
     else:
-        pattern = r"(?<![\\A-Za-z])" + re.escape(symbol) + r"(?![A-Za-z])"
+        pattern = r"(?<![\\A-Za-z])" + re.escape(symbol) + after
     return re.sub(pattern, lambda m: replacement, text)
 
 
@@ -404,6 +410,7 @@ def _substitute_input(math: str, x: str) -> str:
 
 
 def _simplify(expr: str) -> str:
+    expr = re.sub(r"\s*\+\s*0(?![\d.\w])", "", expr)  # add(0): adds nothing
     expr = re.sub(r"\+\s*-", "- ", expr)
     expr = re.sub(r"-\s*-", "+ ", expr)
     return re.sub(r"\s+", " ", expr).strip()
@@ -444,6 +451,8 @@ def _call(name: str, hyperparams: dict) -> str:
 
 
 def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
     if callable(value):
         return "schedule"
     if isinstance(value, tuple | list) and not all(isinstance(v, numbers.Number) for v in value):
@@ -534,6 +543,9 @@ def _text(tex: str) -> str:
             out.append(arg.replace(r"\_", "_"))
         elif tex[i] == "\\":
             m = re.match(r"\\([A-Za-z]+|.)", tex[i:])
+            if m is None:  # a lone backslash at the end
+                i += 1
+                continue
             word = m.group(1)
             i += len(m.group(0))
             out.append(
