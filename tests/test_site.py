@@ -183,3 +183,43 @@ def test_search_finds_the_adam_page(site, tmp_path):
     results = re.findall(r'<li[^>]*>\s*<a[^>]*href="([^"]+)"', listing.group(1))
     pages = [href.split("#")[0].split("?")[0] for href in results]
     assert "optimizers/adam.html" in pages[:3], pages  # the family page, at the top
+
+
+def _docs_extension():
+    pytest.importorskip("sphinx")
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    try:
+        import gbopt_docs
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "_ext"))
+    return gbopt_docs
+
+
+@pytest.mark.parametrize("missing", ["gbopt.adam", "gbopt.schedules.constant", "gbopt.pytorch"])
+def test_an_undocumented_public_name_is_a_build_warning(missing, caplog):
+    """The API coverage check (an error under -W) names each public name without an entry."""
+    gbopt_docs = _docs_extension()
+    import gbopt
+
+    names = {"gbopt", "gbopt.schedules", "gbopt.pytorch"}
+    names |= {f"gbopt.{n}" for n in gbopt.__all__}
+    names |= {f"gbopt.schedules.{n}" for n in gbopt.schedules.__all__}
+    names |= {f"gbopt.pytorch.{n}" for n in gbopt.pytorch.__all__}
+
+    class Domain:
+        objects = {name: None for name in names - {missing}}
+
+    class Env:
+        def get_domain(self, name):
+            assert name == "py"
+            return Domain()
+
+    with caplog.at_level("WARNING"):
+        gbopt_docs.check_api_coverage(None, Env())
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and missing in messages[0], messages
+    caplog.clear()
+    Domain.objects = dict.fromkeys(names)
+    with caplog.at_level("WARNING"):
+        gbopt_docs.check_api_coverage(None, Env())
+    assert not caplog.records
