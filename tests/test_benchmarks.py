@@ -102,3 +102,15 @@ def test_suite_catalog_section_times_a_name_against_optax(scripts, capsys):
     assert not re.search(r"\bnan\b", text, re.IGNORECASE)
     with pytest.raises(SystemExit, match="not in the catalog"):
         suite.main(["--smoke", "--only", "catalog", "--name", "no_such_optimizer"])
+
+
+@pytest.mark.slow
+def test_suite_catalog_section_times_every_catalog_b_name(scripts, capsys):
+    suite, _, _ = scripts
+    import _harness
+
+    assert suite.main(["--smoke", "--only", "catalog"]) == 0
+    text = capsys.readouterr().out
+    assert "## The catalog: gbopt / optax step time (compile time) per name" in text
+    for opt in _harness.CATALOG_B:
+        assert f"| {opt.name} |" in text
