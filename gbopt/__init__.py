@@ -43,6 +43,9 @@ from gbopt._partition import label_by_path as label_by_path
 from gbopt._partition import masked as masked
 from gbopt._partition import multi_transform as multi_transform
 from gbopt._partition import set_to_zero as set_to_zero
+from gbopt._quantize import QuantizedArray as QuantizedArray
+from gbopt._quantize import QuantizeStateState as QuantizeStateState
+from gbopt._quantize import quantize_state as quantize_state
 from gbopt._regularize import add_decayed_weights as add_decayed_weights
 from gbopt._regularize import clip_by_global_norm as clip_by_global_norm
 from gbopt._regularize import global_norm as global_norm
