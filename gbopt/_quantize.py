@@ -151,6 +151,15 @@ def code_book(bits: int, signed: bool) -> np.ndarray:
     return book
 
 
+def _lookup(table: jax.Array, index: jax.Array) -> jax.Array:
+    """``table[index]``, sharded like ``index`` (needed on meshes with ``Explicit`` axes)."""
+    sharding = jax.typeof(index).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is not None and jax.sharding.AxisType.Explicit in getattr(mesh, "axis_types", ()):
+        return table.at[index].get(out_sharding=sharding)
+    return table[index]
+
+
 def _encode(y: jax.Array, book: np.ndarray) -> jax.Array:
     """Index of the nearest code (ties go up), by a branchless binary search.
 
@@ -162,10 +171,10 @@ def _encode(y: jax.Array, book: np.ndarray) -> jax.Array:
     codes = jnp.zeros(y.shape, jnp.int32)
     step = k // 2
     while step >= 1:
-        codes = codes + jnp.where(y >= table[codes + step], step, 0).astype(jnp.int32)
+        codes = codes + jnp.where(y >= _lookup(table, codes + step), step, 0).astype(jnp.int32)
         step //= 2
     up = jnp.minimum(codes + 1, k - 1)
-    low, high = table[codes], table[up]
+    low, high = _lookup(table, codes), _lookup(table, up)
     codes = jnp.where(y - low >= (high - low) * 0.5, up, codes)
     return codes.astype(jnp.uint8)
 
@@ -251,7 +260,7 @@ def _dequantize(q: QuantizedArray, like: Any, bits: int, signed: bool, block_siz
         codes = codes[..., : shape[-1]]
     b = _block_from_scale(shape[-1], q.scale.shape[-1], block_size)
     wide = _tree.state_dtype(dtype)
-    values = jnp.asarray(code_book(bits, signed))[codes.astype(jnp.int32)]
+    values = _lookup(jnp.asarray(code_book(bits, signed)), codes.astype(jnp.int32))
     values = _blocked(values, b) * _tree.cast(q.scale, wide)[..., None]
     values = values.reshape(*shape[:-1], -1)[..., : shape[-1]]
     return _tree.cast(values, dtype)
