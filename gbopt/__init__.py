@@ -16,6 +16,11 @@ from gbopt._combine import StepCountState as StepCountState
 from gbopt._combine import chain as chain
 from gbopt._combine import divide as divide
 from gbopt._combine import with_step_count as with_step_count
+from gbopt._compensated import KahanSummationState as KahanSummationState
+from gbopt._compensated import StochasticRoundingState as StochasticRoundingState
+from gbopt._compensated import kahan_summation as kahan_summation
+from gbopt._compensated import round_stochastically as round_stochastically
+from gbopt._compensated import stochastic_rounding as stochastic_rounding
 from gbopt._hyperparams import InjectHyperparamsState as InjectHyperparamsState
 from gbopt._hyperparams import inject_hyperparams as inject_hyperparams
 from gbopt._hyperparams import set_hyperparams as set_hyperparams
