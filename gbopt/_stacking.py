@@ -33,8 +33,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from gbopt import _tree, _validate
-from gbopt._base import GradientTransformation, as_transform, expect_state
+from gbopt import _tree, _tree_checks, _validate
+from gbopt._base import GradientTransformation, as_transform, expect_state, with_info
 
 _INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
 
@@ -219,7 +219,7 @@ def stack_leaves(
     def update_fn(updates, state, params=None, **extra_args):
         expect_state(state, StackLeavesState, "stack_leaves")
         if params is not None:
-            _tree.check_matches(updates, params, what="updates", reference_name="params")
+            _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         p = plan(params if params is not None else updates)
         view_updates = stacked(p, updates, "updates")
         view_params = stacked(p, params, "params")
@@ -227,7 +227,9 @@ def stack_leaves(
             out, inner_state = inner.update(view_updates, state.inner, view_params, **extra_args)
         return unstacked(p, out), StackLeavesState(inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "stack_leaves", "wrapper", children=(inner,)
+    )
 
 
 class StackLeavesState(NamedTuple):

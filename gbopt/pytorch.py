@@ -18,7 +18,7 @@ at the first step). ``LambdaLR(optimizer, lr_lambda)`` stepped once per optimize
 step is ``lr=lambda count: base_lr * lr_lambda(count)``; any other scheduler stepped
 once per step is its learning rate as a function of the number of steps taken before.
 
-**Where the conventions differ** (CONVENTIONS.md): PyTorch keeps the learning rate
+**Where the conventions differ** (docs/conventions.md): PyTorch keeps the learning rate
 outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
 textbook (:func:`gbopt.momentum`) and ``optax.rmsprop`` do not; the difference shows
 only with a schedule. ``Adagrad`` and ``RMSprop`` add ``eps`` outside the root (optax
@@ -40,18 +40,27 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt._base import GradientTransformation, ScalarOrSchedule
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction, ema, trace
+from gbopt._maps import (
+    add,
+    bias_correction,
+    identity,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+    sqrt,
+)
 from gbopt._regularize import add_decayed_weights
-from gbopt._scaling import add, scale, scale_by_learning_rate, sqrt
-from gbopt._torch_primitives import (
+from gbopt._statistics import (
     _validate_momentum_decay,
     accumulate_centered_square,
     accumulate_inf_norm,
+    accumulate_square,
+    ema,
     nadam_momentum,
     running_max,
-    scale_by_schedule,
+    trace,
 )
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
@@ -207,7 +216,7 @@ def Adagrad(
 
     .. warning:: ``optax.adagrad`` puts ``eps`` **inside** the root and starts from
        :math:`s_0 = 0.1`; it cannot reproduce PyTorch's default ``eps=1e-10``
-       (CONVENTIONS.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
+       (docs/conventions.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
        initial_accumulator_value=0.1)`` is optax's rule.
 
     Args:
@@ -280,7 +289,7 @@ def RMSprop(
        learning rate multiplies the momentum buffer from **outside** (optax's
        ``rmsprop(momentum=...)`` puts it inside, which differs under a schedule).
        The centered variance is clamped at 0 (PyTorch returns NaN when round-off makes it
-       negative, CONVENTIONS.md §4.4); where it is not negative the rule is PyTorch's.
+       negative, docs/conventions.md §4.4); where it is not negative the rule is PyTorch's.
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -350,9 +359,9 @@ def Adam(
     .. warning:: AMSGrad here takes the maximum of the **raw** :math:`v_t` and then
        divides by :math:`1 - \beta_2^t`; ``optax.amsgrad`` takes the maximum of the
        bias-corrected :math:`\hat v_t` and differs (0.59 after 200 steps in
-       CONVENTIONS.md §3). The bias corrections are computed so that float32 tracks the
+       docs/conventions.md §3). The bias corrections are computed so that float32 tracks the
        float64 rule at least as closely as PyTorch's float32 (``optax.adam`` in float32
-       is 10 times further off, CONVENTIONS.md §4.5).
+       is 10 times further off, docs/conventions.md §4.5).
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -480,7 +489,7 @@ def NAdam(
 
     .. warning:: ``optax.nadam`` has no momentum schedule (:math:`\mu_t = \beta_1`); it
        equals ``NAdam(momentum_decay=math.inf)`` and differs from PyTorch's default by
-       7e-2 after 200 steps (CONVENTIONS.md §3). PyTorch keeps
+       7e-2 after 200 steps (docs/conventions.md §3). PyTorch keeps
        :math:`\prod\mu_k` in its default dtype (float32), which costs a float64 run 3e-9
        to 4e-8; gbopt keeps it in the parameters' dtype, so it matches PyTorch run with
        ``torch.set_default_dtype(torch.float64)``.
@@ -576,3 +585,8 @@ def Adamax(
         return _decayed(direction, lr, t, weight_decay, maximize, False)
 
     return with_step_count(build)
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)
