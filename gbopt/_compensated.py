@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gbopt import _tree
+from gbopt import _dtypes, _placement, _tree, _tree_checks
 from gbopt._base import GradientTransformation, expect_state
 
 
@@ -107,26 +107,26 @@ def kahan_summation() -> GradientTransformation:
     """
 
     def init_fn(params):
-        return KahanSummationState(_tree.zeros_like(params, _same_dtype))
+        return KahanSummationState(_placement.zeros_like(params, _same_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         expect_state(state, KahanSummationState, "kahan_summation")
         _need_params(params, "kahan_summation")
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
-        _tree.check_matches(
+        _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
+        _tree_checks.check_matches(
             state.compensation, params, what="state's `compensation`", reference_name="params"
         )
 
         def leaf(u, c, w):
-            w = _tree.as_array(w)
+            w = _dtypes.as_array(w)
             dtype = w.dtype
-            wide = _tree.state_dtype(dtype)
-            y = _tree.cast(_tree.cast(c, wide) + _tree.cast(u, wide), dtype)
-            w_new = _tree.cast(_tree.cast(w, wide) + _tree.cast(y, wide), dtype)
-            moved = _tree.cast(_tree.cast(w, wide) - _tree.cast(w_new, wide), dtype)
-            c_new = _tree.cast(_tree.cast(y, wide) + _tree.cast(moved, wide), dtype)
-            return _tree.cast(w_new, wide) - _tree.cast(w, wide), c_new
+            wide = _dtypes.state_dtype(dtype)
+            y = _dtypes.cast(_dtypes.cast(c, wide) + _dtypes.cast(u, wide), dtype)
+            w_new = _dtypes.cast(_dtypes.cast(w, wide) + _dtypes.cast(y, wide), dtype)
+            moved = _dtypes.cast(_dtypes.cast(w, wide) - _dtypes.cast(w_new, wide), dtype)
+            c_new = _dtypes.cast(_dtypes.cast(y, wide) + _dtypes.cast(moved, wide), dtype)
+            return _dtypes.cast(w_new, wide) - _dtypes.cast(w, wide), c_new
 
         out, comp = _tree.map_leaves(leaf, 2, updates, state.compensation, params)
         return out, KahanSummationState(comp)
@@ -220,24 +220,24 @@ def stochastic_rounding(key: jax.Array | int = 0) -> GradientTransformation:
         del extra_args
         expect_state(state, StochasticRoundingState, "stochastic_rounding")
         _need_params(params, "stochastic_rounding")
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
+        _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         key, step_key = jax.random.split(state.key)
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(step_key, max(len(leaves), 1))
         p_leaves = treedef.flatten_up_to(params)
 
         def leaf(u, w, k):
-            w = _tree.as_array(w)
+            w = _dtypes.as_array(w)
             dtype = w.dtype
-            wide = _tree.state_dtype(dtype)
+            wide = _dtypes.state_dtype(dtype)
             if wide == dtype:
                 return u
-            x = _tree.cast(w, wide) + _tree.cast(u, wide)
+            x = _dtypes.cast(w, wide) + _dtypes.cast(u, wide)
             w_new = round_stochastically(x, dtype, k)
-            return _tree.cast(w_new, wide) - _tree.cast(w, wide)
+            return _dtypes.cast(w_new, wide) - _dtypes.cast(w, wide)
 
         triples = zip(leaves, p_leaves, keys[: len(leaves)], strict=True)
-        out = [leaf(_tree.as_array(u), w, k) for u, w, k in triples]
+        out = [leaf(_dtypes.as_array(u), w, k) for u, w, k in triples]
         return treedef.unflatten(out), StochasticRoundingState(key)
 
     return GradientTransformation(init_fn, update_fn)

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _tree, _validate
+from gbopt import _dtypes, _validate
 from gbopt._base import GradientTransformation, as_transform, expect_state
 
 UNSIGNED_FIELDS: frozenset[str] = frozenset(
@@ -239,10 +239,10 @@ def _blocked(x: jax.Array, b: int) -> jax.Array:
 
 def _quantize(x: jax.Array, bits: int, signed: bool, b: int, scale_dtype) -> QuantizedArray:
     shape = x.shape
-    wide = _tree.cast(x, _tree.state_dtype(x.dtype))
+    wide = _dtypes.cast(x, _dtypes.state_dtype(x.dtype))
     blocks = _blocked(wide, b)
-    scale = _tree.cast(jnp.max(jnp.abs(blocks), axis=-1), scale_dtype)
-    divisor = jnp.maximum(_tree.cast(scale, wide.dtype), _TINY)[..., None]
+    scale = _dtypes.cast(jnp.max(jnp.abs(blocks), axis=-1), scale_dtype)
+    divisor = jnp.maximum(_dtypes.cast(scale, wide.dtype), _TINY)[..., None]
     codes = _encode((blocks / divisor).reshape(*shape[:-1], -1), code_book(bits, signed))
     codes = codes[..., : shape[-1]]
     if bits == 4:
@@ -259,11 +259,11 @@ def _dequantize(q: QuantizedArray, like: Any, bits: int, signed: bool, block_siz
         codes = jnp.stack([codes >> 4, codes & 0x0F], axis=-1).reshape(*codes.shape[:-1], -1)
         codes = codes[..., : shape[-1]]
     b = _block_from_scale(shape[-1], q.scale.shape[-1], block_size)
-    wide = _tree.state_dtype(dtype)
+    wide = _dtypes.state_dtype(dtype)
     values = _lookup(jnp.asarray(code_book(bits, signed)), codes.astype(jnp.int32))
-    values = _blocked(values, b) * _tree.cast(q.scale, wide)[..., None]
+    values = _blocked(values, b) * _dtypes.cast(q.scale, wide)[..., None]
     values = values.reshape(*shape[:-1], -1)[..., : shape[-1]]
-    return _tree.cast(values, dtype)
+    return _dtypes.cast(values, dtype)
 
 
 def _field_name(path: tuple, param_paths: frozenset) -> str | None:
@@ -402,7 +402,7 @@ def quantize_state(
                 return leaf
             signed = _field_name(path, param_paths) not in unsigned
             b = _block_for(np.shape(leaf)[-1], block_size, _last_axis_shards(leaf))
-            return _quantize(_tree.as_array(leaf), bits, signed, b, scale_dtype)
+            return _quantize(_dtypes.as_array(leaf), bits, signed, b, scale_dtype)
 
         return QuantizeStateState(jax.tree_util.tree_map_with_path(pack, state))
 
@@ -421,7 +421,7 @@ def quantize_state(
         new_leaves = t_def.flatten_up_to(new_inner)
         packed = [
             _quantize(
-                _tree.as_array(x),
+                _dtypes.as_array(x),
                 bits,
                 sign,
                 _block_from_scale(np.shape(x)[-1], s.scale.shape[-1], block_size),

@@ -11,10 +11,12 @@ common summaries carry. Symbols:
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
 from gbopt import _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, named
+from gbopt._base import GradientTransformation, ScalarOrSchedule, check_storage_dtype, named
 from gbopt._combine import chain, divide, with_step_count
 from gbopt._maps import add, bias_correction, identity, scale_by_learning_rate, sqrt
 from gbopt._statistics import accumulate_centered_square, accumulate_square, ema, trace
@@ -63,6 +65,7 @@ def momentum(
     momentum: float | jax.Array = 0.9,
     *,
     learning_rate_in_velocity: bool = True,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""SGD with momentum (Alg. 8.2), the learning rate inside the velocity.
 
@@ -85,6 +88,9 @@ def momentum(
         examples, 0 in PyTorch.
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
+      accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
+        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``, or
@@ -101,10 +107,12 @@ def momentum(
     """
     _validate.decay_rate("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
+    velocity = trace(momentum, dtype=accumulator_dtype)
     if not learning_rate_in_velocity:
-        tx = chain(trace(momentum), scale_by_learning_rate(learning_rate))
+        tx = chain(velocity, scale_by_learning_rate(learning_rate))
     else:
-        tx = chain(scale_by_learning_rate(learning_rate), trace(momentum))
+        tx = chain(scale_by_learning_rate(learning_rate), velocity)
     return named("momentum", tx, learning_rate=learning_rate, momentum=momentum)
 
 
@@ -113,6 +121,7 @@ def nesterov(
     momentum: float | jax.Array = 0.9,
     *,
     learning_rate_in_velocity: bool = True,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""SGD with Nesterov momentum (Alg. 8.3), reformulated to need only :math:`g(w)`.
 
@@ -139,6 +148,9 @@ def nesterov(
       momentum: :math:`\mu` in (0, 1).
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
+      accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
+        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``,
@@ -155,10 +167,12 @@ def nesterov(
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
+    velocity = trace(momentum, nesterov=True, dtype=accumulator_dtype)
     if not learning_rate_in_velocity:
-        tx = chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
+        tx = chain(velocity, scale_by_learning_rate(learning_rate))
     else:
-        tx = chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
+        tx = chain(scale_by_learning_rate(learning_rate), velocity)
     return named("nesterov", tx, learning_rate=learning_rate, momentum=momentum)
 
 
@@ -168,6 +182,7 @@ def adagrad(
     *,
     initial_accumulator_value: float = 0.0,
     eps_in_sqrt: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""AdaGrad (Alg. 8.4): divide by the root of the summed squares, :math:`\delta` outside.
 
@@ -189,6 +204,8 @@ def adagrad(
         :math:`r_0 = 0.1`.
       initial_accumulator_value: :math:`r_0` >= 0; 0 (book, PyTorch), 0.1 (optax).
       eps_in_sqrt: put :math:`\delta` inside the root, :math:`\sqrt{r + \delta}` (optax).
+      nu_dtype: storage dtype of :math:`r`, e.g. ``jnp.bfloat16``; None keeps the
+        parameters' dtype, at least float32. The arithmetic stays in at least float32.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(initial_accumulator_value=r0),
@@ -206,7 +223,10 @@ def adagrad(
     """
     _validate.non_negative("eps", eps)
     _validate.flag("eps_in_sqrt", eps_in_sqrt)
-    accumulated = accumulate_square(initial_accumulator_value=initial_accumulator_value)
+    check_storage_dtype("nu_dtype", nu_dtype)
+    accumulated = accumulate_square(
+        initial_accumulator_value=initial_accumulator_value, dtype=nu_dtype
+    )
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
     tx = chain(divide(identity(), chain(accumulated, root)), scale_by_learning_rate(learning_rate))
     return named("adagrad", tx, learning_rate=learning_rate, eps=eps)
@@ -222,6 +242,7 @@ def rmsprop(
     centered: bool = False,
     momentum: float | jax.Array | None = None,
     nesterov: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp (Alg. 8.5): scale by the root of a moving average of squares, :math:`\delta` inside.
 
@@ -254,6 +275,9 @@ def rmsprop(
       momentum: :math:`\mu` in [0, 1), or None for no velocity.
       nesterov: Nesterov's form of the velocity (needs ``momentum``); ``rmsprop(lr, decay,
         eps, momentum=mu, nesterov=True)`` is :func:`rmsprop_nesterov`.
+      nu_dtype: storage dtype of :math:`r` (and of :math:`\bar g` with ``centered``),
+        e.g. ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -289,10 +313,15 @@ def rmsprop(
         _validate.decay_rate("momentum", momentum)
         if nesterov:
             _validate.nesterov_momentum("momentum", momentum)
+    check_storage_dtype("nu_dtype", nu_dtype)
     if centered:
-        second_moment = accumulate_centered_square(decay, initial_accumulator_value=initial_scale)
+        second_moment = accumulate_centered_square(
+            decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
+        )
     else:
-        second_moment = accumulate_square(decay, initial_accumulator_value=initial_scale)
+        second_moment = accumulate_square(
+            decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
+        )
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
     pieces = [
         divide(identity(), chain(second_moment, root)),
@@ -315,6 +344,8 @@ def rmsprop_nesterov(
     decay: float | jax.Array = 0.9,
     momentum: float | jax.Array = 0.9,
     eps: float | jax.Array = 1e-6,
+    *,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp with Nesterov momentum (Alg. 8.6), reformulated as :func:`nesterov`.
 
@@ -335,6 +366,7 @@ def rmsprop_nesterov(
       eps: :math:`\delta` >= 0, inside the root (default 1e-6). optax's
         ``rmsprop(lr, decay, eps, momentum=μ, nesterov=True)`` is the same rule; PyTorch
         has no equivalent.
+      nu_dtype: storage dtype of :math:`r`, as in :func:`rmsprop`.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -352,8 +384,9 @@ def rmsprop_nesterov(
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
+    check_storage_dtype("nu_dtype", nu_dtype)
     tx = chain(
-        divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
+        divide(identity(), chain(accumulate_square(decay, dtype=nu_dtype), add(eps), sqrt())),
         scale_by_learning_rate(learning_rate),
         trace(momentum, nesterov=True),
     )
