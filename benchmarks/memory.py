@@ -267,8 +267,8 @@ def main(argv=None) -> int:
         sizes = dict(layers=2, width=256, rounds=3)
         acc = dict(seeds=1, steps=20, batch=32)
     else:
-        sizes = dict(layers=8, width=1024, rounds=30)
-        acc = dict(seeds=3, steps=1500, batch=128)
+        sizes = dict(layers=8, width=512, rounds=10)
+        acc = dict(seeds=2, steps=1000, batch=128)
     print("## Optimizer-state memory: narrow, quantized, compensated (benchmarks/memory.py)")
     print()
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}; `{' '.join(sys.argv)}`")
