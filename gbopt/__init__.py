@@ -40,6 +40,11 @@ from gbopt._combine import DivideState as DivideState
 from gbopt._combine import chain as chain
 from gbopt._combine import divide as divide
 from gbopt._combine import with_step_count as with_step_count
+from gbopt._compensated import KahanSummationState as KahanSummationState
+from gbopt._compensated import StochasticRoundingState as StochasticRoundingState
+from gbopt._compensated import kahan_summation as kahan_summation
+from gbopt._compensated import round_stochastically as round_stochastically
+from gbopt._compensated import stochastic_rounding as stochastic_rounding
 from gbopt._describe import Description as Description
 from gbopt._describe import describe as describe
 from gbopt._factored import CoverSecondMomentState as CoverSecondMomentState
@@ -78,6 +83,9 @@ from gbopt._partition import multi_transform as multi_transform
 from gbopt._partition import set_to_zero as set_to_zero
 from gbopt._polyak import polyak_sgd as polyak_sgd
 from gbopt._polyak import scale_by_polyak as scale_by_polyak
+from gbopt._quantize import QuantizedArray as QuantizedArray
+from gbopt._quantize import QuantizeStateState as QuantizeStateState
+from gbopt._quantize import quantize_state as quantize_state
 from gbopt._quasi_newton import LbfgsMemoryState as LbfgsMemoryState
 from gbopt._quasi_newton import lbfgs as lbfgs
 from gbopt._quasi_newton import lbfgs_memory as lbfgs_memory
