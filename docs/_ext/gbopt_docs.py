@@ -23,6 +23,7 @@ import importlib.resources
 import inspect
 import json
 import pathlib
+import re
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -108,6 +109,9 @@ class OptionalTocTree(TocTree):
     def run(self):
         """Drop the entries whose page is absent, then build the toctree of the rest."""
         current = self.env.current_document.docname
+        if not hasattr(self.env, "gbopt_optional_toctrees"):
+            self.env.gbopt_optional_toctrees = set()
+        self.env.gbopt_optional_toctrees.add(current)
         base = current.rpartition("/")[0]
         remaining = set(self.env.found_docs) - {current}
         kept = []
@@ -211,6 +215,37 @@ class DescribeDirective(SphinxDirective):
         return [container]
 
 
+REPOSITORY = "https://github.com/gbopt/gbopt/blob/main"
+_OUTSIDE_LINK = re.compile(r"\]\((\.\./[^)\s#]+)(#[^)\s]*)?\)")
+
+
+def link_outside_files(app: Sphinx, docname: str, source: list) -> None:
+    """Links from a page to a file of the repository outside ``docs/`` go to the repository.
+
+    ``[RESULTS.md](../benchmarks/RESULTS.md)`` is right on GitHub, where the page is read in
+    place; on the site the file is not a page, so the link points at it in the repository.
+    """
+    page_dir = (pathlib.Path(app.srcdir) / docname).parent
+    root = pathlib.Path(app.srcdir).parent.resolve()
+    docs = pathlib.Path(app.srcdir).resolve()
+
+    def repl(match: re.Match) -> str:
+        target = (page_dir / match.group(1)).resolve()
+        if docs in target.parents or root not in target.parents or not target.exists():
+            return match.group(0)
+        rel = target.relative_to(root).as_posix()
+        return f"]({REPOSITORY}/{rel}{match.group(2) or ''})"
+
+    source[0] = _OUTSIDE_LINK.sub(repl, source[0])
+
+
+def mark_optional_toctrees_outdated(app: Sphinx, env, added, changed, removed) -> list[str]:
+    """Pages with an ``optional-toctree`` are re-read when a page appears or disappears."""
+    if not (added or removed):
+        return []
+    return sorted(getattr(env, "gbopt_optional_toctrees", set()) & env.found_docs)
+
+
 def clear_generated(app: Sphinx, config) -> None:
     """Remove the API pages autosummary wrote last time, so a removed name leaves none."""
     generated = pathlib.Path(app.confdir) / "api" / "generated"
@@ -230,6 +265,8 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", copy_notebooks)
     app.connect("config-inited", clear_generated)
     app.connect("env-check-consistency", check_api_coverage)
+    app.connect("source-read", link_outside_files)
+    app.connect("env-get-outdated", mark_optional_toctrees_outdated)
     app.add_directive("optional-toctree", OptionalTocTree)
     app.add_directive("gbopt-describe", DescribeDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
