@@ -1,0 +1,1 @@
+"""Demonstrations: workloads for the main job and benchmarks (not imported by ``import gbopt``)."""
