@@ -111,7 +111,7 @@ def scale_by_learning_rate(
         )
 
     if step is not None:
-        lr = learning_rate(step - 1)
+        lr = _numerics.schedule_value(learning_rate, step - 1, "learning_rate")
         signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
         return _checking_params(_stateless(lambda u, dtype: u * signed_lr(dtype)))
 
@@ -124,7 +124,7 @@ def scale_by_learning_rate(
         del extra_args
         _check_params(updates, params)
         expect_state(state, ScaleByLearningRateState, "scale_by_learning_rate")
-        lr = learning_rate(state.count)
+        lr = _numerics.schedule_value(learning_rate, state.count, "learning_rate")
         signed_lr = _tree.per_dtype(lambda dtype: sign * _tree.scalar(lr, dtype))
 
         def leaf(u):

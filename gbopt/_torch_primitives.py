@@ -86,7 +86,7 @@ def scale_by_schedule(
         return jax.tree.map(leaf, updates)
 
     if step is not None:
-        factor = step_size_fn(step - 1)
+        factor = _numerics.schedule_value(step_size_fn, step - 1, "step_size_fn")
 
         def init_shared(params):
             del params
@@ -103,7 +103,7 @@ def scale_by_schedule(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        out = scaled(updates, step_size_fn(state.count))
+        out = scaled(updates, _numerics.schedule_value(step_size_fn, state.count, "step_size_fn"))
         return out, ScaleByScheduleState(_numerics.safe_increment(state.count))
 
     return GradientTransformation(init_fn, update_fn)

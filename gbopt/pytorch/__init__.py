@@ -32,6 +32,9 @@ neither. ``NAdam`` uses Dozat's momentum schedule, which optax's ``nadam`` does 
 
 from __future__ import annotations
 
+import collections.abc
+import functools
+import inspect
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -39,7 +42,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _validate
+from gbopt import _numerics, _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
 from gbopt._combine import chain, divide, with_step_count
 from gbopt._moments import accumulate_square, bias_correction, ema, trace
@@ -53,6 +56,8 @@ from gbopt._torch_primitives import (
     running_max,
     scale_by_schedule,
 )
+
+from gbopt.pytorch import lr_scheduler as lr_scheduler
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
 
@@ -76,9 +81,115 @@ def _betas(betas: Any) -> tuple[Any, Any]:
         raise ValueError(
             f"`betas` must be a pair (beta1, beta2), e.g. (0.9, 0.999); got {betas!r}."
         ) from None
-    _validate.decay_rate("betas[0]", b1)
-    _validate.decay_rate("betas[1]", b2)
+    _decay_or_schedule("betas[0]", b1)
+    _decay_or_schedule("betas[1]", b2)
     return b1, b2
+
+
+def _decay_or_schedule(name: str, value: Any) -> None:
+    """Checks a momentum or beta: a number in [0, 1), or a schedule ``count -> value``."""
+    if not callable(value):
+        _validate.decay_rate(name, value)
+
+
+def _at(value: Any, name: str, step: jax.Array) -> Any:
+    """A hyperparameter at the 1-based ``step``: a schedule is read at ``count = step - 1``.
+
+    That is where PyTorch's schedulers leave ``momentum`` and ``betas[0]`` for the
+    optimizer step they precede, as for the learning rate (``step`` is 0 only when the
+    state is built, where the value is not used).
+    """
+    if not callable(value):
+        return value
+    return _numerics.schedule_value(value, jnp.maximum(step - 1, 0), name)
+
+
+# ``torch.optim``'s implementation flags, accepted and ignored (keyword-only here).
+_FLAG_DEFAULTS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+_FLAGS = {
+    "SGD": ("foreach", "differentiable", "fused"),
+    "Adagrad": ("foreach", "differentiable", "fused"),
+    "RMSprop": ("capturable", "foreach", "differentiable"),
+    "Adam": ("foreach", "capturable", "differentiable", "fused"),
+    "AdamW": ("foreach", "capturable", "differentiable", "fused"),
+    "NAdam": ("foreach", "capturable", "differentiable"),
+    "Adamax": ("foreach", "differentiable", "capturable"),
+    "RAdam": ("foreach", "capturable", "differentiable"),
+    "Adadelta": ("foreach", "capturable", "differentiable"),
+    "ASGD": ("foreach", "differentiable", "capturable"),
+    "Rprop": ("capturable", "foreach", "differentiable"),
+    "LBFGS": (),
+}
+
+
+def _parameters_kind(x: Any) -> str | None:
+    """What ``x`` is when it looks like PyTorch's ``params`` argument, else None."""
+    module = type(x).__module__ or ""
+    if module.startswith("torch"):
+        return f"a {type(x).__name__}"
+    if hasattr(x, "parameters") and callable(x.parameters):
+        return f"a module ({type(x).__name__})"
+    if isinstance(x, (list, tuple)):
+        if x and all(isinstance(g, dict) for g in x):
+            return f"a list of {len(x)} parameter groups (dicts)"
+        return f"a {type(x).__name__} of {len(x)} items"
+    if isinstance(x, dict):
+        return f"a dict of {len(x)} entries"
+    if isinstance(x, collections.abc.Iterator):
+        return f"an iterator ({type(x).__name__})"
+    return None
+
+
+def _torch_optimizer(factory: Callable) -> Callable:
+    """Gives a constructor PyTorch's calling habits, with one-line errors where they fail.
+
+    Adds ``torch.optim``'s implementation flags of the class (``foreach``, ``fused``,
+    ``capturable``, ``differentiable``) as keyword-only arguments that are checked and
+    ignored: XLA fuses the update and traces it for any device, and every gbopt
+    transform is differentiable, so each flag's setting gives the same rule. A first
+    argument that is the parameters (PyTorch's ``params``) raises a TypeError that says
+    they go to ``init``.
+    """
+    name = factory.__name__
+    flags = _FLAGS[name]
+    signature = inspect.signature(factory)
+    parameters = list(signature.parameters.values()) + [
+        inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=_FLAG_DEFAULTS[f])
+        for f in flags
+    ]
+    full = signature.replace(parameters=parameters)
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        kind = _parameters_kind(args[0]) if args else None
+        if kind is not None:
+            groups = "parameter groups" in kind
+            raise TypeError(
+                f"gbopt.pytorch.{name} got the parameters ({kind}) as its first argument; "
+                + (
+                    f"parameter groups become gbopt.multi_transform({{label: "
+                    f"gbopt.pytorch.{name}(...)}}, param_labels) (docs/pytorch.md, "
+                    "'Parameter groups'), and the parameters go to `init`."
+                    if groups
+                    else f"build it without them, tx = gbopt.pytorch.{name}(lr=...), and "
+                    "pass the parameters to `init`: state = tx.init(params)."
+                )
+            )
+        try:
+            bound = full.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"gbopt.pytorch.{name}: {e}") from None
+        for flag in flags:
+            value = bound.arguments.pop(flag, None)
+            if not (value is None or isinstance(value, bool)):
+                raise TypeError(
+                    f"`{flag}` must be True, False or None, got {type(value).__name__}: "
+                    f"{value!r}. (gbopt accepts it and ignores it: XLA fuses the update.)"
+                )
+        return factory(*bound.args, **bound.kwargs)
+
+    build.__signature__ = full
+    return build
 
 
 def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]:
@@ -89,6 +200,7 @@ def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]
     return pieces
 
 
+@_torch_optimizer
 def SGD(
     lr: ScalarOrSchedule = 1e-3,
     momentum: Number = 0,
@@ -140,7 +252,7 @@ def SGD(
       learning", ICML 2013; ``torch.optim.SGD`` (PyTorch 2.13).
     """
     _validate.learning_rate(lr, "lr")
-    _validate.decay_rate("momentum", momentum)
+    _decay_or_schedule("momentum", momentum)
     _validate.non_negative("weight_decay", weight_decay)
     _validate.non_negative("dampening", dampening)
     if isinstance(dampening, numbers.Real) and dampening > 1:
@@ -158,6 +270,7 @@ def SGD(
         )
     with_momentum = not _is_zero(momentum)
     damped = with_momentum and not _is_zero(dampening)
+    needs_step = damped or callable(momentum)
 
     def build(step):
         pieces = _gradient(weight_decay, maximize)
@@ -170,11 +283,11 @@ def SGD(
                 )
             )
         if with_momentum:
-            pieces.append(trace(momentum, nesterov=nesterov))
+            pieces.append(trace(_at(momentum, "momentum", step), nesterov=nesterov))
         pieces.append(scale_by_learning_rate(lr, step=step))
         return chain(*pieces)
 
-    return with_step_count(build) if damped else build(None)
+    return with_step_count(build) if needs_step else build(None)
 
 
 def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedule:
@@ -185,6 +298,7 @@ def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedu
     return lambda count: base(count) / (1 + count * lr_decay)
 
 
+@_torch_optimizer
 def Adagrad(
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: Number = 0,
@@ -251,6 +365,7 @@ def Adagrad(
     )
 
 
+@_torch_optimizer
 def RMSprop(
     lr: ScalarOrSchedule = 1e-2,
     alpha: Number = 0.99,
@@ -308,20 +423,25 @@ def RMSprop(
     _validate.decay_rate("alpha", alpha)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
-    _validate.decay_rate("momentum", momentum)
+    _decay_or_schedule("momentum", momentum)
     _flag("centered", centered)
     _flag("maximize", maximize)
-    second_moment = accumulate_centered_square(alpha) if centered else accumulate_square(alpha)
-    pieces = [
-        *_gradient(weight_decay, maximize),
-        divide(identity(), chain(second_moment, sqrt(), add(eps))),
-    ]
-    if not _is_zero(momentum):
-        pieces.append(trace(momentum))
-    pieces.append(scale_by_learning_rate(lr))
-    return chain(*pieces)
+
+    def build(step):
+        second = accumulate_centered_square(alpha) if centered else accumulate_square(alpha)
+        pieces = [
+            *_gradient(weight_decay, maximize),
+            divide(identity(), chain(second, sqrt(), add(eps))),
+        ]
+        if not _is_zero(momentum):
+            pieces.append(trace(_at(momentum, "momentum", step)))
+        pieces.append(scale_by_learning_rate(lr, step=step))
+        return chain(*pieces)
+
+    return with_step_count(build) if callable(momentum) else build(None)
 
 
+@_torch_optimizer
 def Adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -380,7 +500,7 @@ def Adam(
       "Decoupled Weight Decay Regularization", ICLR 2019; ``torch.optim.Adam``.
     """
     _validate.learning_rate(lr, "lr")
-    b1, b2 = _betas(betas)
+    betas_ = _betas(betas)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
     _flag("amsgrad", amsgrad)
@@ -388,6 +508,7 @@ def Adam(
     _flag("decoupled_weight_decay", decoupled_weight_decay)
 
     def build(t):
+        b1, b2 = _at(betas_[0], "betas[0]", t), _at(betas_[1], "betas[1]", t)
         second_moment = [accumulate_square(b2), *([running_max()] if amsgrad else [])]
         direction = divide(
             chain(ema(b1), bias_correction(b1, step=t)),
@@ -410,6 +531,7 @@ def _decayed(direction, lr, t, weight_decay, maximize, decoupled) -> GradientTra
     return chain(*_gradient(weight_decay, maximize), direction, scale_by_learning_rate(lr, step=t))
 
 
+@_torch_optimizer
 def AdamW(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -454,6 +576,7 @@ def AdamW(
     )
 
 
+@_torch_optimizer
 def NAdam(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -508,7 +631,7 @@ def NAdam(
       ``torch.optim.NAdam`` (PyTorch 2.13).
     """
     _validate.learning_rate(lr, "lr")
-    b1, b2 = _betas(betas)
+    betas_ = _betas(betas)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
     _flag("decoupled_weight_decay", decoupled_weight_decay)
@@ -516,6 +639,7 @@ def NAdam(
     _validate_momentum_decay(momentum_decay)
 
     def build(t):
+        b1, b2 = _at(betas_[0], "betas[0]", t), _at(betas_[1], "betas[1]", t)
         direction = divide(
             nadam_momentum(b1, momentum_decay, step=t),
             chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps)),
@@ -525,6 +649,7 @@ def NAdam(
     return with_step_count(build)
 
 
+@_torch_optimizer
 def Adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -564,12 +689,13 @@ def Adamax(
       ``torch.optim.Adamax`` (PyTorch 2.13).
     """
     _validate.learning_rate(lr, "lr")
-    b1, b2 = _betas(betas)
+    betas_ = _betas(betas)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
     _flag("maximize", maximize)
 
     def build(t):
+        b1, b2 = _at(betas_[0], "betas[0]", t), _at(betas_[1], "betas[1]", t)
         direction = divide(
             chain(ema(b1), bias_correction(b1, step=t)), accumulate_inf_norm(b2, eps=eps)
         )
