@@ -225,14 +225,18 @@ def inject_hyperparams(
             b = inspect.BoundArguments(signature, bound.arguments.copy())
             b.arguments.update(hyperparams)
             for arg in tuples:  # stored as one array, given to the factory as a tuple
-                b.arguments[arg] = tuple(b.arguments[arg][i] for i in range(len(bound.arguments[arg])))
+                b.arguments[arg] = tuple(
+                    b.arguments[arg][i] for i in range(len(bound.arguments[arg]))
+                )
             return as_transform(factory(*b.args, **b.kwargs), argument=f"{name}(...)")
 
         def values_at(count, numbers_, dtype_of):
             values = {}
             for arg in names:
                 if arg in schedules:
-                    values[arg] = _as_hyperparam(_scheduled(arg, schedules[arg], count), dtype_of(arg))
+                    values[arg] = _as_hyperparam(
+                        _scheduled(arg, schedules[arg], count), dtype_of(arg)
+                    )
                 else:
                     values[arg] = numbers_[arg]
             return values
@@ -352,6 +356,7 @@ def set_hyperparams(state: Any, *, group: Any = None, **values: Any) -> Any:
             "`gbopt.set_hyperparams(state, learning_rate=1e-4)`."
         )
     targets = _addressed(state, group)
+
     def replace(node: Any, label: Any) -> Any:
         new = dict(node.hyperparams)
         for name, value in values.items():
@@ -392,7 +397,7 @@ def set_hyperparams(state: Any, *, group: Any = None, **values: Any) -> Any:
 def _group_of(path: tuple) -> Any:
     """The label of the innermost ``multi_transform`` group on ``path``, or None."""
     label = None
-    for key, nxt in zip(path, path[1:]):
+    for key, nxt in zip(path[:-1], path[1:], strict=True):
         if getattr(key, "name", None) == "inner_states" and hasattr(nxt, "key"):
             label = nxt.key
     return label
@@ -422,7 +427,7 @@ def _addressed(state: Any, group: Any) -> list[tuple]:
             known = sorted({repr(label) for label in labels if label is not None})
             raise ValueError(
                 f"`group={group!r}` names no group of injected hyperparameters; the state's "
-                f"groups (labels of gbopt.multi_transform) are {known or 'none'}."
+                f"groups (labels of gbopt.multi_transform) are [{', '.join(known)}]."
             )
         found = chosen
     elif len(found) > 1 and None not in labels and len(set(labels)) == len(labels):

@@ -56,7 +56,6 @@ from gbopt._torch_primitives import (
     running_max,
     scale_by_schedule,
 )
-
 from gbopt.pytorch import lr_scheduler as lr_scheduler
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]

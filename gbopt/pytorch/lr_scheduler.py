@@ -92,6 +92,7 @@ class LRSchedule:
         self._restarts_from_previous = restarts_from_previous
 
     def __call__(self, count: Any) -> jax.Array:
+        """The learning rate after ``count`` steps (``count`` an int or an int array)."""
         return self._fn(jnp.asarray(count))
 
     def __repr__(self) -> str:
@@ -231,9 +232,7 @@ def ConstantLR(lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -> LRSc
 
 def _unit_interval(name: str, value: Any, *, low_open: bool = False) -> None:
     _validate.finite(name, value)
-    if isinstance(value, numbers.Real) and (
-        value > 1 or value < 0 or (low_open and value == 0)
-    ):
+    if isinstance(value, numbers.Real) and (value > 1 or value < 0 or (low_open and value == 0)):
         interval = "(0, 1]" if low_open else "[0, 1]"
         raise ValueError(f"`{name}` must be in {interval} (as PyTorch requires); got {value}.")
 
@@ -260,8 +259,9 @@ def LinearLR(
     return _multiplicative(
         "LinearLR",
         lr,
-        lambda c: start_factor
-        + (end_factor - start_factor) * jnp.minimum(total_iters, c) / total_iters,
+        lambda c: (
+            start_factor + (end_factor - start_factor) * jnp.minimum(total_iters, c) / total_iters
+        ),
     )
 
 
@@ -435,12 +435,14 @@ def OneCycleLR(
     Args:
       max_lr: :math:`\gamma_{\max}` (>= 0).
       total_steps: :math:`T`, or None to use ``epochs * steps_per_epoch``.
-      epochs, steps_per_epoch: ints >= 1, used when ``total_steps`` is None.
+      epochs: an int >= 1, used with ``steps_per_epoch`` when ``total_steps`` is None.
+      steps_per_epoch: an int >= 1.
       pct_start: :math:`p`, a float in [0, 1]: the fraction of the cycle spent warming up.
       anneal_strategy: ``"cos"`` or ``"linear"``.
       cycle_momentum: build the momentum schedule, ``.momentum``, to pass as the
         optimizer's ``momentum`` or ``betas[0]`` (PyTorch does this by default).
-      base_momentum, max_momentum: the momentum's low and high values.
+      base_momentum: the momentum's low value, in [0, 1).
+      max_momentum: the momentum's high value (its start and end), in [0, 1).
       div_factor: :math:`d`, the start is ``max_lr / div_factor``.
       final_div_factor: :math:`d_f`, the end is ``max_lr / (div_factor * final_div_factor)``.
       three_phase: anneal back to the start before the final decay.
@@ -462,15 +464,12 @@ def OneCycleLR(
         total = _steps("epochs", epochs, 1) * _steps("steps_per_epoch", steps_per_epoch, 1)
     else:
         raise ValueError(
-            "OneCycleLR needs `total_steps`, or both `epochs` and `steps_per_epoch` "
-            "(as PyTorch's)."
+            "OneCycleLR needs `total_steps`, or both `epochs` and `steps_per_epoch` (as PyTorch's)."
         )
     if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
         raise ValueError(f"`pct_start` must be a float in [0, 1]; got {pct_start!r}.")
     if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(
-            f"`anneal_strategy` must be 'cos' or 'linear'; got {anneal_strategy!r}."
-        )
+        raise ValueError(f"`anneal_strategy` must be 'cos' or 'linear'; got {anneal_strategy!r}.")
     _validate.flag("cycle_momentum", cycle_momentum)
     _validate.flag("three_phase", three_phase)
     _lr(max_lr)
@@ -548,7 +547,8 @@ def CyclicLR(
     as in PyTorch.
 
     Args:
-      base_lr, max_lr: the cycle's bounds (>= 0).
+      base_lr: the cycle's low bound (>= 0), where it starts.
+      max_lr: the cycle's high bound (>= 0).
       step_size_up: :math:`S_{up}` >= 1, steps from ``base_lr`` up to ``max_lr``.
       step_size_down: :math:`S_{down}` >= 1, or None for ``step_size_up``.
       mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"`` (ignored with
@@ -557,7 +557,8 @@ def CyclicLR(
       scale_fn: a custom :math:`s`, written with ``jax.numpy``.
       scale_mode: ``"cycle"`` or ``"iterations"``, the argument of ``scale_fn``.
       cycle_momentum: build ``.momentum`` (PyTorch's default cycles the momentum).
-      base_momentum, max_momentum: the momentum's bounds.
+      base_momentum: the momentum's low bound (at ``max_lr``), in [0, 1).
+      max_momentum: the momentum's high bound (at ``base_lr``), in [0, 1).
 
     Returns:
       An :class:`LRSchedule` whose ``.momentum`` is the momentum schedule.
@@ -718,4 +719,3 @@ def ChainedScheduler(schedulers: Sequence[LRSchedule]) -> LRSchedule:
         return out
 
     return _multiplicative("ChainedScheduler", base, factor)
-
