@@ -58,8 +58,18 @@ def test_every_public_name_has_a_docstring(name):
 
 
 def _modules():
+    """gbopt's modules, those of its subpackages (gbopt.pytorch) included."""
     pkg = pathlib.Path(gbopt.__file__).parent
-    return sorted(f"gbopt.{p.stem}" for p in pkg.glob("*.py") if p.stem != "__main__")
+    modules = [f"gbopt.{p.stem}" for p in pkg.glob("*.py") if p.stem != "__main__"]
+    for init in pkg.glob("*/__init__.py"):
+        sub = init.parent
+        modules.append(f"gbopt.{sub.name}")
+        modules += [
+            f"gbopt.{sub.name}.{p.stem}"
+            for p in sub.glob("*.py")
+            if p.stem not in ("__init__", "__main__")
+        ]
+    return sorted(modules)
 
 
 @pytest.mark.parametrize("module", _modules())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 
 import chex
 import jax
@@ -704,3 +705,77 @@ def test_multisteps_keeps_float64_with_accumulator_dtype(torch_float64):
         default = run(optax.MultiSteps(gpt.AdamW(lr=1e-2), k))
     assert deviation(wide, expected) <= TOL
     assert deviation(default, expected) > 1e-10  # float32 accumulators: ~1e-9 off
+
+
+# ---------------------------------------------------------------- ReduceLROnPlateau
+def _loss(params) -> float:
+    x = np.concatenate([np.ravel(params["W"]), np.ravel(params["b"])])
+    return float(0.5 * x @ A @ x - C @ x + 0.025 * np.sum(x**4)) + 10.0  # > 0 (minimum 1.54)
+
+
+@pytest.mark.parametrize("cooldown", [0, 3])
+def test_reduce_on_plateau_is_optax_contrib_with_patience_plus_one(cooldown, torch_float64):
+    """torch's ReduceLROnPlateau(patience=p) = optax.contrib.reduce_on_plateau(patience=p + 1).
+
+    optax scales the update of the step whose loss it is given; torch changes the lr
+    for the steps after ``scheduler.step(loss)``, so torch steps it before
+    ``optimizer.step()`` here, where both see the loss at the same parameters.
+    """
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in X0.items()}
+    opt = torch.optim.SGD(list(params.values()), lr=2e-2, momentum=0.9, foreach=False)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=0.5, patience=15, cooldown=cooldown
+    )
+    expected, lrs = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scheduler.step() before optimizer.step()
+        for _ in range(STEPS):
+            current = {k: v.detach().numpy() for k, v in params.items()}
+            sched.step(_loss(current))
+            g = gradient(current)
+            for k, p in params.items():
+                p.grad = torch.tensor(g[k])
+            opt.step()
+            lrs.append(opt.param_groups[0]["lr"])
+            expected.append({k: v.detach().numpy().copy() for k, v in params.items()})
+    assert lrs[-1] < 2e-2 * 0.5**3  # several reductions happened
+
+    tx = gbopt.chain(
+        gpt.SGD(lr=2e-2, momentum=0.9),
+        optax.contrib.reduce_on_plateau(factor=0.5, patience=16, rtol=1e-4, cooldown=cooldown),
+    )
+    with jax.enable_x64(True):
+        p = {k: jnp.asarray(v) for k, v in X0.items()}
+        state = tx.init(p)
+        step = jax.jit(lambda p, s, g, value: tx.update(g, s, p, value=value))
+        got = []
+        for _ in range(STEPS):
+            current = {k: np.asarray(v) for k, v in p.items()}
+            u, state = step(p, state, gradient(current), _loss(current))
+            p = gbopt.apply_updates(p, u)
+            got.append({k: np.asarray(v) for k, v in p.items()})
+    assert abs(float(state[1].scale) * 2e-2 - lrs[-1]) <= 1e-15
+    assert deviation(got, expected) <= TOL
+
+
+# ---------------------------------------------------------------- the worked port
+def test_worked_port_in_the_docs_matches_torch_in_float64(torch_float64):
+    """docs/pytorch.md's torch script and its gbopt port, run in float64: 1e-10."""
+    import pathlib
+    import re
+
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "pytorch.md").read_text()
+    section = page.split("### A worked port")[1].split("\n### ")[0]
+    torch_block, gbopt_block, _ = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict = {}
+    with jax.enable_x64(True):
+        exec(compile(torch_block, "docs/pytorch.md[torch]", "exec"), namespace)
+        exec(compile(gbopt_block, "docs/pytorch.md[gbopt]", "exec"), namespace)
+        final = dict(zip(["w1", "b1", "w2", "b2"], namespace["model"].parameters(), strict=True))
+        ours = {k: np.asarray(v) for k, v in namespace["params"].items()}
+    assert all(v.dtype == np.float64 for v in ours.values())
+    losses_t, losses_g = np.asarray(namespace["torch_losses"]), np.asarray(namespace["jax_losses"])
+    assert len(losses_t) == namespace["STEPS"] == 40
+    assert np.max(np.abs(losses_g - losses_t)) <= 1e-10
+    assert max(np.max(np.abs(ours[k] - final[k].detach().numpy())) for k in ours) <= 1e-10
+    assert np.ptp(losses_t) > 1e-2  # it trains
