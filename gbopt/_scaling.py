@@ -85,7 +85,8 @@ def scale_by_learning_rate(
     Args:
       learning_rate: :math:`\alpha`: a float, a JAX or NumPy scalar or array, or a schedule
         ``count -> value`` (read at the number of updates applied before this one:
-        0 at the first step, as optax's schedules expect).
+        0 at the first step, as optax's schedules expect; an int64 when 64-bit types
+        are enabled, so that it computes in float64).
       flip_sign: multiply by :math:`-\alpha` (default) or by :math:`\alpha`.
       step: the 1-based step, when an enclosing :func:`gbopt.with_step_count` keeps it;
         otherwise a schedule keeps its own count in :class:`ScaleByLearningRateState`.

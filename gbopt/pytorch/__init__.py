@@ -1,8 +1,11 @@
 r"""``torch.optim``'s optimizers, rule for rule, as gbopt transforms.
 
 Each constructor has the name of a ``torch.optim`` class and its arguments, with the
-same names and defaults, less ``params`` and the implementation flags (``foreach``,
-``fused``, ``capturable``, ``differentiable``; XLA fuses the update on its own).
+same names and defaults, less ``params``: the parameters go to ``init``, and passing
+them first (``AdamW(model.parameters(), lr=1e-3)``) raises a one-line error that says
+so. The implementation flags (``foreach``, ``fused``, ``capturable``,
+``differentiable``) are accepted and ignored: XLA fuses the update and compiles it for
+any device, and every gbopt transform is differentiable, so the rule is the same.
 It returns a :class:`gbopt.GradientTransformation` that follows PyTorch's update rule
 exactly: in float64, 200 steps of each stay within 1e-12 of ``torch.optim`` on CPU
 (``tests/test_pytorch.py``), including with a learning-rate schedule::
@@ -14,9 +17,11 @@ Each is a :func:`gbopt.chain` of gbopt primitives (printed in its docstring), so
 be rebuilt or changed piece by piece.
 
 **Learning-rate schedules.** ``lr`` may be a schedule ``count -> lr`` (``count`` is 0
-at the first step). ``LambdaLR(optimizer, lr_lambda)`` stepped once per optimizer
-step is ``lr=lambda count: base_lr * lr_lambda(count)``; any other scheduler stepped
-once per step is its learning rate as a function of the number of steps taken before.
+at the first step); :mod:`gbopt.pytorch.lr_scheduler` has PyTorch's schedulers as
+such functions (``lr=lr_scheduler.StepLR(0.1, step_size=30)``). ``momentum`` and each
+of ``betas`` may be schedules too, as ``OneCycleLR`` and ``CyclicLR`` make them
+(``betas=(one_cycle.momentum, 0.999)``): each is read at the count, as the learning
+rate is.
 
 **Where the conventions differ** (CONVENTIONS.md): PyTorch keeps the learning rate
 outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
@@ -229,7 +234,8 @@ def SGD(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      momentum: :math:`\mu` in [0, 1) (PyTorch also accepts values >= 1, which diverge).
+      momentum: :math:`\mu` in [0, 1) (PyTorch also accepts values >= 1, which diverge),
+        or a schedule ``count -> momentum`` (e.g. ``OneCycleLR(...).momentum``).
       dampening: :math:`\tau` in [0, 1].
       weight_decay: :math:`\lambda` >= 0 (L2: added to the gradient).
       nesterov: use Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
@@ -240,7 +246,7 @@ def SGD(
       [scale_by_schedule(1 at the first step, else 1 - dampening)],
       [trace(momentum, nesterov=nesterov)], scale_by_learning_rate(lr))``, the bracketed
       pieces present only when their option is set (inside :func:`gbopt.with_step_count`
-      when ``dampening`` needs the step).
+      when ``dampening`` or a ``momentum`` schedule needs the step).
 
     Raises:
       ValueError: for a hyperparameter out of range, or ``nesterov=True`` without
@@ -401,7 +407,7 @@ def RMSprop(
       alpha: :math:`\alpha` in [0, 1), the decay of the moving averages.
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0 (L2).
-      momentum: :math:`\mu` in [0, 1).
+      momentum: :math:`\mu` in [0, 1), or a schedule ``count -> momentum``.
       centered: divide by the root of the estimated variance instead of the second
         moment (Graves, 2013).
       maximize: ascend the objective instead of descending.
@@ -409,7 +415,8 @@ def RMSprop(
     Returns:
       ``chain([scale(-1)], [add_decayed_weights(weight_decay)], divide(identity(),
       chain(accumulate_square(alpha) or accumulate_centered_square(alpha), sqrt(),
-      add(eps))), [trace(momentum)], scale_by_learning_rate(lr))``.
+      add(eps))), [trace(momentum)], scale_by_learning_rate(lr))``, inside
+      :func:`gbopt.with_step_count` when ``momentum`` is a schedule.
 
     Raises:
       ValueError: for a hyperparameter out of range.
@@ -475,7 +482,8 @@ def Adam(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0.
       amsgrad: divide by the root of the largest second moment so far.
@@ -555,7 +563,8 @@ def AdamW(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0, decoupled.
       amsgrad: as in :func:`Adam`.
@@ -609,7 +618,8 @@ def NAdam(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0.
       momentum_decay: :math:`\psi` >= 0 (``math.inf`` gives :math:`\mu_t = \beta_1`).
@@ -670,7 +680,8 @@ def Adamax(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, inside the maximum.
       weight_decay: :math:`\lambda` >= 0 (L2).
       maximize: ascend the objective instead of descending.

@@ -182,6 +182,12 @@ def StepLR(lr: float, step_size: int, gamma: float = 0.1) -> LRSchedule:
 
     Returns:
       An :class:`LRSchedule` (chainable).
+
+    Example:
+      >>> from gbopt.pytorch import lr_scheduler
+      >>> lr = lr_scheduler.StepLR(0.1, step_size=2, gamma=0.5)
+      >>> [round(float(lr(count)), 6) for count in range(5)]
+      [0.1, 0.1, 0.05, 0.05, 0.025]
     """
     step_size = _steps("step_size", step_size, 1)
     _validate.non_negative("gamma", gamma)
