@@ -78,11 +78,15 @@ def _default_dtype(tree: Any) -> np.dtype:
 
 
 def _is_tuple_of_hyperparams(value: Any) -> bool:
-    """A tuple of numbers and schedules, such as ``betas=(0.9, 0.999)`` or ``(schedule, 0.999)``."""
+    """A tuple of numbers and schedules, such as ``betas=(0.9, 0.999)`` or ``(schedule, 0.999)``.
+
+    A tuple of integers only (an axis, a shape) is not one: it stays static.
+    """
     return (
         isinstance(value, tuple)
         and len(value) > 0
         and all(_is_number(v) and np.ndim(v) == 0 or callable(v) for v in value)
+        and not all(isinstance(v, (numbers.Integral, np.integer)) for v in value)
     )
 
 
@@ -125,7 +129,7 @@ def inject_hyperparams(
 
       .. math:: h_t = \mathrm{schedule}(t - 1), \qquad t = 1, 2, \dots
 
-    * a **tuple** of numbers and schedules (``betas=(0.9, 0.999)``, or
+    * a **tuple** of numbers and schedules, not all integers (``betas=(0.9, 0.999)``, or
       ``betas=(schedule, 0.999)`` as PyTorch's ``OneCycleLR`` and ``CyclicLR`` schedule
       ``betas[0]``) is stored as one array of its length, each schedule read as above,
       and handed to the factory as a tuple again;
