@@ -1,40 +1,42 @@
 """gbopt: gradient transformations for JAX, composed from small primitives.
 
 Every optimizer is a pure ``(init, update)`` pair (:class:`GradientTransformation`) built
-as a :func:`chain` of primitives; see ``gbopt._combine`` for how they compose.
+as a :func:`chain` of primitives. The package is laid out by role:
+
+* ``_base``: the contract and the kit (:func:`gbopt._base.statistic`,
+  :func:`gbopt._base.elementwise`) every primitive is built with;
+* ``_statistics``, ``_maps``, ``_regularize``: the primitives;
+* ``_combine``: the combinators; ``_textbook`` (and the catalog modules): the optimizers;
+* ``_partition``, ``_hyperparams``, ``_safety``, ``_stacking``, ``_sharding``: wrappers;
+* ``_state``, ``_checkpoint``, ``_update``: reading, restoring and applying.
+
+Every public name is importable from ``gbopt`` (and only from there, besides the
+``schedules`` and ``pytorch`` submodules); ``gbopt.__all__`` lists them.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from gbopt import pytorch as pytorch
 from gbopt import schedules as schedules
+from gbopt._base import SHARED_STEP as SHARED_STEP
 from gbopt._base import GradientTransformation as GradientTransformation
-from gbopt._base import identity as identity
+from gbopt._base import StepCountState as StepCountState
+from gbopt._base import TransformInfo as TransformInfo
 from gbopt._checkpoint import restore_state as restore_state
 from gbopt._combine import DivideState as DivideState
-from gbopt._combine import StepCountState as StepCountState
 from gbopt._combine import chain as chain
 from gbopt._combine import divide as divide
 from gbopt._combine import with_step_count as with_step_count
 from gbopt._hyperparams import InjectHyperparamsState as InjectHyperparamsState
 from gbopt._hyperparams import inject_hyperparams as inject_hyperparams
 from gbopt._hyperparams import set_hyperparams as set_hyperparams
-from gbopt._moments import AccumulateSquareState as AccumulateSquareState
-from gbopt._moments import BiasCorrectionState as BiasCorrectionState
-from gbopt._moments import EmaState as EmaState
-from gbopt._moments import TraceState as TraceState
-from gbopt._moments import accumulate_square as accumulate_square
-from gbopt._moments import bias_correction as bias_correction
-from gbopt._moments import ema as ema
-from gbopt._moments import trace as trace
-from gbopt._optimizers import adagrad as adagrad
-from gbopt._optimizers import adam as adam
-from gbopt._optimizers import gd as gd
-from gbopt._optimizers import momentum as momentum
-from gbopt._optimizers import nesterov as nesterov
-from gbopt._optimizers import rmsprop as rmsprop
-from gbopt._optimizers import rmsprop_nesterov as rmsprop_nesterov
-from gbopt._optimizers import sgd as sgd
+from gbopt._maps import add as add
+from gbopt._maps import bias_correction as bias_correction
+from gbopt._maps import identity as identity
+from gbopt._maps import scale as scale
+from gbopt._maps import scale_by_learning_rate as scale_by_learning_rate
+from gbopt._maps import scale_by_schedule as scale_by_schedule
+from gbopt._maps import sqrt as sqrt
 from gbopt._partition import MaskedNode as MaskedNode
 from gbopt._partition import MaskedState as MaskedState
 from gbopt._partition import MultiTransformState as MultiTransformState
@@ -48,28 +50,48 @@ from gbopt._regularize import clip_by_global_norm as clip_by_global_norm
 from gbopt._regularize import global_norm as global_norm
 from gbopt._safety import SkipNonfiniteState as SkipNonfiniteState
 from gbopt._safety import skip_nonfinite as skip_nonfinite
-from gbopt._scaling import ScaleByLearningRateState as ScaleByLearningRateState
-from gbopt._scaling import add as add
-from gbopt._scaling import scale as scale
-from gbopt._scaling import scale_by_learning_rate as scale_by_learning_rate
-from gbopt._scaling import sqrt as sqrt
 from gbopt._sharding import state_shardings as state_shardings
 from gbopt._stacking import LeafStacks as LeafStacks
 from gbopt._stacking import StackLeavesState as StackLeavesState
 from gbopt._stacking import stack_leaves as stack_leaves
-from gbopt._torch_primitives import AccumulateCenteredSquareState as AccumulateCenteredSquareState
-from gbopt._torch_primitives import AccumulateInfNormState as AccumulateInfNormState
-from gbopt._torch_primitives import NadamMomentumState as NadamMomentumState
-from gbopt._torch_primitives import RunningMaxState as RunningMaxState
-from gbopt._torch_primitives import ScaleByScheduleState as ScaleByScheduleState
-from gbopt._torch_primitives import accumulate_centered_square as accumulate_centered_square
-from gbopt._torch_primitives import accumulate_inf_norm as accumulate_inf_norm
-from gbopt._torch_primitives import nadam_momentum as nadam_momentum
-from gbopt._torch_primitives import running_max as running_max
-from gbopt._torch_primitives import scale_by_schedule as scale_by_schedule
+from gbopt._state import state_get as state_get
+from gbopt._state import state_set as state_set
+from gbopt._statistics import AccumulateCenteredSquareState as AccumulateCenteredSquareState
+from gbopt._statistics import AccumulateInfNormState as AccumulateInfNormState
+from gbopt._statistics import AccumulateSquareState as AccumulateSquareState
+from gbopt._statistics import EmaState as EmaState
+from gbopt._statistics import NadamMomentumState as NadamMomentumState
+from gbopt._statistics import RunningMaxState as RunningMaxState
+from gbopt._statistics import TraceState as TraceState
+from gbopt._statistics import accumulate_centered_square as accumulate_centered_square
+from gbopt._statistics import accumulate_inf_norm as accumulate_inf_norm
+from gbopt._statistics import accumulate_square as accumulate_square
+from gbopt._statistics import ema as ema
+from gbopt._statistics import nadam_momentum as nadam_momentum
+from gbopt._statistics import running_max as running_max
+from gbopt._statistics import trace as trace
+from gbopt._textbook import adagrad as adagrad
+from gbopt._textbook import adam as adam
+from gbopt._textbook import gd as gd
+from gbopt._textbook import momentum as momentum
+from gbopt._textbook import nesterov as nesterov
+from gbopt._textbook import rmsprop as rmsprop
+from gbopt._textbook import rmsprop_nesterov as rmsprop_nesterov
+from gbopt._textbook import sgd as sgd
 from gbopt._update import apply_updates as apply_updates
 
 try:
-    __version__ = version("gbopt")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _metadata.version("gbopt")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
+
+__all__ = sorted(
+    name
+    for name, value in list(globals().items())
+    if not name.startswith("_") and name not in {"annotations"}
+)
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _stacking, _tree, _validate
-from gbopt._base import EMPTY_STATE, GradientTransformation
+from gbopt import _dtypes, _placement, _tree_checks, _validate
+from gbopt._base import EMPTY_STATE, GradientTransformation, refuse_inside, with_info
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -17,8 +17,8 @@ def global_norm(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    dtype = jnp.result_type(*[_tree.state_dtype(jnp.result_type(x)) for x in leaves])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(_tree.cast(x, dtype))) for x in leaves))
+    dtype = jnp.result_type(*[_dtypes.state_dtype(jnp.result_type(x)) for x in leaves])
+    return jnp.sqrt(sum(jnp.sum(jnp.square(_dtypes.cast(x, dtype))) for x in leaves))
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
@@ -41,17 +41,22 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         norm = global_norm(updates)
-        c = _tree.scalar(max_norm, norm.dtype)
+        c = _dtypes.scalar(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
 
         def leaf(u):
-            u = _tree.as_array(u)
-            return _tree.cast(_tree.cast(u, norm.dtype) * factor, u.dtype)
+            u = _dtypes.as_array(u)
+            return _dtypes.cast(_dtypes.cast(u, norm.dtype) * factor, u.dtype)
 
         clipped = jax.tree.map(leaf, updates)
         return clipped, state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "clip_by_global_norm",
+        hyperparams={"max_norm": max_norm},
+        math=r"u \cdot \min\left(1, \frac{c}{\lVert u \rVert_2}\right)",
+    )
 
 
 def add_decayed_weights(
@@ -79,7 +84,7 @@ def add_decayed_weights(
 
     def init_fn(params):
         if params is not None:
-            _tree.check_float_params(params)
+            _placement.check_float_params(params)
         return EMPTY_STATE
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -91,23 +96,30 @@ def add_decayed_weights(
                 "add_decayed_weights needs the parameters: call "
                 "`update(updates, state, params)` with `params` (weight decay adds λ·w)."
             )
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
+        _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         if mask is not None:
-            _stacking.refuse_inside("gbopt.add_decayed_weights's mask")
+            refuse_inside("gbopt.add_decayed_weights's mask")
         m = mask(params) if callable(mask) else mask
         if m is None:
             m = jax.tree.map(lambda _: True, updates)
         else:
-            _tree.check_matches(m, params, what="mask", reference_name="params", check_shapes=False)
+            _tree_checks.check_matches(
+                m, params, what="mask", reference_name="params", check_shapes=False
+            )
 
         def leaf(u, w, keep):
             if not keep:
                 return u
-            u = _tree.as_array(u)
-            wide = _tree.state_dtype(u.dtype)
-            lam = _tree.scalar(weight_decay, wide)
-            return _tree.cast(_tree.cast(u, wide) + lam * _tree.cast(w, wide), u.dtype)
+            u = _dtypes.as_array(u)
+            wide = _dtypes.state_dtype(u.dtype)
+            lam = _dtypes.scalar(weight_decay, wide)
+            return _dtypes.cast(_dtypes.cast(u, wide) + lam * _dtypes.cast(w, wide), u.dtype)
 
         return jax.tree.map(leaf, updates, params, m), state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "add_decayed_weights",
+        hyperparams={"weight_decay": weight_decay},
+        math=r"u + \lambda w",
+    )

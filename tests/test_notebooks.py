@@ -33,6 +33,8 @@ import matplotlib.pyplot as plt
 from matplotlib.collections import QuadMesh
 from matplotlib.image import AxesImage
 
+pytestmark = pytest.mark.slow
+
 problems = []
 assert plt.get_fignums(), "the notebook draws no figure"
 for number in plt.get_fignums():

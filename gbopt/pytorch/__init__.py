@@ -23,7 +23,7 @@ of ``betas`` may be schedules too, as ``OneCycleLR`` and ``CyclicLR`` make them
 (``betas=(one_cycle.momentum, 0.999)``): each is read at the count, as the learning
 rate is.
 
-**Where the conventions differ** (CONVENTIONS.md): PyTorch keeps the learning rate
+**Where the conventions differ** (docs/conventions.md): PyTorch keeps the learning rate
 outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
 textbook (:func:`gbopt.momentum`) and ``optax.rmsprop`` do not; the difference shows
 only with a schedule. ``Adagrad`` and ``RMSprop`` add ``eps`` outside the root (optax
@@ -47,19 +47,29 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _numerics, _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt import _validate
+from gbopt._base import GradientTransformation, ScalarOrSchedule
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction, ema, trace
+from gbopt._hyperparams import inject_hyperparams
+from gbopt._maps import (
+    add,
+    bias_correction,
+    identity,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+    sqrt,
+)
 from gbopt._regularize import add_decayed_weights
-from gbopt._scaling import add, scale, scale_by_learning_rate, sqrt
-from gbopt._torch_primitives import (
+from gbopt._statistics import (
     _validate_momentum_decay,
     accumulate_centered_square,
     accumulate_inf_norm,
+    accumulate_square,
+    ema,
     nadam_momentum,
     running_max,
-    scale_by_schedule,
+    trace,
 )
 from gbopt.pytorch import lr_scheduler as lr_scheduler
 
@@ -85,27 +95,16 @@ def _betas(betas: Any) -> tuple[Any, Any]:
         raise ValueError(
             f"`betas` must be a pair (beta1, beta2), e.g. (0.9, 0.999); got {betas!r}."
         ) from None
-    _decay_or_schedule("betas[0]", b1)
-    _decay_or_schedule("betas[1]", b2)
+    _validate.decay_rate("betas[0]", b1)
+    _validate.decay_rate("betas[1]", b2)
     return b1, b2
 
 
-def _decay_or_schedule(name: str, value: Any) -> None:
-    """Checks a momentum or beta: a number in [0, 1), or a schedule ``count -> value``."""
-    if not callable(value):
-        _validate.decay_rate(name, value)
-
-
-def _at(value: Any, name: str, step: jax.Array) -> Any:
-    """A hyperparameter at the 1-based ``step``: a schedule is read at ``count = step - 1``.
-
-    That is where PyTorch's schedulers leave ``momentum`` and ``betas[0]`` for the
-    optimizer step they precede, as for the learning rate (``step`` is 0 only when the
-    state is built, where the value is not used).
-    """
-    if not callable(value):
-        return value
-    return _numerics.schedule_value(value, jnp.maximum(step - 1, 0), name)
+def _has_schedule(value: Any) -> bool:
+    """Whether ``momentum`` or ``betas`` holds a schedule (``OneCycleLR(...).momentum``)."""
+    if isinstance(value, (tuple, list)):
+        return any(callable(v) for v in value)
+    return callable(value)
 
 
 # ``torch.optim``'s implementation flags, accepted and ignored (keyword-only here).
@@ -152,7 +151,8 @@ def _torch_optimizer(factory: Callable) -> Callable:
     ignored: XLA fuses the update and traces it for any device, and every gbopt
     transform is differentiable, so each flag's setting gives the same rule. A first
     argument that is the parameters (PyTorch's ``params``) raises a TypeError that says
-    they go to ``init``.
+    they go to ``init``. A schedule as ``momentum`` or in ``betas`` makes the optimizer
+    ``inject_hyperparams(optimizer)(...)``: its state then shows their current values.
     """
     name = factory.__name__
     flags = _FLAGS[name]
@@ -190,6 +190,13 @@ def _torch_optimizer(factory: Callable) -> Callable:
                     f"`{flag}` must be True, False or None, got {type(value).__name__}: "
                     f"{value!r}. (gbopt accepts it and ignores it: XLA fuses the update.)"
                 )
+        scheduled = [k for k in ("momentum", "betas") if _has_schedule(bound.arguments.get(k))]
+        if scheduled:
+            # PyTorch's OneCycleLR and CyclicLR rewrite momentum or betas[0] before each
+            # step: inject_hyperparams reads the schedule at the count, keeps its value in
+            # the state, and builds the rule with it (the other arguments stay as given).
+            static = [k for k in full.parameters if k not in scheduled]
+            return inject_hyperparams(build, static_args=static)(*bound.args, **bound.kwargs)
         return factory(*bound.args, **bound.kwargs)
 
     build.__signature__ = full
@@ -246,7 +253,7 @@ def SGD(
       [scale_by_schedule(1 at the first step, else 1 - dampening)],
       [trace(momentum, nesterov=nesterov)], scale_by_learning_rate(lr))``, the bracketed
       pieces present only when their option is set (inside :func:`gbopt.with_step_count`
-      when ``dampening`` or a ``momentum`` schedule needs the step).
+      when ``dampening`` needs the step).
 
     Raises:
       ValueError: for a hyperparameter out of range, or ``nesterov=True`` without
@@ -257,7 +264,7 @@ def SGD(
       learning", ICML 2013; ``torch.optim.SGD`` (PyTorch 2.13).
     """
     _validate.learning_rate(lr, "lr")
-    _decay_or_schedule("momentum", momentum)
+    _validate.decay_rate("momentum", momentum)
     _validate.non_negative("weight_decay", weight_decay)
     _validate.non_negative("dampening", dampening)
     if isinstance(dampening, numbers.Real) and dampening > 1:
@@ -275,7 +282,6 @@ def SGD(
         )
     with_momentum = not _is_zero(momentum)
     damped = with_momentum and not _is_zero(dampening)
-    needs_step = damped or callable(momentum)
 
     def build(step):
         pieces = _gradient(weight_decay, maximize)
@@ -288,11 +294,11 @@ def SGD(
                 )
             )
         if with_momentum:
-            pieces.append(trace(_at(momentum, "momentum", step), nesterov=nesterov))
+            pieces.append(trace(momentum, nesterov=nesterov))
         pieces.append(scale_by_learning_rate(lr, step=step))
         return chain(*pieces)
 
-    return with_step_count(build) if needs_step else build(None)
+    return with_step_count(build) if damped else build(None)
 
 
 def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedule:
@@ -326,7 +332,7 @@ def Adagrad(
 
     .. warning:: ``optax.adagrad`` puts ``eps`` **inside** the root and starts from
        :math:`s_0 = 0.1`; it cannot reproduce PyTorch's default ``eps=1e-10``
-       (CONVENTIONS.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
+       (docs/conventions.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
        initial_accumulator_value=0.1)`` is optax's rule.
 
     Args:
@@ -400,7 +406,7 @@ def RMSprop(
        learning rate multiplies the momentum buffer from **outside** (optax's
        ``rmsprop(momentum=...)`` puts it inside, which differs under a schedule).
        The centered variance is clamped at 0 (PyTorch returns NaN when round-off makes it
-       negative, CONVENTIONS.md §4.4); where it is not negative the rule is PyTorch's.
+       negative, docs/conventions.md §4.4); where it is not negative the rule is PyTorch's.
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -415,8 +421,7 @@ def RMSprop(
     Returns:
       ``chain([scale(-1)], [add_decayed_weights(weight_decay)], divide(identity(),
       chain(accumulate_square(alpha) or accumulate_centered_square(alpha), sqrt(),
-      add(eps))), [trace(momentum)], scale_by_learning_rate(lr))``, inside
-      :func:`gbopt.with_step_count` when ``momentum`` is a schedule.
+      add(eps))), [trace(momentum)], scale_by_learning_rate(lr))``.
 
     Raises:
       ValueError: for a hyperparameter out of range.
@@ -429,22 +434,18 @@ def RMSprop(
     _validate.decay_rate("alpha", alpha)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
-    _decay_or_schedule("momentum", momentum)
+    _validate.decay_rate("momentum", momentum)
     _flag("centered", centered)
     _flag("maximize", maximize)
-
-    def build(step):
-        second = accumulate_centered_square(alpha) if centered else accumulate_square(alpha)
-        pieces = [
-            *_gradient(weight_decay, maximize),
-            divide(identity(), chain(second, sqrt(), add(eps))),
-        ]
-        if not _is_zero(momentum):
-            pieces.append(trace(_at(momentum, "momentum", step)))
-        pieces.append(scale_by_learning_rate(lr, step=step))
-        return chain(*pieces)
-
-    return with_step_count(build) if callable(momentum) else build(None)
+    second_moment = accumulate_centered_square(alpha) if centered else accumulate_square(alpha)
+    pieces = [
+        *_gradient(weight_decay, maximize),
+        divide(identity(), chain(second_moment, sqrt(), add(eps))),
+    ]
+    if not _is_zero(momentum):
+        pieces.append(trace(momentum))
+    pieces.append(scale_by_learning_rate(lr))
+    return chain(*pieces)
 
 
 @_torch_optimizer
@@ -476,9 +477,9 @@ def Adam(
     .. warning:: AMSGrad here takes the maximum of the **raw** :math:`v_t` and then
        divides by :math:`1 - \beta_2^t`; ``optax.amsgrad`` takes the maximum of the
        bias-corrected :math:`\hat v_t` and differs (0.59 after 200 steps in
-       CONVENTIONS.md §3). The bias corrections are computed so that float32 tracks the
+       docs/conventions.md §3). The bias corrections are computed so that float32 tracks the
        float64 rule at least as closely as PyTorch's float32 (``optax.adam`` in float32
-       is 10 times further off, CONVENTIONS.md §4.5).
+       is 10 times further off, docs/conventions.md §4.5).
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -507,7 +508,7 @@ def Adam(
       "Decoupled Weight Decay Regularization", ICLR 2019; ``torch.optim.Adam``.
     """
     _validate.learning_rate(lr, "lr")
-    betas_ = _betas(betas)
+    b1, b2 = _betas(betas)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
     _flag("amsgrad", amsgrad)
@@ -515,7 +516,6 @@ def Adam(
     _flag("decoupled_weight_decay", decoupled_weight_decay)
 
     def build(t):
-        b1, b2 = _at(betas_[0], "betas[0]", t), _at(betas_[1], "betas[1]", t)
         second_moment = [accumulate_square(b2), *([running_max()] if amsgrad else [])]
         direction = divide(
             chain(ema(b1), bias_correction(b1, step=t)),
@@ -611,7 +611,7 @@ def NAdam(
 
     .. warning:: ``optax.nadam`` has no momentum schedule (:math:`\mu_t = \beta_1`); it
        equals ``NAdam(momentum_decay=math.inf)`` and differs from PyTorch's default by
-       7e-2 after 200 steps (CONVENTIONS.md §3). PyTorch keeps
+       7e-2 after 200 steps (docs/conventions.md §3). PyTorch keeps
        :math:`\prod\mu_k` in its default dtype (float32), which costs a float64 run 3e-9
        to 4e-8; gbopt keeps it in the parameters' dtype, so it matches PyTorch run with
        ``torch.set_default_dtype(torch.float64)``.
@@ -640,7 +640,7 @@ def NAdam(
       ``torch.optim.NAdam`` (PyTorch 2.13).
     """
     _validate.learning_rate(lr, "lr")
-    betas_ = _betas(betas)
+    b1, b2 = _betas(betas)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
     _flag("decoupled_weight_decay", decoupled_weight_decay)
@@ -648,7 +648,6 @@ def NAdam(
     _validate_momentum_decay(momentum_decay)
 
     def build(t):
-        b1, b2 = _at(betas_[0], "betas[0]", t), _at(betas_[1], "betas[1]", t)
         direction = divide(
             nadam_momentum(b1, momentum_decay, step=t),
             chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps)),
@@ -699,16 +698,20 @@ def Adamax(
       ``torch.optim.Adamax`` (PyTorch 2.13).
     """
     _validate.learning_rate(lr, "lr")
-    betas_ = _betas(betas)
+    b1, b2 = _betas(betas)
     _validate.non_negative("eps", eps)
     _validate.non_negative("weight_decay", weight_decay)
     _flag("maximize", maximize)
 
     def build(t):
-        b1, b2 = _at(betas_[0], "betas[0]", t), _at(betas_[1], "betas[1]", t)
         direction = divide(
             chain(ema(b1), bias_correction(b1, step=t)), accumulate_inf_norm(b2, eps=eps)
         )
         return _decayed(direction, lr, t, weight_decay, maximize, False)
 
     return with_step_count(build)
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return [*__all__, "lr_scheduler"]

@@ -1,7 +1,8 @@
-r"""The optimizers of the seed document, each a single :func:`gbopt.chain` of primitives.
+r"""The textbook's optimizers, each a single :func:`gbopt.chain` of primitives.
 
 Every rule is the one in Goodfellow, Bengio & Courville, *Deep Learning*, ch. 8
-(Algorithms 8.1-8.7), with the seed document's errata fixed (see ``MATH.md``). Symbols:
+(Algorithms 8.1-8.7); docs/rules.md states each rule and the misprints the textbook's
+common summaries carry. Symbols:
 :math:`\alpha` learning rate, :math:`g` the (minibatch) gradient, :math:`\mu` momentum,
 :math:`\rho` decay, :math:`\delta` ``eps``, :math:`t` the 1-based step.
 
@@ -13,11 +14,10 @@ from __future__ import annotations
 import jax
 
 from gbopt import _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt._base import GradientTransformation, ScalarOrSchedule, named
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction, ema, trace
-from gbopt._scaling import add, scale_by_learning_rate, sqrt
-from gbopt._torch_primitives import accumulate_centered_square
+from gbopt._maps import add, bias_correction, identity, scale_by_learning_rate, sqrt
+from gbopt._statistics import accumulate_centered_square, accumulate_square, ema, trace
 
 
 def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
@@ -51,7 +51,7 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     References:
       Robbins & Monro, 1951; Goodfellow et al., *Deep Learning*, Alg. 8.1.
     """
-    return chain(scale_by_learning_rate(learning_rate))
+    return named("sgd", chain(scale_by_learning_rate(learning_rate)), learning_rate=learning_rate)
 
 
 gd = sgd
@@ -71,7 +71,7 @@ def momentum(
 
     With a constant :math:`\alpha` this equals PyTorch's ``SGD(lr, momentum)`` and
     ``optax.sgd(lr, momentum)`` (which keep :math:`\alpha` outside the buffer); with a
-    schedule it follows the book, and they do not (CONVENTIONS.md §4.2).
+    schedule it follows the book, and they do not (docs/conventions.md).
 
     With ``learning_rate_in_velocity=False`` the rule is optax's and PyTorch's,
     :math:`b \leftarrow \mu b + g;\ w \leftarrow w - \alpha_t b`:
@@ -81,7 +81,7 @@ def momentum(
 
     Args:
       learning_rate: :math:`\alpha`.
-      momentum: :math:`\mu` in [0, 1) (the seed's :math:`\epsilon`); 0.9 here and in optax's
+      momentum: :math:`\mu` in [0, 1) (the book's :math:`\alpha`); 0.9 here and in optax's
         examples, 0 in PyTorch.
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
@@ -102,8 +102,10 @@ def momentum(
     _validate.decay_rate("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
     if not learning_rate_in_velocity:
-        return chain(trace(momentum), scale_by_learning_rate(learning_rate))
-    return chain(scale_by_learning_rate(learning_rate), trace(momentum))
+        tx = chain(trace(momentum), scale_by_learning_rate(learning_rate))
+    else:
+        tx = chain(scale_by_learning_rate(learning_rate), trace(momentum))
+    return named("momentum", tx, learning_rate=learning_rate, momentum=momentum)
 
 
 def nesterov(
@@ -154,8 +156,10 @@ def nesterov(
     _validate.nesterov_momentum("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
     if not learning_rate_in_velocity:
-        return chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
-    return chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
+        tx = chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
+    else:
+        tx = chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
+    return named("nesterov", tx, learning_rate=learning_rate, momentum=momentum)
 
 
 def adagrad(
@@ -204,10 +208,8 @@ def adagrad(
     _validate.flag("eps_in_sqrt", eps_in_sqrt)
     accumulated = accumulate_square(initial_accumulator_value=initial_accumulator_value)
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
-    return chain(
-        divide(identity(), chain(accumulated, root)),
-        scale_by_learning_rate(learning_rate),
-    )
+    tx = chain(divide(identity(), chain(accumulated, root)), scale_by_learning_rate(learning_rate))
+    return named("adagrad", tx, learning_rate=learning_rate, eps=eps)
 
 
 def rmsprop(
@@ -298,7 +300,14 @@ def rmsprop(
     ]
     if momentum is not None:
         pieces.append(trace(momentum, nesterov=nesterov))
-    return chain(*pieces)
+    return named(
+        "rmsprop",
+        chain(*pieces),
+        learning_rate=learning_rate,
+        decay=decay,
+        eps=eps,
+        momentum=momentum,
+    )
 
 
 def rmsprop_nesterov(
@@ -343,10 +352,18 @@ def rmsprop_nesterov(
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
-    return chain(
+    tx = chain(
         divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
         scale_by_learning_rate(learning_rate),
         trace(momentum, nesterov=True),
+    )
+    return named(
+        "rmsprop_nesterov",
+        tx,
+        learning_rate=learning_rate,
+        decay=decay,
+        momentum=momentum,
+        eps=eps,
     )
 
 
@@ -365,9 +382,10 @@ def adam(
         \hat s = \frac{s}{1 - \rho_1^t}, \quad \hat r = \frac{r}{1 - \rho_2^t}, \quad
         w \leftarrow w - \alpha \frac{\hat s}{\sqrt{\hat r} + \delta}
 
-    (The seed document prints :math:`1 - \rho` and the gradient at :math:`w + \epsilon v`;
-    both are errata, see MATH.md.) The step count is kept once for both corrections and
-    the schedule (:func:`gbopt.with_step_count`).
+    (Summaries of the book sometimes print :math:`1 - \rho` for the correction, or take
+    the gradient at :math:`w + \mu v`; both are misprints, see docs/rules.md.) The
+    step count is kept once for both corrections and the schedule
+    (:func:`gbopt.with_step_count`).
 
     Args:
       learning_rate: :math:`\alpha`; 1e-3 in the book and PyTorch.
@@ -377,9 +395,9 @@ def adam(
         ``eps_root=0``); Keras uses 1e-7.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
-      chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps))),
-      scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
+      chain(accumulate_square(b2), bias_correction(b2), sqrt(), add(eps))),
+      scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, or ``b1`` or
@@ -394,12 +412,13 @@ def adam(
     _validate.decay_rate("b2", b2)
     _validate.non_negative("eps", eps)
     _validate.learning_rate(learning_rate)
-    return with_step_count(
-        lambda t: chain(
+    tx = with_step_count(
+        chain(
             divide(
-                chain(ema(b1), bias_correction(b1, step=t)),
-                chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps)),
+                chain(ema(b1), bias_correction(b1)),
+                chain(accumulate_square(b2), bias_correction(b2), sqrt(), add(eps)),
             ),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
     )
+    return named("adam", tx, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
