@@ -118,7 +118,7 @@ def _checking_params(tx: GradientTransformation) -> GradientTransformation:
 
 
 def _schedule_value(schedule: Callable, count: jax.Array, dtype, name: str) -> jax.Array:
-    """A schedule's value at ``count``, as a scalar of ``dtype`` (:func:`_numerics.schedule_value`)."""
+    """A schedule's value at ``count`` as a scalar of ``dtype`` (via ``schedule_value``)."""
     return _dtypes.scalar(_numerics.schedule_value(schedule, count, name), dtype)
 
 

@@ -714,4 +714,4 @@ def Adamax(
 
 def __dir__() -> list[str]:
     """The public names only."""
-    return [*__all__, "lr_scheduler"]
+    return list(__all__)
