@@ -574,3 +574,18 @@ def test_injected_betas_are_an_array_in_the_state_and_can_be_set():
 def test_arguments_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+def test_a_scheduled_beta_shows_its_current_value_in_the_state():
+    sched = ls.OneCycleLR(0.05, total_steps=50)
+    with jax.enable_x64(True):
+        tx = gbopt.pytorch.AdamW(lr=sched, betas=(sched.momentum, 0.999))
+        params = jnp.zeros(3)
+        state = tx.init(params)
+        assert isinstance(state, gbopt.InjectHyperparamsState)
+        step = jax.jit(tx.update)
+        for count in range(7):
+            _, state = step(jnp.ones(3), state, params)
+            betas = np.asarray(state.hyperparams["betas"])
+            assert betas[0] == float(sched.momentum(count)) and betas[1] == 0.999
+    assert np.ptp([float(sched.momentum(c)) for c in range(7)]) > 1e-4
