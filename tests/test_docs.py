@@ -91,7 +91,6 @@ def test_every_public_name_has_a_docstring(name):
 
 
 def _modules():
-    """gbopt's modules, those of its subpackages (gbopt.pytorch) included."""
     pkg = pathlib.Path(gbopt.__file__).parent
     names = []
     for p in pkg.rglob("*.py"):
