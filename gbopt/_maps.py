@@ -73,6 +73,8 @@ def add(value: float | jax.Array) -> GradientTransformation:
       value: :math:`\delta`, a finite number (usually ``eps`` >= 0).
     """
     _validate.finite("value", value)
+    if _dtypes.is_number(value) and value == 0:  # optax's eps_root=0: no work, same state
+        return elementwise("add", lambda u: u, hyperparams={"value": value}, math=r"u + 0")
     return elementwise(
         "add",
         lambda u: u + _dtypes.scalar(value, u.dtype),

@@ -92,7 +92,11 @@ class EmaState(NamedTuple):
 
 
 def ema(
-    decay: float | jax.Array, *, debias: bool = False, dtype: Any = None
+    decay: float | jax.Array,
+    *,
+    debias: bool = False,
+    dtype: Any = None,
+    initial_value: float = 0.0,
 ) -> GradientTransformation:
     r"""Exponential moving average of the updates (the first moment).
 
@@ -103,6 +107,7 @@ def ema(
       debias: return :math:`s_t / (1 - \rho^t)` (what :func:`gbopt.bias_correction` after
         it returns), with the step of an enclosing step owner or a count of its own.
       dtype: the storage dtype of :math:`s` (optax's ``mu_dtype``).
+      initial_value: :math:`s_0`, a finite number (0; optax's ``yogi`` starts from 1e-6).
 
     Returns:
       A transform with state :class:`EmaState` (inside a :class:`gbopt.StepCountState`
@@ -110,6 +115,7 @@ def ema(
     """
     _validate.decay_rate("decay", decay)
     _validate.flag("debias", debias)
+    _validate.finite("initial_value", initial_value)
 
     if not debias:
 
@@ -121,6 +127,7 @@ def ema(
             "ema",
             EmaState,
             rule,
+            init=initial_value,
             dtype=dtype,
             hyperparams={"decay": decay},
             math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
@@ -134,6 +141,7 @@ def ema(
         "ema",
         EmaState,
         debiased,
+        init=initial_value,
         dtype=dtype,
         needs_step=True,
         prepare=lambda dtype_, step: _numerics.one_minus_power(

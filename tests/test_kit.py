@@ -198,7 +198,7 @@ def test_with_step_count_builds_its_transform_once():
 
 LAYERS = [
     {"_dtypes", "_tree", "_tree_checks", "_placement", "_numerics", "_validate", "_base"},
-    {"_statistics", "_maps", "_regularize"},
+    {"_statistics", "_statistics_adaptive", "_maps", "_regularize"},
     {"_combine"},
     {"_partition", "_hyperparams", "_safety", "_stacking", "_sharding"},
     {"_textbook", "pytorch", "schedules"},

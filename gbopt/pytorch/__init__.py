@@ -31,6 +31,11 @@ and the textbook's RMSProp inside). ``SGD``'s first momentum step is undamped, a
 ``Adam(amsgrad=True)`` takes the maximum of the raw second moment; optax reproduces
 neither. ``NAdam`` uses Dozat's momentum schedule, which optax's ``nadam`` does not.
 
+**Complex parameters** follow PyTorch, which runs each rule on ``torch.view_as_real(p)``:
+the real and imaginary parts are separate reals, each with its own second moment
+(:math:`\operatorname{Re}(g)^2`, :math:`\operatorname{Im}(g)^2`). gbopt's core optimizers
+and optax use one real :math:`|g|^2` per complex element instead.
+
 .. warning:: ``maximize=True`` negates the gradient *before* weight decay, as PyTorch
    does, so weight decay still pulls the parameters towards 0.
 """
@@ -40,6 +45,7 @@ from __future__ import annotations
 import collections.abc
 import functools
 import inspect
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -71,9 +77,10 @@ from gbopt._statistics import (
     running_max,
     trace,
 )
+from gbopt._statistics_adaptive import rectification
 from gbopt.pytorch import lr_scheduler as lr_scheduler
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax", "RAdam"]
 
 Number = float | jax.Array
 
@@ -200,6 +207,71 @@ def _torch_optimizer(factory: Callable) -> Callable:
         return factory(*bound.args, **bound.kwargs)
 
     build.__signature__ = full
+
+
+def _is_complex(x: Any) -> bool:
+    return x is not None and jnp.iscomplexobj(x)
+
+
+def _as_real(tree: Any) -> Any:
+    """Each complex leaf as ``torch.view_as_real`` sees it (parts on a new last axis).
+
+    Real leaves (and None) are unchanged.
+    """
+
+    def leaf(x):
+        if not _is_complex(x):
+            return x
+        x = jnp.asarray(x)
+        return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+    return jax.tree.map(leaf, tree)
+
+
+def _back_to_complex(tree: Any, like: Any) -> Any:
+    """The inverse of :func:`_as_real` for the leaves that are complex in ``like``."""
+
+    def leaf(x, ref):
+        if x is None or not _is_complex(ref):
+            return x
+        return jax.lax.complex(x[..., 0], x[..., 1]).astype(jnp.result_type(ref))
+
+    return jax.tree.map(leaf, tree, like, is_leaf=lambda x: x is None)
+
+
+def _view_as_real(tx: GradientTransformation) -> GradientTransformation:
+    r"""``tx`` applied to complex leaves as PyTorch applies its optimizers to them.
+
+    ``torch.optim`` runs its rule on ``torch.view_as_real(p)``: the real and imaginary
+    parts are two independent reals, each with its own second moment
+    (:math:`\operatorname{Re}(g)^2` and :math:`\operatorname{Im}(g)^2`, where gbopt's core
+    and optax use one real :math:`|g|^2`). The state of a complex leaf has its shape plus
+    a last axis of 2; a tree without complex leaves is passed through untouched (same
+    state, same program).
+    """
+
+    def has_complex(tree):
+        return any(_is_complex(x) for x in jax.tree.leaves(tree))
+
+    def init_fn(params):
+        return tx.init(_as_real(params) if has_complex(params) else params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not (has_complex(updates) or has_complex(params)):
+            return tx.update(updates, state, params, **extra_args)
+        out, state = tx.update(_as_real(updates), state, _as_real(params), **extra_args)
+        return _back_to_complex(out, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _torch_semantics(factory: Callable[..., GradientTransformation]):
+    """Decorates a constructor so that complex parameters follow PyTorch (:func:`_view_as_real`)."""
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        return _view_as_real(factory(*args, **kwargs))
+
     return build
 
 
@@ -212,6 +284,7 @@ def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]
 
 
 @_torch_optimizer
+@_torch_semantics
 def SGD(
     lr: ScalarOrSchedule = 1e-3,
     momentum: Number = 0,
@@ -310,6 +383,7 @@ def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedu
 
 
 @_torch_optimizer
+@_torch_semantics
 def Adagrad(
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: Number = 0,
@@ -377,6 +451,7 @@ def Adagrad(
 
 
 @_torch_optimizer
+@_torch_semantics
 def RMSprop(
     lr: ScalarOrSchedule = 1e-2,
     alpha: Number = 0.99,
@@ -449,6 +524,7 @@ def RMSprop(
 
 
 @_torch_optimizer
+@_torch_semantics
 def Adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -585,6 +661,7 @@ def AdamW(
 
 
 @_torch_optimizer
+@_torch_semantics
 def NAdam(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -658,6 +735,7 @@ def NAdam(
 
 
 @_torch_optimizer
+@_torch_semantics
 def Adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -715,3 +793,101 @@ def Adamax(
 def __dir__() -> list[str]:
     """The public names only."""
     return list(__all__)
+
+
+def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
+    r"""The schedule :math:`1 / \sqrt{1 - \beta_2^t}`, with ``count`` = :math:`t - 1`."""
+
+    def factor(count):
+        dtype = jnp.result_type(float)
+        t = jnp.asarray(count, jnp.int32) + 1
+        if isinstance(b2, numbers.Real):
+            one_minus = -jnp.expm1(t.astype(dtype) * jnp.asarray(math.log(b2), dtype))
+        else:
+            one_minus = 1 - jnp.asarray(b2, dtype) ** t.astype(dtype)
+        return 1 / jnp.sqrt(one_minus)
+
+    return factor
+
+
+@_torch_optimizer
+def RAdam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.RAdam``: rectified Adam, with L2 or decoupled weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \;[+\, \lambda \theta_{t-1}], \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \rho_\infty &= \frac{2}{1 - \beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}, \quad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+                         {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}} \\
+        \theta_t &= \theta_{t-1}\;[-\, \gamma_t \lambda \theta_{t-1}] - \gamma_t
+          \begin{cases}
+            \dfrac{m_t}{1 - \beta_1^t}\, r_t\, \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt{v_t} + \epsilon}
+              & \rho_t > 5 \\
+            \dfrac{m_t}{1 - \beta_1^t} & \text{otherwise}
+          \end{cases}
+
+    The first bracket is L2 decay (default), the second decoupled decay
+    (``decoupled_weight_decay=True``).
+
+    .. warning:: PyTorch adds :math:`\epsilon` to :math:`\sqrt{v_t}` *before* debiasing;
+       ``optax.radam`` (and :func:`gbopt.radam`) to :math:`\sqrt{\hat v_t}`, after it, and
+       compare :math:`\rho_t \ge 5` where PyTorch compares :math:`\rho_t > 5` (gbopt's
+       :func:`gbopt.rectification` compares with :math:`\ge`; the two differ only on a
+       step where :math:`\rho_t` is exactly 5).
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, added to :math:`\sqrt{v_t}`.
+      weight_decay: :math:`\lambda` >= 0.
+      decoupled_weight_decay: decay the parameters by :math:`\gamma_t\lambda\theta`
+        instead of adding :math:`\lambda\theta` to the gradient.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(chain(ema(b1), bias_correction(b1, step=t)), chain(accumulate_square(b2),
+      sqrt(), add(eps), scale_by_schedule(1 / sqrt(1 - b2 ** (count + 1)), step=t),
+      rectification(b2, 5.0, step=t))), [add_decayed_weights(weight_decay)],
+      scale_by_learning_rate(lr, step=t)))``, weight decay before the division (L2) or
+      after it (decoupled).
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020;
+      ``torch.optim.RAdam`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("decoupled_weight_decay", decoupled_weight_decay)
+    _flag("maximize", maximize)
+
+    def build(t):
+        direction = divide(
+            chain(ema(b1), bias_correction(b1, step=t)),
+            chain(
+                accumulate_square(b2),
+                sqrt(),
+                add(eps),
+                scale_by_schedule(_root_bias_correction(b2), step=t),
+                rectification(b2, 5.0, step=t),
+            ),
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
+
+    return with_step_count(build)
