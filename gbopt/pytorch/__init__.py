@@ -207,6 +207,7 @@ def _torch_optimizer(factory: Callable) -> Callable:
         return factory(*bound.args, **bound.kwargs)
 
     build.__signature__ = full
+    return build
 
 
 def _is_complex(x: Any) -> bool:
