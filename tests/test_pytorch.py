@@ -661,6 +661,16 @@ def test_set_hyperparams_per_group_matches_torch_param_group_edits(torch_float64
     assert lrs == {"decay": 2e-2, "bias": 1e-3}
 
 
+def test_set_hyperparams_checks_pytorch_names_as_the_constructor_does():
+    state = _grouped().init({k: jnp.asarray(v, jnp.float32) for k, v in X0.items()})
+    with pytest.raises(ValueError, match=r"`lr` must be a finite number >= 0; got -0.1"):
+        gbopt.set_hyperparams(state, lr=-0.1)
+    with pytest.raises(ValueError, match=r"`betas` must be in \[0, 1\)"):
+        gbopt.set_hyperparams(state, group="bias", betas=(1.0, 0.999))
+    with pytest.raises(ValueError, match=r"`betas\[0\]` must be in \[0, 1\)"):
+        gpt.AdamW(betas=(1.0, 0.999))
+
+
 def test_set_hyperparams_group_errors():
     state = _grouped().init({k: jnp.asarray(v, jnp.float32) for k, v in X0.items()})
     with pytest.raises(ValueError, match=r"`group='head'` names no group .*\['bias', 'decay'\]"):
