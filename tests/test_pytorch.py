@@ -531,6 +531,17 @@ def test_parameters_as_first_argument_say_they_go_to_init(name, form):
             assert "state = tx.init(params)" in message
 
 
+@pytest.mark.parametrize(
+    "lr",
+    [0.1, 1, np.float64(0.1), jnp.asarray(0.1), lambda count: 0.1 / (1 + count)],
+    ids=["float", "int", "numpy", "jax", "schedule"],
+)
+def test_a_learning_rate_first_is_not_taken_for_parameters(lr):
+    for name in gpt.__all__:
+        assert isinstance(getattr(gpt, name)(lr), gbopt.GradientTransformation), name
+    assert isinstance(gpt.SGD(gpt.lr_scheduler.StepLR(0.1, 3)), gbopt.GradientTransformation)
+
+
 @pytest.mark.parametrize("name", gpt.__all__)
 def test_implementation_flags_are_accepted_and_change_nothing(name, torch_float64):
     flags = [
