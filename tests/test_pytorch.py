@@ -787,6 +787,7 @@ def test_reduce_on_plateau_is_optax_contrib_with_patience_plus_one(cooldown, tor
 
 
 # ---------------------------------------------------------------- the worked port
+@pytest.mark.slow
 def test_worked_port_in_the_docs_matches_torch_in_float64(torch_float64):
     """docs/pytorch.md's torch script and its gbopt port, run in float64: 1e-10."""
     import pathlib
