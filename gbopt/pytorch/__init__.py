@@ -202,6 +202,8 @@ def _torch_optimizer(factory: Callable) -> Callable:
             # PyTorch's OneCycleLR and CyclicLR rewrite momentum or betas[0] before each
             # step: inject_hyperparams reads the schedule at the count, keeps its value in
             # the state, and builds the rule with it (the other arguments stay as given).
+            if isinstance(bound.arguments.get("betas"), list):
+                bound.arguments["betas"] = tuple(bound.arguments["betas"])
             static = [k for k in full.parameters if k not in scheduled]
             return inject_hyperparams(build, static_args=static)(*bound.args, **bound.kwargs)
         return factory(*bound.args, **bound.kwargs)
