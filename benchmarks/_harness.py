@@ -230,6 +230,39 @@ OPTIMIZERS = [
 ]
 
 
+def _catalog(name: str, min_bytes: int, lr: float = LR, **kwargs: Any) -> Optimizer:
+    """An optax name that gbopt has: the same call, at optax's defaults but the rate."""
+    return Optimizer(
+        name,
+        lambda: getattr(gbopt, name)(lr, **kwargs),
+        lambda: getattr(optax, name)(lr, **kwargs),
+        None,
+        min_bytes,
+        "same rule",
+    )
+
+
+# The catalog's adaptive family (issue 14), timed by ``suite.py --only catalog``. The bytes
+# are float32 per parameter: gradient and parameter read, parameter written, and each
+# per-element state array read and written (AdaBelief and Adan keep more arrays in gbopt
+# than the rule needs; the XLA-bytes column shows what they cost).
+CATALOG = [
+    _catalog("adamw", 28),
+    _catalog("nadam", 28),
+    _catalog("nadamw", 28),
+    _catalog("adamax", 28),
+    _catalog("adamaxw", 28),
+    _catalog("amsgrad", 36),
+    _catalog("radam", 28),
+    _catalog("adabelief", 28),
+    _catalog("yogi", 28),
+    _catalog("adan", 44),
+    _catalog("novograd", 20),
+    _catalog("lamb", 28),
+    _catalog("lars", 20, lr=1.0),
+]
+
+
 def _with_extra(tx: Any, **extra: Any) -> Any:
     """``tx`` whose ``update`` always gets ``extra`` (Polyak's ``value=``), for the runners."""
     return type(tx)(tx.init, lambda u, s, p=None: tx.update(u, s, p, **extra))
@@ -239,7 +272,7 @@ def _with_extra(tx: Any, **extra: Any) -> Any:
 # same arguments; the PyTorch column of the suite does not apply (torch.optim has other rules).
 # L-BFGS is timed without its line search (optax's own transform on both sides): the rows
 # time the memory and the two-loop recursion, which gbopt implements.
-CATALOG = [
+CATALOG_B = [
     Optimizer(
         name,
         (lambda n=name, k=kwargs: getattr(gbopt, n)(**k)),

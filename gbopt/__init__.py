@@ -5,7 +5,7 @@ as a :func:`chain` of primitives. The package is laid out by role:
 
 * ``_base``: the contract and the kit (:func:`gbopt._base.statistic`,
   :func:`gbopt._base.elementwise`) every primitive is built with;
-* ``_statistics``, ``_maps``, ``_regularize``: the primitives;
+* ``_statistics`` (and ``_statistics_adaptive``), ``_maps``, ``_regularize``: the primitives;
 * ``_combine``: the combinators; ``_textbook`` (and the catalog modules): the optimizers;
 * ``_partition``, ``_hyperparams``, ``_safety``, ``_stacking``, ``_sharding``: wrappers;
 * ``_state``, ``_checkpoint``, ``_update``: reading, restoring and applying.
@@ -18,6 +18,19 @@ from importlib import metadata as _metadata
 
 from gbopt import pytorch as pytorch
 from gbopt import schedules as schedules
+from gbopt._adaptive import adabelief as adabelief
+from gbopt._adaptive import adamax as adamax
+from gbopt._adaptive import adamaxw as adamaxw
+from gbopt._adaptive import adamw as adamw
+from gbopt._adaptive import adan as adan
+from gbopt._adaptive import amsgrad as amsgrad
+from gbopt._adaptive import lamb as lamb
+from gbopt._adaptive import lars as lars
+from gbopt._adaptive import nadam as nadam
+from gbopt._adaptive import nadamw as nadamw
+from gbopt._adaptive import novograd as novograd
+from gbopt._adaptive import radam as radam
+from gbopt._adaptive import yogi as yogi
 from gbopt._base import SHARED_STEP as SHARED_STEP
 from gbopt._base import GradientTransformation as GradientTransformation
 from gbopt._base import StepCountState as StepCountState
@@ -27,6 +40,13 @@ from gbopt._combine import DivideState as DivideState
 from gbopt._combine import chain as chain
 from gbopt._combine import divide as divide
 from gbopt._combine import with_step_count as with_step_count
+from gbopt._compensated import KahanSummationState as KahanSummationState
+from gbopt._compensated import StochasticRoundingState as StochasticRoundingState
+from gbopt._compensated import kahan_summation as kahan_summation
+from gbopt._compensated import round_stochastically as round_stochastically
+from gbopt._compensated import stochastic_rounding as stochastic_rounding
+from gbopt._describe import Description as Description
+from gbopt._describe import describe as describe
 from gbopt._factored import CoverSecondMomentState as CoverSecondMomentState
 from gbopt._factored import FactoredSecondMomentState as FactoredSecondMomentState
 from gbopt._factored import adafactor as adafactor
@@ -47,6 +67,23 @@ from gbopt._maps import scale as scale
 from gbopt._maps import scale_by_learning_rate as scale_by_learning_rate
 from gbopt._maps import scale_by_schedule as scale_by_schedule
 from gbopt._maps import sqrt as sqrt
+from gbopt._matrix import GraftState as GraftState
+from gbopt._matrix import graft as graft
+from gbopt._matrix import matrix_rule as matrix_rule
+from gbopt._matrix import partition_matrices as partition_matrices
+from gbopt._matrix_optimizers import DecayAfterStepState as DecayAfterStepState
+from gbopt._matrix_optimizers import NesterovEmaState as NesterovEmaState
+from gbopt._matrix_optimizers import ShampooState as ShampooState
+from gbopt._matrix_optimizers import SoapState as SoapState
+from gbopt._matrix_optimizers import decay_after_step as decay_after_step
+from gbopt._matrix_optimizers import muon as muon
+from gbopt._matrix_optimizers import nesterov_ema as nesterov_ema
+from gbopt._matrix_optimizers import orthogonalize as orthogonalize
+from gbopt._matrix_optimizers import scale_by_shampoo as scale_by_shampoo
+from gbopt._matrix_optimizers import scale_by_shape as scale_by_shape
+from gbopt._matrix_optimizers import scale_by_soap as scale_by_soap
+from gbopt._matrix_optimizers import shampoo as shampoo
+from gbopt._matrix_optimizers import soap as soap
 from gbopt._noise import AddNoiseState as AddNoiseState
 from gbopt._noise import add_noise as add_noise
 from gbopt._noise import noisy_sgd as noisy_sgd
@@ -65,6 +102,9 @@ from gbopt._partition import multi_transform as multi_transform
 from gbopt._partition import set_to_zero as set_to_zero
 from gbopt._polyak import polyak_sgd as polyak_sgd
 from gbopt._polyak import scale_by_polyak as scale_by_polyak
+from gbopt._quantize import QuantizedArray as QuantizedArray
+from gbopt._quantize import QuantizeStateState as QuantizeStateState
+from gbopt._quantize import quantize_state as quantize_state
 from gbopt._quasi_newton import LbfgsMemoryState as LbfgsMemoryState
 from gbopt._quasi_newton import lbfgs as lbfgs
 from gbopt._quasi_newton import lbfgs_memory as lbfgs_memory
@@ -99,6 +139,18 @@ from gbopt._statistics import ema as ema
 from gbopt._statistics import nadam_momentum as nadam_momentum
 from gbopt._statistics import running_max as running_max
 from gbopt._statistics import trace as trace
+from gbopt._statistics_adaptive import AccumulateBeliefState as AccumulateBeliefState
+from gbopt._statistics_adaptive import AccumulateLayerSquareState as AccumulateLayerSquareState
+from gbopt._statistics_adaptive import AccumulateYogiSquareState as AccumulateYogiSquareState
+from gbopt._statistics_adaptive import AdanExtrapolationState as AdanExtrapolationState
+from gbopt._statistics_adaptive import AdanMomentumState as AdanMomentumState
+from gbopt._statistics_adaptive import accumulate_belief as accumulate_belief
+from gbopt._statistics_adaptive import accumulate_layer_square as accumulate_layer_square
+from gbopt._statistics_adaptive import accumulate_yogi_square as accumulate_yogi_square
+from gbopt._statistics_adaptive import adan_extrapolation as adan_extrapolation
+from gbopt._statistics_adaptive import adan_momentum as adan_momentum
+from gbopt._statistics_adaptive import rectification as rectification
+from gbopt._statistics_adaptive import scale_by_trust_ratio as scale_by_trust_ratio
 from gbopt._step_sizes import RpropStepSizesState as RpropStepSizesState
 from gbopt._step_sizes import ScaleByUpdateRmsState as ScaleByUpdateRmsState
 from gbopt._step_sizes import adadelta as adadelta
@@ -125,6 +177,11 @@ __all__ = sorted(
     for name, value in list(globals().items())
     if not name.startswith("_") and name not in {"annotations"}
 )
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)
 
 
 def __getattr__(name: str):

@@ -73,6 +73,8 @@ def add(value: float | jax.Array) -> GradientTransformation:
       value: :math:`\delta`, a finite number (usually ``eps`` >= 0).
     """
     _validate.finite("value", value)
+    if _dtypes.is_number(value) and value == 0:  # optax's eps_root=0: no work, same state
+        return elementwise("add", lambda u: u, hyperparams={"value": value}, math=r"u + 0")
     return elementwise(
         "add",
         lambda u: u + _dtypes.scalar(value, u.dtype),
@@ -117,9 +119,9 @@ def _checking_params(tx: GradientTransformation) -> GradientTransformation:
     )
 
 
-def _schedule_value(schedule: Callable, count: jax.Array, dtype) -> jax.Array:
-    """A schedule's value at ``count``, as a scalar of ``dtype``."""
-    return _dtypes.scalar(schedule(count), dtype)
+def _schedule_value(schedule: Callable, count: jax.Array, dtype, name: str) -> jax.Array:
+    """A schedule's value at ``count`` as a scalar of ``dtype`` (via ``schedule_value``)."""
+    return _dtypes.scalar(_numerics.schedule_value(schedule, count, name), dtype)
 
 
 def scale_by_learning_rate(
@@ -134,7 +136,8 @@ def scale_by_learning_rate(
     Args:
       learning_rate: :math:`\alpha`: a float, a JAX or NumPy scalar or array, or a schedule
         ``count -> value`` (read at the number of updates applied before this one:
-        0 at the first step, as optax's schedules expect).
+        0 at the first step, as optax's schedules expect; an int64 when 64-bit types
+        are enabled, so that it computes in float64).
       flip_sign: multiply by :math:`-\alpha` (default) or by :math:`\alpha`.
       step: kept for code written as ``with_step_count(lambda t: ...(step=t))``. A
         schedule reads the step of an enclosing :func:`gbopt.with_step_count`, or keeps
@@ -179,7 +182,9 @@ def scale_by_learning_rate(
         "scale_by_learning_rate",
         lambda u, pre: u * pre,
         needs_step=True,
-        prepare=lambda dtype, step: sign * _schedule_value(learning_rate, step - 1, dtype),
+        prepare=lambda dtype, step: (
+            sign * _schedule_value(learning_rate, step - 1, dtype, "learning_rate")
+        ),
         hyperparams=hyperparams,
         math=math,
     )
@@ -227,7 +232,7 @@ def scale_by_schedule(
         "scale_by_schedule",
         lambda u, pre: u * pre,
         needs_step=True,
-        prepare=lambda dtype, step: _schedule_value(step_size_fn, step - 1, dtype),
+        prepare=lambda dtype, step: _schedule_value(step_size_fn, step - 1, dtype, "step_size_fn"),
         hyperparams={"step_size_fn": step_size_fn},
         math=r"c(t - 1)\, u",
     )
@@ -239,7 +244,7 @@ def bias_correction(decay: float | jax.Array, *, step: Any = None) -> GradientTr
     .. math:: \hat{s}_t = \frac{s_t}{1 - \rho^t}
 
     :math:`t` is the 1-based step (Goodfellow et al., Alg. 8.7, and Kingma & Ba, 2015,
-    use the step power; see docs/conventions.md for a common misprint). The factor is
+    use the step power; see docs/rules.md for a common misprint). The factor is
     computed as ``-expm1(t log ρ)`` so that float32 tracks float64 to about 1e-7
     (see :func:`gbopt._numerics.one_minus_power`).
 

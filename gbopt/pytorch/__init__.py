@@ -1,8 +1,11 @@
 r"""``torch.optim``'s optimizers, rule for rule, as gbopt transforms.
 
 Each constructor has the name of a ``torch.optim`` class and its arguments, with the
-same names and defaults, less ``params`` and the implementation flags (``foreach``,
-``fused``, ``capturable``, ``differentiable``; XLA fuses the update on its own).
+same names and defaults, less ``params``: the parameters go to ``init``, and passing
+them first (``AdamW(model.parameters(), lr=1e-3)``) raises a one-line error that says
+so. The implementation flags (``foreach``, ``fused``, ``capturable``,
+``differentiable``) are accepted and ignored: XLA fuses the update and compiles it for
+any device, and every gbopt transform is differentiable, so the rule is the same.
 It returns a :class:`gbopt.GradientTransformation` that follows PyTorch's update rule
 exactly: in float64, 200 steps of each stay within 1e-12 of ``torch.optim`` on CPU
 (``tests/test_pytorch.py``), including with a learning-rate schedule::
@@ -14,11 +17,13 @@ Each is a :func:`gbopt.chain` of gbopt primitives (printed in its docstring), so
 be rebuilt or changed piece by piece.
 
 **Learning-rate schedules.** ``lr`` may be a schedule ``count -> lr`` (``count`` is 0
-at the first step). ``LambdaLR(optimizer, lr_lambda)`` stepped once per optimizer
-step is ``lr=lambda count: base_lr * lr_lambda(count)``; any other scheduler stepped
-once per step is its learning rate as a function of the number of steps taken before.
+at the first step); :mod:`gbopt.pytorch.lr_scheduler` has PyTorch's schedulers as
+such functions (``lr=lr_scheduler.StepLR(0.1, step_size=30)``). ``momentum`` and each
+of ``betas`` may be schedules too, as ``OneCycleLR`` and ``CyclicLR`` make them
+(``betas=(one_cycle.momentum, 0.999)``): each is read at the count, as the learning
+rate is.
 
-**Where the conventions differ** (CONVENTIONS.md): PyTorch keeps the learning rate
+**Where the conventions differ** (docs/conventions.md): PyTorch keeps the learning rate
 outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
 textbook (:func:`gbopt.momentum`) and ``optax.rmsprop`` do not; the difference shows
 only with a schedule. ``Adagrad`` and ``RMSprop`` add ``eps`` outside the root (optax
@@ -26,12 +31,21 @@ and the textbook's RMSProp inside). ``SGD``'s first momentum step is undamped, a
 ``Adam(amsgrad=True)`` takes the maximum of the raw second moment; optax reproduces
 neither. ``NAdam`` uses Dozat's momentum schedule, which optax's ``nadam`` does not.
 
+**Complex parameters** follow PyTorch, which runs each rule on ``torch.view_as_real(p)``:
+the real and imaginary parts are separate reals, each with its own second moment
+(:math:`\operatorname{Re}(g)^2`, :math:`\operatorname{Im}(g)^2`). gbopt's core optimizers
+and optax use one real :math:`|g|^2` per complex element instead.
+
 .. warning:: ``maximize=True`` negates the gradient *before* weight decay, as PyTorch
    does, so weight decay still pulls the parameters towards 0.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import functools
+import inspect
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +57,7 @@ from gbopt import _validate
 from gbopt._averaging import averaged_iterate
 from gbopt._base import GradientTransformation, ScalarOrSchedule
 from gbopt._combine import chain, divide, with_step_count
+from gbopt._hyperparams import inject_hyperparams
 from gbopt._maps import (
     add,
     bias_correction,
@@ -63,10 +78,13 @@ from gbopt._statistics import (
     running_max,
     trace,
 )
+from gbopt._statistics_adaptive import rectification
 from gbopt._step_sizes import rprop_step_sizes, scale_by_update_rms
 from gbopt._torch_lbfgs import lbfgs_step
+from gbopt.pytorch import lr_scheduler as lr_scheduler
 
 __all__ = [
+    "RAdam",
     "SGD",
     "Adagrad",
     "RMSprop",
@@ -105,6 +123,177 @@ def _betas(betas: Any) -> tuple[Any, Any]:
     return b1, b2
 
 
+def _has_schedule(value: Any) -> bool:
+    """Whether ``momentum`` or ``betas`` holds a schedule (``OneCycleLR(...).momentum``)."""
+    if isinstance(value, (tuple, list)):
+        return any(callable(v) for v in value)
+    return callable(value)
+
+
+# ``torch.optim``'s implementation flags, accepted and ignored (keyword-only here).
+_FLAG_DEFAULTS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+_FLAGS = {
+    "SGD": ("foreach", "differentiable", "fused"),
+    "Adagrad": ("foreach", "differentiable", "fused"),
+    "RMSprop": ("capturable", "foreach", "differentiable"),
+    "Adam": ("foreach", "capturable", "differentiable", "fused"),
+    "AdamW": ("foreach", "capturable", "differentiable", "fused"),
+    "NAdam": ("foreach", "capturable", "differentiable"),
+    "Adamax": ("foreach", "differentiable", "capturable"),
+    "RAdam": ("foreach", "capturable", "differentiable"),
+    "Adadelta": ("foreach", "capturable", "differentiable"),
+    "ASGD": ("foreach", "differentiable", "capturable"),
+    "Rprop": ("capturable", "foreach", "differentiable"),
+    "LBFGS": (),
+}
+
+
+def _parameters_kind(x: Any) -> str | None:
+    """What ``x`` is when it looks like PyTorch's ``params`` argument, else None."""
+    module = type(x).__module__ or ""
+    if module.startswith("torch"):
+        return f"a {type(x).__name__}"
+    if hasattr(x, "parameters") and callable(x.parameters):
+        return f"a module ({type(x).__name__})"
+    if isinstance(x, (list, tuple)):
+        if x and all(isinstance(g, dict) for g in x):
+            return f"a list of {len(x)} parameter groups (dicts)"
+        return f"a {type(x).__name__} of {len(x)} items"
+    if isinstance(x, dict):
+        return f"a dict of {len(x)} entries"
+    if isinstance(x, collections.abc.Iterator):
+        return f"an iterator ({type(x).__name__})"
+    return None
+
+
+def _torch_optimizer(factory: Callable) -> Callable:
+    """Gives a constructor PyTorch's calling habits, with one-line errors where they fail.
+
+    Adds ``torch.optim``'s implementation flags of the class (``foreach``, ``fused``,
+    ``capturable``, ``differentiable``) as keyword-only arguments that are checked and
+    ignored: XLA fuses the update and traces it for any device, and every gbopt
+    transform is differentiable, so each flag's setting gives the same rule. A first
+    argument that is the parameters (PyTorch's ``params``) raises a TypeError that says
+    they go to ``init``. A schedule as ``momentum`` or in ``betas`` makes the optimizer
+    ``inject_hyperparams(optimizer)(...)``: its state then shows their current values.
+    """
+    name = factory.__name__
+    flags = _FLAGS[name]
+    signature = inspect.signature(factory)
+    parameters = list(signature.parameters.values()) + [
+        inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=_FLAG_DEFAULTS[f])
+        for f in flags
+    ]
+    full = signature.replace(parameters=parameters)
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        kind = _parameters_kind(args[0]) if args else None
+        if kind is not None:
+            groups = "parameter groups" in kind
+            raise TypeError(
+                f"gbopt.pytorch.{name} got the parameters ({kind}) as its first argument; "
+                + (
+                    f"parameter groups become gbopt.multi_transform({{label: "
+                    f"gbopt.pytorch.{name}(...)}}, param_labels) (docs/pytorch.md, "
+                    "'Parameter groups'), and the parameters go to `init`."
+                    if groups
+                    else f"build it without them, tx = gbopt.pytorch.{name}(lr=...), and "
+                    "pass the parameters to `init`: state = tx.init(params)."
+                )
+            )
+        try:
+            bound = full.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"gbopt.pytorch.{name}: {e}") from None
+        for flag in flags:
+            value = bound.arguments.pop(flag, None)
+            if not (value is None or isinstance(value, bool)):
+                raise TypeError(
+                    f"`{flag}` must be True, False or None, got {type(value).__name__}: "
+                    f"{value!r}. (gbopt accepts it and ignores it: XLA fuses the update.)"
+                )
+        scheduled = [k for k in ("momentum", "betas") if _has_schedule(bound.arguments.get(k))]
+        if scheduled:
+            # PyTorch's OneCycleLR and CyclicLR rewrite momentum or betas[0] before each
+            # step: inject_hyperparams reads the schedule at the count, keeps its value in
+            # the state, and builds the rule with it (the other arguments stay as given).
+            if isinstance(bound.arguments.get("betas"), list):
+                bound.arguments["betas"] = tuple(bound.arguments["betas"])
+            static = [k for k in full.parameters if k not in scheduled]
+            return inject_hyperparams(build, static_args=static)(*bound.args, **bound.kwargs)
+        return factory(*bound.args, **bound.kwargs)
+
+    build.__signature__ = full
+    return build
+
+
+def _is_complex(x: Any) -> bool:
+    return x is not None and jnp.iscomplexobj(x)
+
+
+def _as_real(tree: Any) -> Any:
+    """Each complex leaf as ``torch.view_as_real`` sees it (parts on a new last axis).
+
+    Real leaves (and None) are unchanged.
+    """
+
+    def leaf(x):
+        if not _is_complex(x):
+            return x
+        x = jnp.asarray(x)
+        return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+    return jax.tree.map(leaf, tree)
+
+
+def _back_to_complex(tree: Any, like: Any) -> Any:
+    """The inverse of :func:`_as_real` for the leaves that are complex in ``like``."""
+
+    def leaf(x, ref):
+        if x is None or not _is_complex(ref):
+            return x
+        return jax.lax.complex(x[..., 0], x[..., 1]).astype(jnp.result_type(ref))
+
+    return jax.tree.map(leaf, tree, like, is_leaf=lambda x: x is None)
+
+
+def _view_as_real(tx: GradientTransformation) -> GradientTransformation:
+    r"""``tx`` applied to complex leaves as PyTorch applies its optimizers to them.
+
+    ``torch.optim`` runs its rule on ``torch.view_as_real(p)``: the real and imaginary
+    parts are two independent reals, each with its own second moment
+    (:math:`\operatorname{Re}(g)^2` and :math:`\operatorname{Im}(g)^2`, where gbopt's core
+    and optax use one real :math:`|g|^2`). The state of a complex leaf has its shape plus
+    a last axis of 2; a tree without complex leaves is passed through untouched (same
+    state, same program).
+    """
+
+    def has_complex(tree):
+        return any(_is_complex(x) for x in jax.tree.leaves(tree))
+
+    def init_fn(params):
+        return tx.init(_as_real(params) if has_complex(params) else params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not (has_complex(updates) or has_complex(params)):
+            return tx.update(updates, state, params, **extra_args)
+        out, state = tx.update(_as_real(updates), state, _as_real(params), **extra_args)
+        return _back_to_complex(out, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _torch_semantics(factory: Callable[..., GradientTransformation]):
+    """Decorates a constructor so that complex parameters follow PyTorch (:func:`_view_as_real`)."""
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        return _view_as_real(factory(*args, **kwargs))
+
+    return build
+
+
 def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]:
     """PyTorch's first two lines: negate for ``maximize``, then add L2 weight decay."""
     pieces = [scale(-1.0)] if maximize else []
@@ -113,6 +302,8 @@ def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]
     return pieces
 
 
+@_torch_optimizer
+@_torch_semantics
 def SGD(
     lr: ScalarOrSchedule = 1e-3,
     momentum: Number = 0,
@@ -142,7 +333,8 @@ def SGD(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      momentum: :math:`\mu` in [0, 1) (PyTorch also accepts values >= 1, which diverge).
+      momentum: :math:`\mu` in [0, 1) (PyTorch also accepts values >= 1, which diverge),
+        or a schedule ``count -> momentum`` (e.g. ``OneCycleLR(...).momentum``).
       dampening: :math:`\tau` in [0, 1].
       weight_decay: :math:`\lambda` >= 0 (L2: added to the gradient).
       nesterov: use Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
@@ -209,6 +401,8 @@ def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedu
     return lambda count: base(count) / (1 + count * lr_decay)
 
 
+@_torch_optimizer
+@_torch_semantics
 def Adagrad(
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: Number = 0,
@@ -231,7 +425,7 @@ def Adagrad(
 
     .. warning:: ``optax.adagrad`` puts ``eps`` **inside** the root and starts from
        :math:`s_0 = 0.1`; it cannot reproduce PyTorch's default ``eps=1e-10``
-       (CONVENTIONS.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
+       (docs/conventions.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
        initial_accumulator_value=0.1)`` is optax's rule.
 
     Args:
@@ -275,6 +469,8 @@ def Adagrad(
     )
 
 
+@_torch_optimizer
+@_torch_semantics
 def RMSprop(
     lr: ScalarOrSchedule = 1e-2,
     alpha: Number = 0.99,
@@ -304,14 +500,14 @@ def RMSprop(
        learning rate multiplies the momentum buffer from **outside** (optax's
        ``rmsprop(momentum=...)`` puts it inside, which differs under a schedule).
        The centered variance is clamped at 0 (PyTorch returns NaN when round-off makes it
-       negative, CONVENTIONS.md §4.4); where it is not negative the rule is PyTorch's.
+       negative, docs/conventions.md §4.4); where it is not negative the rule is PyTorch's.
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
       alpha: :math:`\alpha` in [0, 1), the decay of the moving averages.
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0 (L2).
-      momentum: :math:`\mu` in [0, 1).
+      momentum: :math:`\mu` in [0, 1), or a schedule ``count -> momentum``.
       centered: divide by the root of the estimated variance instead of the second
         moment (Graves, 2013).
       maximize: ascend the objective instead of descending.
@@ -346,6 +542,8 @@ def RMSprop(
     return chain(*pieces)
 
 
+@_torch_optimizer
+@_torch_semantics
 def Adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -374,13 +572,14 @@ def Adam(
     .. warning:: AMSGrad here takes the maximum of the **raw** :math:`v_t` and then
        divides by :math:`1 - \beta_2^t`; ``optax.amsgrad`` takes the maximum of the
        bias-corrected :math:`\hat v_t` and differs (0.59 after 200 steps in
-       CONVENTIONS.md §3). The bias corrections are computed so that float32 tracks the
+       docs/conventions.md §3). The bias corrections are computed so that float32 tracks the
        float64 rule at least as closely as PyTorch's float32 (``optax.adam`` in float32
-       is 10 times further off, CONVENTIONS.md §4.5).
+       is 10 times further off, docs/conventions.md §4.5).
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0.
       amsgrad: divide by the root of the largest second moment so far.
@@ -434,6 +633,7 @@ def _decayed(direction, lr, t, weight_decay, maximize, decoupled) -> GradientTra
     return chain(*_gradient(weight_decay, maximize), direction, scale_by_learning_rate(lr, step=t))
 
 
+@_torch_optimizer
 def AdamW(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -458,7 +658,8 @@ def AdamW(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0, decoupled.
       amsgrad: as in :func:`Adam`.
@@ -478,6 +679,8 @@ def AdamW(
     )
 
 
+@_torch_optimizer
+@_torch_semantics
 def NAdam(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -504,14 +707,15 @@ def NAdam(
 
     .. warning:: ``optax.nadam`` has no momentum schedule (:math:`\mu_t = \beta_1`); it
        equals ``NAdam(momentum_decay=math.inf)`` and differs from PyTorch's default by
-       7e-2 after 200 steps (CONVENTIONS.md §3). PyTorch keeps
+       7e-2 after 200 steps (docs/conventions.md §3). PyTorch keeps
        :math:`\prod\mu_k` in its default dtype (float32), which costs a float64 run 3e-9
        to 4e-8; gbopt keeps it in the parameters' dtype, so it matches PyTorch run with
        ``torch.set_default_dtype(torch.float64)``.
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0.
       momentum_decay: :math:`\psi` >= 0 (``math.inf`` gives :math:`\mu_t = \beta_1`).
@@ -549,6 +753,8 @@ def NAdam(
     return with_step_count(build)
 
 
+@_torch_optimizer
+@_torch_semantics
 def Adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -570,7 +776,8 @@ def Adamax(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, inside the maximum.
       weight_decay: :math:`\lambda` >= 0 (L2).
       maximize: ascend the objective instead of descending.
@@ -602,6 +809,110 @@ def Adamax(
     return with_step_count(build)
 
 
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)
+
+
+def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
+    r"""The schedule :math:`1 / \sqrt{1 - \beta_2^t}`, with ``count`` = :math:`t - 1`."""
+
+    def factor(count):
+        dtype = jnp.result_type(float)
+        t = jnp.asarray(count, jnp.int32) + 1
+        if isinstance(b2, numbers.Real):
+            one_minus = -jnp.expm1(t.astype(dtype) * jnp.asarray(math.log(b2), dtype))
+        else:
+            one_minus = 1 - jnp.asarray(b2, dtype) ** t.astype(dtype)
+        return 1 / jnp.sqrt(one_minus)
+
+    return factor
+
+
+@_torch_optimizer
+def RAdam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.RAdam``: rectified Adam, with L2 or decoupled weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \;[+\, \lambda \theta_{t-1}], \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \rho_\infty &= \frac{2}{1 - \beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}, \quad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+                         {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}} \\
+        \theta_t &= \theta_{t-1}\;[-\, \gamma_t \lambda \theta_{t-1}] - \gamma_t
+          \begin{cases}
+            \dfrac{m_t}{1 - \beta_1^t}\, r_t\, \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt{v_t} + \epsilon}
+              & \rho_t > 5 \\
+            \dfrac{m_t}{1 - \beta_1^t} & \text{otherwise}
+          \end{cases}
+
+    The first bracket is L2 decay (default), the second decoupled decay
+    (``decoupled_weight_decay=True``).
+
+    .. warning:: PyTorch adds :math:`\epsilon` to :math:`\sqrt{v_t}` *before* debiasing;
+       ``optax.radam`` (and :func:`gbopt.radam`) to :math:`\sqrt{\hat v_t}`, after it, and
+       compare :math:`\rho_t \ge 5` where PyTorch compares :math:`\rho_t > 5` (gbopt's
+       :func:`gbopt.rectification` compares with :math:`\ge`; the two differ only on a
+       step where :math:`\rho_t` is exactly 5).
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, added to :math:`\sqrt{v_t}`.
+      weight_decay: :math:`\lambda` >= 0.
+      decoupled_weight_decay: decay the parameters by :math:`\gamma_t\lambda\theta`
+        instead of adding :math:`\lambda\theta` to the gradient.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(chain(ema(b1), bias_correction(b1, step=t)), chain(accumulate_square(b2),
+      sqrt(), add(eps), scale_by_schedule(1 / sqrt(1 - b2 ** (count + 1)), step=t),
+      rectification(b2, 5.0, step=t))), [add_decayed_weights(weight_decay)],
+      scale_by_learning_rate(lr, step=t)))``, weight decay before the division (L2) or
+      after it (decoupled).
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020;
+      ``torch.optim.RAdam`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("decoupled_weight_decay", decoupled_weight_decay)
+    _flag("maximize", maximize)
+
+    def build(t):
+        direction = divide(
+            chain(ema(b1), bias_correction(b1, step=t)),
+            chain(
+                accumulate_square(b2),
+                sqrt(),
+                add(eps),
+                scale_by_schedule(_root_bias_correction(b2), step=t),
+                rectification(b2, 5.0, step=t),
+            ),
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
+
+    return with_step_count(build)
+
+
+@_torch_optimizer
 def Adadelta(
     lr: ScalarOrSchedule = 1.0,
     rho: Number = 0.9,
@@ -664,6 +975,7 @@ def _asgd_step_size(lr: Number, lambd: Number, alpha: Number) -> Callable:
     return schedule
 
 
+@_torch_optimizer
 def ASGD(
     lr: Number = 1e-2,
     lambd: Number = 1e-4,
@@ -736,6 +1048,7 @@ def _pair(name: str, value: Any, example: str) -> tuple[Any, Any]:
     return low, high
 
 
+@_torch_optimizer
 def Rprop(
     lr: Number = 1e-2,
     etas: tuple[Number, Number] = (0.5, 1.2),
@@ -790,6 +1103,7 @@ def Rprop(
     )
 
 
+@_torch_optimizer
 def LBFGS(
     lr: Number = 1,
     max_iter: int = 20,
@@ -813,15 +1127,15 @@ def LBFGS(
 
     .. math::
         y = g - g_{-}, \quad s = t_{-} d_{-}, \quad
-                ext{keep } (y, s) 	ext{ if } y^	op s > 10^{-10}, \quad
-        d = -H g \;	ext{(two-loop recursion, } H_0 = 	frac{y^	op s}{y^	op y} I),
-        \quad 	heta \leftarrow 	heta + t d
+        \text{keep } (y, s) \text{ if } y^\top s > 10^{-10}, \quad
+        d = -H g \;\text{(two-loop recursion, } H_0 = \tfrac{y^\top s}{y^\top y} I),
+        \quad \theta \leftarrow \theta + t d
 
     with :math:`t = \min(1, 1/\|g\|_1)\,` ``lr`` at the very first iteration and ``lr``
     after, or the strong-Wolfe line search's :math:`t` (``line_search_fn="strong_wolfe"``,
     PyTorch's ``_strong_wolfe`` ported). The stopping rules are PyTorch's: no step when
     :math:`\max|g| \le` ``tolerance_grad``; stop after ``max_iter`` iterations or
-    ``max_eval`` evaluations, or when :math:`g^	op d > -` ``tolerance_change``, or when the
+    ``max_eval`` evaluations, or when :math:`g^\top d > -` ``tolerance_change``, or when the
     step or the change of the loss is below ``tolerance_change``. The loop is a
     ``jax.lax.while_loop``, so the update compiles once.
 
