@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from gbopt import _dtypes
 from gbopt._base import GradientTransformation, expect_state, with_info
 
 
@@ -236,7 +237,7 @@ def lbfgs_step(
 
     def init_fn(params):
         flat, _ = ravel_pytree(params)
-        n, dtype = flat.shape[0], flat.dtype
+        n, dtype = flat.shape[0], _dtypes.state_dtype(flat.dtype)  # at least float32
         zeros = jnp.zeros([], dtype)
         return TorchLbfgsState(
             func_evals=jnp.zeros([], jnp.int32),
@@ -262,7 +263,8 @@ def lbfgs_step(
                 "(optionally with `value=loss_fn(params)`); one update is one torch step."
             )
         x0, unravel = ravel_pytree(params)
-        dtype = x0.dtype
+        dtype = state.d.dtype  # the parameters' precision, at least float32
+        x0 = x0.astype(dtype)
 
         def evaluate(x):
             value, grad = jax.value_and_grad(lambda v: value_fn(unravel(v)))(x)
