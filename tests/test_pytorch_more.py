@@ -185,6 +185,7 @@ LBFGS_CASES = [
 ]
 
 
+@pytest.mark.slow  # 30 torch steps of up to 20 iterations each, then the same in gbopt
 @pytest.mark.parametrize(
     "kwargs", LBFGS_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "default"
 )
