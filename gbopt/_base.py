@@ -288,8 +288,11 @@ def _storage(spec: Any, param_dtype: Any, real: bool = False) -> np.dtype:
     """The dtype a statistic is stored in for a parameter of ``param_dtype``.
 
     ``spec`` is None (the parameter's dtype widened to at least float32) or a floating
-    dtype. For a complex parameter, a real-valued statistic (``real``: :math:`|g|^2`) is
-    stored in the real dtype of that precision, any other in the complex one.
+    or complex dtype, which names a precision. For a complex parameter, a real-valued
+    statistic (``real``: :math:`|g|^2`) is stored in the real dtype of that precision, any
+    other in the complex one; a statistic of a real parameter is real (a complex ``spec``
+    such as optax's ``mu_dtype="complex64"`` gives its real counterpart, float32: the
+    imaginary part would always be 0).
     """
     base = _dtypes.state_dtype(param_dtype)
     dtype = base if spec is None else jnp.dtype(spec)
@@ -299,14 +302,14 @@ def _storage(spec: Any, param_dtype: Any, real: bool = False) -> np.dtype:
 
 
 def check_storage_dtype(name: str, dtype: Any) -> None:
-    """Raises a TypeError unless ``dtype`` is None or a floating-point dtype."""
+    """Raises a TypeError unless ``dtype`` is None or a floating-point (or complex) dtype."""
     if dtype is None:
         return
     try:
         resolved = jnp.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved is None or not jnp.issubdtype(resolved, jnp.floating):
+    if resolved is None or not jnp.issubdtype(resolved, jnp.inexact):
         raise TypeError(
             f"`{name}` must be a floating-point dtype (e.g. jnp.bfloat16, jnp.float32) or "
             f"None (the parameters' dtype, at least float32); got {dtype!r}. Statistics are "

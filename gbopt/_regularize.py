@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _dtypes, _placement, _tree_checks, _validate
+from gbopt import _dtypes, _numerics, _placement, _tree_checks, _validate
 from gbopt._base import (
     EMPTY_STATE,
     GradientTransformation,
@@ -19,12 +19,23 @@ from gbopt._base import (
 
 
 def global_norm(tree: Any) -> jax.Array:
-    r"""The Euclidean norm of all leaves together, :math:`\sqrt{\sum_i \|u_i\|^2}` (>= float32)."""
+    r"""The Euclidean norm of all leaves together, :math:`\sqrt{\sum_i \|u_i\|^2}` (>= float32).
+
+    Real, also for complex leaves: :math:`\|u\|^2 = \sum |u_j|^2 = \sum u_j \bar u_j`
+    (as ``optax.global_norm``; ``u * u`` of a complex number is not its squared modulus).
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
     dtype = jnp.result_type(*[_dtypes.state_dtype(jnp.result_type(x)) for x in leaves])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(_dtypes.cast(x, dtype))) for x in leaves))
+    real = _dtypes.real_dtype(dtype)
+
+    def squares(x):
+        x = _dtypes.as_array(x)
+        wide = dtype if jnp.iscomplexobj(x) else real
+        return jnp.sum(_numerics.abs_square(_dtypes.cast(x, wide)))
+
+    return jnp.sqrt(sum(squares(x) for x in leaves))
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
@@ -52,7 +63,8 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
 
         def leaf(u):
             u = _dtypes.as_array(u)
-            return _dtypes.cast(_dtypes.cast(u, norm.dtype) * factor, u.dtype)
+            wide = jnp.promote_types(_dtypes.state_dtype(u.dtype), norm.dtype)
+            return _dtypes.cast(_dtypes.cast(u, wide) * factor, u.dtype)
 
         clipped = jax.tree.map(leaf, updates)
         return clipped, state
