@@ -50,7 +50,7 @@ def _format_0(key: tuple[str, ...]) -> tuple[str, ...] | None:
     ``inner_state`` deeper); today the injected count is the only one.
     """
     for i in range(len(key) - 1):
-        if key[i] == "inner_state" and i > 0 and "hyperparams" not in key[:i]:
+        if key[i] == "inner_state" and "hyperparams" not in key[:i]:
             if key[i + 1] == "count" and len(key) == i + 2:
                 return None
             if key[i + 1] == "inner_state":

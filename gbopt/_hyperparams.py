@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _dtypes, _numerics, _tree
+from gbopt import _dtypes, _numerics, _tree, _validate
 from gbopt._base import (
     STEP_KEY,
     GradientTransformation,
@@ -292,10 +292,21 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     A scheduled hyperparameter is overwritten by its schedule at the next update;
     set only the constant ones.
 
+    Concrete values are checked as gbopt's factories check the argument of that name
+    (the state does not know its factory): ``learning_rate`` finite and >= 0; ``b1``,
+    ``b2``, ``decay``, ``momentum`` in [0, 1); ``eps``, ``eps_root``, ``weight_decay``
+    and initial accumulators finite and >= 0; ``max_norm`` > 0; any other name finite.
+    The check is on the value as stored (after the cast to the stored dtype), so a
+    ``b2`` that rounds to 1.0 is refused. **Traced values** (``set_hyperparams`` called
+    inside ``jax.jit``, ``jax.vmap`` or ``jax.grad``) cannot be inspected and are stored
+    unchecked: a bad one gives what the rule computes (ascent for a negative learning
+    rate, NaN or inf for ``b2 = 1``); check them before tracing.
+
     Args:
       state: an optimizer state containing one :class:`InjectHyperparamsState`.
       **values: new values by name, e.g. ``learning_rate=3e-4``: numbers, or arrays of
-        the stored shape (traced values are fine, e.g. under ``jax.vmap`` or ``jax.grad``).
+        the stored shape (traced values are fine, e.g. under ``jax.vmap`` or ``jax.grad``,
+        but not checked).
 
     Returns:
       A new state; ``state`` is not modified.
@@ -304,7 +315,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
       TypeError: when no value is given, or a value is not a real number or array.
       ValueError: when ``state`` holds no injected hyperparameters or several sets of
         them, when a name is not one of them, when a shape differs from the stored one,
-        or when a concrete value is NaN or infinite.
+        or when a concrete value is outside what the factory accepts (above), naming it.
 
     Example:
       >>> import jax.numpy as jnp, gbopt
@@ -360,8 +371,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
                     f"shape {jnp.shape(old)}."
                 )
             cast = jnp.asarray(value).astype(jnp.result_type(old))
-            if not isinstance(cast, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(cast))):
-                raise ValueError(f"`{name}` must be finite; got {value!r}.")
+            if not isinstance(cast, jax.core.Tracer):
+                # The value as stored (and used), checked as the factory checks it.
+                _validate.hyperparameter(name, cast)
             new[name] = cast
         return node._replace(hyperparams=new)
 

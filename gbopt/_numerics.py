@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt._dtypes import cast, complement
+from gbopt._dtypes import cast, complement, scalar
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
@@ -54,9 +54,22 @@ def moving_average(old: jax.Array, new: jax.Array, decay: Any) -> jax.Array:
     drifts by that much every step, 1.3e-6 relative after 200 Adam steps (1.3e-5 once
     it has settled), where this form stays within about 5e-8. (PyTorch computes Adam's
     first moment this way, with ``lerp_``, but not its second.)
+
+    Where that form is not finite, the result is the plain weighted sum
+    :math:`\rho\,\text{old} + (1 - \rho)\,\text{new}`: a finite gradient whose square
+    overflows makes ``new`` and then ``old`` infinite, and ``inf - inf`` would turn the
+    statistic into NaN for good (optax and PyTorch keep ``inf``, so the update of that
+    element is 0 and training goes on); a difference ``new - old`` that overflows while
+    both are finite is also caught. Where the first form is finite it is the result, bit
+    for bit, so the float64 rules are unchanged; the check is one comparison and one
+    select per element, fused into the same loop.
     """
     dtype = old.dtype
-    return old + complement(decay, dtype) * (cast(new, dtype) - old)
+    new = cast(new, dtype)
+    weight = complement(decay, dtype)
+    out = old + weight * (new - old)
+    plain = scalar(decay, dtype) * old + weight * new
+    return jnp.where(jnp.isfinite(out), out, plain)
 
 
 def abs_square(x: jax.Array) -> jax.Array:

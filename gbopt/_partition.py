@@ -22,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gbopt import _stacking, _tree, _tree_checks
+from gbopt import _tree, _tree_checks
 from gbopt._base import (
     EMPTY_STATE,
     GradientTransformation,
     as_transform,
     expect_keyed_state,
     expect_state,
+    refuse_inside,
     with_info,
 )
 
@@ -91,7 +92,7 @@ def _check_params(updates: Any, params: Any) -> None:
 
 
 def _resolve(spec: Any, tree: Any, who: str) -> Any:
-    _stacking.refuse_inside(who)
+    refuse_inside(who)
     return spec(tree) if callable(spec) else spec
 
 

@@ -30,6 +30,8 @@ from jax.sharding import PartitionSpec as P
 
 import gbopt
 
+pytestmark = pytest.mark.slow
+
 NAMES = list(OPTIMIZERS)
 # an HLO instruction `%name = <shape> <collective>(...)`, its asynchronous form `-start`
 COLLECTIVE = re.compile(
