@@ -16,11 +16,15 @@ GREEK = (
 PARAMETER_SYMBOLS = {"w", r"\phi", r"\theta", "t"}  # the parameters and the step, not state
 
 
+# Factories that take a learning rate and need more to be built.
+EXTRA_ARGS = {"decay_after_step": {"weight_decay": 1e-2}}
+
+
 def _build(name):
     """``gbopt.<name>(learning_rate=1e-3)``, quietly (a deprecated alias or a default key warns)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return getattr(gbopt, name)(learning_rate=1e-3)
+        return getattr(gbopt, name)(learning_rate=1e-3, **EXTRA_ARGS.get(name, {}))
 
 
 def _optimizers():
@@ -43,8 +47,10 @@ def _optimizers():
             if p.default is inspect.Parameter.empty
             and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
-        if not {p.name for p in required} <= {"learning_rate"}:
-            continue  # a primitive that needs more (decay_after_step's weight_decay)
+        assert {p.name for p in required} <= {"learning_rate", *EXTRA_ARGS.get(name, ())}, (
+            f"gbopt.{name} needs arguments besides `learning_rate`: give this test a way to "
+            "build it."
+        )
         info = _build(name).info
         if info is not None and info.kind == "optimizer":
             found.append(name)
