@@ -30,8 +30,8 @@ def _build(name):
 def _optimizers():
     """Every public factory of gbopt whose transform says it is an optimizer.
 
-    Those built from a learning rate alone (every optimizer's other arguments have
-    defaults); ``test_every_optimizer_is_found`` pins the ones that must be here.
+    Each is built from a learning rate (and EXTRA_ARGS); ``test_every_optimizer_is_found``
+    pins the ones that must be here.
     """
     found = []
     for name in gbopt.__all__:
