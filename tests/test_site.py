@@ -214,8 +214,11 @@ def test_an_undocumented_public_name_is_a_build_warning(missing, caplog):
     gbopt_docs = _docs_extension()
     import gbopt
 
-    names = {"gbopt", "gbopt.schedules", "gbopt.pytorch"}
+    import gbopt.pytorch.lr_scheduler
+
+    names = set(gbopt_docs.API_MODULES)
     names |= {f"gbopt.{n}" for n in gbopt.__all__}
+    names |= {f"gbopt.pytorch.lr_scheduler.{n}" for n in gbopt.pytorch.lr_scheduler.__all__}
     names |= {f"gbopt.schedules.{n}" for n in gbopt.schedules.__all__}
     names |= {f"gbopt.pytorch.{n}" for n in gbopt.pytorch.__all__}
 
