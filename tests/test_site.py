@@ -213,7 +213,6 @@ def test_an_undocumented_public_name_is_a_build_warning(missing, caplog):
     """The API coverage check (an error under -W) names each public name without an entry."""
     gbopt_docs = _docs_extension()
     import gbopt
-
     import gbopt.pytorch.lr_scheduler
 
     names = set(gbopt_docs.API_MODULES)
