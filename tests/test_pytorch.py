@@ -131,7 +131,9 @@ CASES = [
     ("Adamax", {"lr": 1e-2, "weight_decay": 0.1, "maximize": True}),
     ("RAdam", {"lr": 1e-2}),
     ("RAdam", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-3}),
-    ("RAdam", {"lr": 1e-2, "betas": (0.9, 0.95)}),
+    # b2 = 0.95 turns sign-like near the minimum: at lr 1e-2 the two drift apart from
+    # step 150 on (1e-15 -> 3e-12, the chaotic regime); at 5e-3 they stay within 1e-15.
+    ("RAdam", {"lr": 5e-3, "betas": (0.9, 0.95)}),
     ("RAdam", {"lr": 1e-2, "weight_decay": 0.1}),
     ("RAdam", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("RAdam", {"lr": 1e-2, "eps": 1e-2, "weight_decay": 0.1, "maximize": True}),
