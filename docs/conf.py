@@ -70,7 +70,9 @@ autosummary_imported_members = False
 autodoc_default_options = {"members": False, "show-inheritance": False}
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
+# Defaults as their values: gbopt.pytorch adds keyword-only flags to its signatures (a
+# __signature__ longer than the source), which the source-based defaults cannot follow.
+autodoc_preserve_defaults = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False

@@ -28,7 +28,11 @@ def _build(name):
 
 
 def _optimizers():
-    """Every public factory of gbopt whose transform says it is an optimizer."""
+    """Every public factory of gbopt whose transform says it is an optimizer.
+
+    Each is built from a learning rate (and EXTRA_ARGS); ``test_every_optimizer_is_found``
+    pins the ones that must be here.
+    """
     found = []
     for name in gbopt.__all__:
         factory = getattr(gbopt, name)
@@ -109,9 +113,18 @@ def _statistics(math: str) -> set[str]:
 
 
 def test_every_optimizer_is_found():
-    assert {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_nesterov", "adam"} <= set(
-        OPTIMIZERS
-    )
+    assert {
+        "sgd",
+        "momentum",
+        "nesterov",
+        "adagrad",
+        "rmsprop",
+        "rmsprop_nesterov",
+        "adam",
+        "adamw",
+        "lion",
+        "adafactor",
+    } <= set(OPTIMIZERS)
 
 
 # Where the derived rule and the docstring's formula differ in structure today. Strict: when
@@ -264,3 +277,13 @@ def test_pytorch_constructors_are_described():
         state = getattr(gbopt.pytorch, name)().init({"w": jnp.ones(3)})
         for field in described.statistics.values():
             gbopt.state_get(state, field)
+
+
+@pytest.mark.parametrize("name", ["muon", "shampoo", "soap", "lbfgs", "signum"])
+def test_every_kind_of_optimizer_is_described(name):
+    """Matrix rules (a wrapper over matrices and the rest), L-BFGS, sign rules: a rule ending
+    in the parameter update, naming the state fields of its statistics."""
+    tx = _build(name)
+    described = gbopt.describe(tx)
+    assert described.lines[-1][0] == "w" and str(described)
+    assert described.statistics  # each keeps statistics, and describe names their fields

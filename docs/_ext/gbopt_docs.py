@@ -36,7 +36,7 @@ from sphinx.util.matching import patfilter
 logger = logging.getLogger(__name__)
 
 MATHJAX_STATIC_NAME = "tex-svg-full.js"
-API_MODULES = ("gbopt", "gbopt.schedules", "gbopt.pytorch")
+API_MODULES = ("gbopt", "gbopt.schedules", "gbopt.pytorch", "gbopt.pytorch.lr_scheduler")
 
 
 def mathjax_file() -> pathlib.Path:
