@@ -230,6 +230,39 @@ OPTIMIZERS = [
 ]
 
 
+def _catalog(name: str, min_bytes: int, lr: float = LR, **kwargs: Any) -> Optimizer:
+    """An optax name that gbopt has: the same call, at optax's defaults but the rate."""
+    return Optimizer(
+        name,
+        lambda: getattr(gbopt, name)(lr, **kwargs),
+        lambda: getattr(optax, name)(lr, **kwargs),
+        None,
+        min_bytes,
+        "same rule",
+    )
+
+
+# The catalog's adaptive family (issue 14), timed by ``suite.py --only catalog``. The bytes
+# are float32 per parameter: gradient and parameter read, parameter written, and each
+# per-element state array read and written (AdaBelief and Adan keep more arrays in gbopt
+# than the rule needs; the XLA-bytes column shows what they cost).
+CATALOG = [
+    _catalog("adamw", 28),
+    _catalog("nadam", 28),
+    _catalog("nadamw", 28),
+    _catalog("adamax", 28),
+    _catalog("adamaxw", 28),
+    _catalog("amsgrad", 36),
+    _catalog("radam", 28),
+    _catalog("adabelief", 28),
+    _catalog("yogi", 28),
+    _catalog("adan", 44),
+    _catalog("novograd", 20),
+    _catalog("lamb", 28),
+    _catalog("lars", 20, lr=1.0),
+]
+
+
 # ---------------------------------------------------------------------------------------
 # Compiled JAX steps and what XLA says about them
 

@@ -78,7 +78,14 @@ def compile_times(opt: h.Optimizer, params, t: h.Comparison, budget_s: float):
     return statistics.median(g), statistics.median(o)
 
 
-def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None, out, summary):
+def bench_workload(
+    wl: h.Workload,
+    s: dict,
+    bandwidth: h.BandwidthRunner | None,
+    out,
+    summary,
+    optimizers: list[h.Optimizer] = h.OPTIMIZERS,
+):
     params, grads = wl.arrays()
     try:
         import torch  # noqa: F401
@@ -89,7 +96,7 @@ def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None,
     emit(out, f"### {wl.label()}\n")
     time_rows, xla_rows = [], []
     n = wl.size
-    for opt in h.OPTIMIZERS:
+    for opt in optimizers:
         factories = {
             "gbopt": lambda opt=opt: h.JaxRunner(opt.gbopt(), gbopt.apply_updates, params, grads),
             "optax": lambda opt=opt: h.JaxRunner(opt.optax(), optax.apply_updates, params, grads),
@@ -173,6 +180,41 @@ def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None,
             xla_rows,
         ),
     )
+    emit(out)
+
+
+# ---------------------------------------------------------------------------------------
+# The catalog: optax's names that gbopt has, each against optax's own
+
+
+def bench_catalog(
+    mode: str, s: dict, names: list[str] | None, workloads: list[str] | None, out
+) -> None:
+    catalog = [o for o in h.CATALOG if not names or o.name in names]
+    unknown = set(names or ()) - {o.name for o in h.CATALOG}
+    if unknown:
+        raise SystemExit(f"--name: not in the catalog: {sorted(unknown)}")
+    emit(out, "## The catalog: step and compile time against optax, name by name\n")
+    emit(
+        out,
+        "Each row calls `gbopt.<name>` and `optax.<name>` with the same arguments (optax's "
+        "defaults; learning rate 1e-3, LARS 1.0); columns as in the section above.\n",
+    )
+    summary: dict = {}
+    wls = [w for w in h.workloads(mode) if not workloads or any(k in w.name for k in workloads)]
+    for wl in wls:
+        bench_workload(wl, s, None, out, summary, catalog)
+    emit(out, "### Summary: gbopt / optax step time (compile time), the catalog\n")
+    names_ = [w.name for w in wls]
+    rows = [
+        [opt.name]
+        + [
+            f"{h.ratio(summary[opt.name][w][0])} ({h.ratio(summary[opt.name][w][1])})"
+            for w in names_
+        ]
+        for opt in catalog
+    ]
+    emit(out, h.table(["optimizer", *names_], rows))
     emit(out)
 
 
@@ -468,9 +510,20 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="also write the markdown to this file")
     parser.add_argument(
         "--only",
-        choices=["steps", "compile", "scan"],
+        choices=["steps", "compile", "scan", "catalog"],
         action="append",
-        help="run only these sections (repeatable)",
+        help="run only these sections (repeatable); 'catalog' (not in the default run) times "
+        "the optax names of the catalog (adamw ... lars) on the same workloads",
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        help="with --only catalog: time only these names (repeatable)",
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        help="with --only catalog: only the workloads whose name contains this (repeatable)",
     )
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -527,6 +580,8 @@ def main(argv=None) -> int:
         ]
         emit(out, h.table(["optimizer", *names], rows))
         emit(out)
+    if "catalog" in sections:
+        bench_catalog(mode, s, args.name, args.workload, out)
     if "compile" in sections:
         bench_compile_scaling(s, out)
     if "scan" in sections:

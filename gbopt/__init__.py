@@ -5,7 +5,7 @@ as a :func:`chain` of primitives. The package is laid out by role:
 
 * ``_base``: the contract and the kit (:func:`gbopt._base.statistic`,
   :func:`gbopt._base.elementwise`) every primitive is built with;
-* ``_statistics``, ``_maps``, ``_regularize``: the primitives;
+* ``_statistics`` (and ``_statistics_adaptive``), ``_maps``, ``_regularize``: the primitives;
 * ``_combine``: the combinators; ``_textbook`` (and the catalog modules): the optimizers;
 * ``_partition``, ``_hyperparams``, ``_safety``, ``_stacking``, ``_sharding``: wrappers;
 * ``_state``, ``_checkpoint``, ``_update``: reading, restoring and applying.
@@ -18,6 +18,19 @@ from importlib import metadata as _metadata
 
 from gbopt import pytorch as pytorch
 from gbopt import schedules as schedules
+from gbopt._adaptive import adabelief as adabelief
+from gbopt._adaptive import adamax as adamax
+from gbopt._adaptive import adamaxw as adamaxw
+from gbopt._adaptive import adamw as adamw
+from gbopt._adaptive import adan as adan
+from gbopt._adaptive import amsgrad as amsgrad
+from gbopt._adaptive import lamb as lamb
+from gbopt._adaptive import lars as lars
+from gbopt._adaptive import nadam as nadam
+from gbopt._adaptive import nadamw as nadamw
+from gbopt._adaptive import novograd as novograd
+from gbopt._adaptive import radam as radam
+from gbopt._adaptive import yogi as yogi
 from gbopt._base import SHARED_STEP as SHARED_STEP
 from gbopt._base import GradientTransformation as GradientTransformation
 from gbopt._base import StepCountState as StepCountState
@@ -70,6 +83,18 @@ from gbopt._statistics import ema as ema
 from gbopt._statistics import nadam_momentum as nadam_momentum
 from gbopt._statistics import running_max as running_max
 from gbopt._statistics import trace as trace
+from gbopt._statistics_adaptive import AccumulateBeliefState as AccumulateBeliefState
+from gbopt._statistics_adaptive import AccumulateLayerSquareState as AccumulateLayerSquareState
+from gbopt._statistics_adaptive import AccumulateYogiSquareState as AccumulateYogiSquareState
+from gbopt._statistics_adaptive import AdanExtrapolationState as AdanExtrapolationState
+from gbopt._statistics_adaptive import AdanMomentumState as AdanMomentumState
+from gbopt._statistics_adaptive import accumulate_belief as accumulate_belief
+from gbopt._statistics_adaptive import accumulate_layer_square as accumulate_layer_square
+from gbopt._statistics_adaptive import accumulate_yogi_square as accumulate_yogi_square
+from gbopt._statistics_adaptive import adan_extrapolation as adan_extrapolation
+from gbopt._statistics_adaptive import adan_momentum as adan_momentum
+from gbopt._statistics_adaptive import rectification as rectification
+from gbopt._statistics_adaptive import scale_by_trust_ratio as scale_by_trust_ratio
 from gbopt._textbook import adagrad as adagrad
 from gbopt._textbook import adam as adam
 from gbopt._textbook import gd as gd
@@ -90,3 +115,8 @@ __all__ = sorted(
     for name, value in list(globals().items())
     if not name.startswith("_") and name not in {"annotations"}
 )
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)

@@ -126,24 +126,6 @@ def expect_keyed_state(
     )
 
 
-def identity() -> GradientTransformation:
-    """Passes the updates through unchanged; keeps no state.
-
-    Useful as a branch of :func:`gbopt.divide` (RMSProp and AdaGrad divide the gradient
-    itself by a root of its accumulated square).
-    """
-
-    def init_fn(params):
-        del params
-        return EMPTY_STATE
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return updates, state
-
-    return GradientTransformation(init_fn, update_fn)
-
-
 # ---------------------------------------------------------------------------------------
 # What a transform says about itself (for gbopt.describe, error messages and docs).
 
@@ -248,18 +230,6 @@ class StepCountState(NamedTuple):
     inner_state: Any
 
 
-def _shared_step(who: str, extra_args: dict) -> jax.Array:
-    step = extra_args.get(STEP_KEY)
-    if step is None:
-        raise ValueError(
-            f"{who} was initialised inside a step owner (gbopt.with_step_count or "
-            "gbopt.inject_hyperparams), which hands it the step count, but its `update` was "
-            "called without it. Call `update` on the transform whose `init` built the state, "
-            "or build the state with this piece's own `init` (it then keeps its own count)."
-        )
-    return step
-
-
 def _owning_step(inner_init: Callable, inner_update: Callable, who: str):
     """``(init, update)`` for a piece that needs the step: shared in an owner, else its own.
 
@@ -274,8 +244,9 @@ def _owning_step(inner_init: Callable, inner_update: Callable, who: str):
         return StepCountState(_placement.zero_count(params), inner)
 
     def update_fn(updates, state, params=None, **extra_args):
-        if not isinstance(state, StepCountState):  # initialised inside a step owner
-            return inner_update(updates, state, params, _shared_step(who, extra_args), **extra_args)
+        if not isinstance(state, StepCountState) and STEP_KEY in extra_args:  # in an owner
+            return inner_update(updates, state, params, extra_args[STEP_KEY], **extra_args)
+        expect_state(state, StepCountState, who)
         count = _numerics.safe_increment(state.count)
         updates, inner = inner_update(
             updates, state.inner_state, params, count, **{**extra_args, STEP_KEY: count}
@@ -602,3 +573,36 @@ def elementwise(
 
     init_fn, update_fn = _owning_step(init_inner, update_inner, name)
     return with_info(GradientTransformation(init_fn, update_fn), name, "map", **info)
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces that depend on the parameters' tree cannot run on stacked leaves.
+
+_INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
+
+
+def refuse_inside(who: str) -> None:
+    """Raises if called while a :func:`gbopt.stack_leaves` transform runs its inner transform.
+
+    For transforms that depend on the parameters' structure (names, paths, per-leaf
+    shapes): inside :func:`gbopt.stack_leaves` they would see the stacked view instead.
+    """
+    if _INSIDE.get():
+        raise ValueError(
+            f"{who} depends on the parameters' tree (paths, per-parameter shapes), but it "
+            "runs inside gbopt.stack_leaves, whose inner transform sees leaves stacked in "
+            "groups. Put stack_leaves inside it instead, e.g. "
+            "gbopt.multi_transform({'a': gbopt.stack_leaves(gbopt.adam(1e-3)), ...}, labels) "
+            "or gbopt.chain(gbopt.add_decayed_weights(1e-4, mask), "
+            "gbopt.stack_leaves(gbopt.adam(1e-3)))."
+        )
+
+
+@contextlib.contextmanager
+def inside_stack_leaves():
+    """Marks that the inner transform of :func:`gbopt.stack_leaves` is running."""
+    token = _INSIDE.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE.reset(token)

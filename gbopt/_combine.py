@@ -1,6 +1,6 @@
 """Combinators: how primitives compose into optimizers.
 
-Three kinds of pieces make every optimizer of the seed a plain :func:`chain`:
+Three kinds of pieces make every optimizer a plain :func:`chain`:
 
 * **statistics** replace the updates stream by a running statistic of it and keep it in
   their state: :func:`gbopt.trace`, :func:`gbopt.ema`, :func:`gbopt.accumulate_square`,

@@ -37,14 +37,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from gbopt import _dtypes, _numerics, _tree, _validate
-from gbopt._base import GradientTransformation, as_transform, expect_keyed_state
+from gbopt._base import (
+    STEP_KEY,
+    GradientTransformation,
+    as_transform,
+    expect_keyed_state,
+    sharing_step,
+    with_info,
+)
 
 
 class InjectHyperparamsState(NamedTuple):
     """State of a transform built by :func:`inject_hyperparams`.
 
     Attributes:
-      count: updates applied so far (int32, saturating); schedules are read at it.
+      count: updates applied so far (int32, saturating); schedules are read at it, and
+        it is the only count of the optimizer inside (its step-dependent pieces read
+        ``count + 1`` from here and keep none of their own).
       hyperparams: a dict from hyperparameter name to its current value, an array (a
         scheduled hyperparameter holds the value used by the last update, or its value
         at step 0 before the first one).
@@ -222,7 +231,9 @@ def inject_hyperparams(
                     + ", ".join(f"{a} = {hyperparams[a]}" for a in names)
                     + ". Use hyperparam_dtype=jnp.float32 (the default)."
                 ) from e
-            return InjectHyperparamsState(count, hyperparams, inner.init(params))
+            with sharing_step():  # one count: the inner optimizer reads this one
+                inner_state = inner.init(params)
+            return InjectHyperparamsState(count, hyperparams, inner_state)
 
         def update_fn(updates, state, params=None, **extra_args):
             expect_keyed_state(
@@ -248,13 +259,20 @@ def inject_hyperparams(
                 return jnp.result_type(stored[arg])
 
             hyperparams = values_at(state.count, stored, dtype_of)
-            updates, inner_state = make(hyperparams).update(
-                updates, state.inner_state, params, **extra_args
-            )
             count = _numerics.safe_increment(state.count)
+            updates, inner_state = make(hyperparams).update(
+                updates, state.inner_state, params, **{**extra_args, STEP_KEY: count}
+            )
             return updates, InjectHyperparamsState(count, hyperparams, inner_state)
 
-        return GradientTransformation(init_fn, update_fn)
+        return with_info(
+            GradientTransformation(init_fn, update_fn),
+            "inject_hyperparams",
+            "wrapper",
+            hyperparams={a: numeric.get(a, schedules.get(a)) for a in names},
+            children=(make(values_at(jnp.zeros([], jnp.int32), numeric, lambda a: jnp.float32)),),
+            state=("count", "hyperparams"),
+        )
 
     return build
 

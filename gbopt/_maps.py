@@ -73,6 +73,8 @@ def add(value: float | jax.Array) -> GradientTransformation:
       value: :math:`\delta`, a finite number (usually ``eps`` >= 0).
     """
     _validate.finite("value", value)
+    if _dtypes.is_number(value) and value == 0:  # optax's eps_root=0: no work, same state
+        return elementwise("add", lambda u: u, hyperparams={"value": value}, math=r"u + 0")
     return elementwise(
         "add",
         lambda u: u + _dtypes.scalar(value, u.dtype),
@@ -239,7 +241,7 @@ def bias_correction(decay: float | jax.Array, *, step: Any = None) -> GradientTr
     .. math:: \hat{s}_t = \frac{s_t}{1 - \rho^t}
 
     :math:`t` is the 1-based step (Goodfellow et al., Alg. 8.7, and Kingma & Ba, 2015,
-    use the step power; see docs/conventions.md for a common misprint). The factor is
+    use the step power; see docs/rules.md for a common misprint). The factor is
     computed as ``-expm1(t log ρ)`` so that float32 tracks float64 to about 1e-7
     (see :func:`gbopt._numerics.one_minus_power`).
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _numerics, _placement
-from gbopt._base import GradientTransformation, as_transform, expect_state
+from gbopt._base import GradientTransformation, as_transform, expect_state, with_info
 
 
 class SkipNonfiniteState(NamedTuple):
@@ -131,4 +131,6 @@ def skip_nonfinite(inner: Any) -> GradientTransformation:
             inner_state,
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "skip_nonfinite", "wrapper", children=(tx,)
+    )

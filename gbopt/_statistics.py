@@ -92,7 +92,11 @@ class EmaState(NamedTuple):
 
 
 def ema(
-    decay: float | jax.Array, *, debias: bool = False, dtype: Any = None
+    decay: float | jax.Array,
+    *,
+    debias: bool = False,
+    dtype: Any = None,
+    initial_value: float = 0.0,
 ) -> GradientTransformation:
     r"""Exponential moving average of the updates (the first moment).
 
@@ -100,35 +104,52 @@ def ema(
 
     Args:
       decay: :math:`\rho`, in [0, 1).
-      debias: follow with :func:`gbopt.bias_correction`, returning
-        :math:`s_t / (1 - \rho^t)`.
+      debias: return :math:`s_t / (1 - \rho^t)` (what :func:`gbopt.bias_correction` after
+        it returns), with the step of an enclosing step owner or a count of its own.
       dtype: the storage dtype of :math:`s` (optax's ``mu_dtype``).
+      initial_value: :math:`s_0`, a finite number (0; optax's ``yogi`` starts from 1e-6).
 
     Returns:
-      A transform with state :class:`EmaState` (or ``(EmaState, <bias correction's>)``
-      when ``debias``).
+      A transform with state :class:`EmaState` (inside a :class:`gbopt.StepCountState`
+      when ``debias`` and used alone).
     """
     _validate.decay_rate("decay", decay)
     _validate.flag("debias", debias)
+    _validate.finite("initial_value", initial_value)
 
-    def rule(u, s):
+    if not debias:
+
+        def rule(u, s):
+            s = _numerics.moving_average(s, u, decay)
+            return s, s
+
+        return statistic(
+            "ema",
+            EmaState,
+            rule,
+            init=initial_value,
+            dtype=dtype,
+            hyperparams={"decay": decay},
+            math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
+        )
+
+    def debiased(u, s, pre):
         s = _numerics.moving_average(s, u, decay)
-        return s, s
+        return s / pre, s
 
-    tx = statistic(
+    return statistic(
         "ema",
         EmaState,
-        rule,
+        debiased,
+        init=initial_value,
         dtype=dtype,
-        hyperparams={"decay": decay},
-        math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
+        needs_step=True,
+        prepare=lambda dtype_, step: _numerics.one_minus_power(
+            decay, step, _dtypes.real_dtype(dtype_)
+        ),
+        hyperparams={"decay": decay, "debias": True},
+        math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow \frac{s}{1 - \rho^t}",
     )
-    if debias:
-        from gbopt._combine import chain
-        from gbopt._maps import bias_correction
-
-        return chain(tx, bias_correction(decay))
-    return tx
 
 
 class AccumulateSquareState(NamedTuple):

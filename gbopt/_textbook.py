@@ -136,7 +136,7 @@ def momentum(
 
     Args:
       learning_rate: :math:`\alpha`.
-      momentum: :math:`\mu` in [0, 1) (the book's :math:`\epsilon`); 0.9 here and in optax's
+      momentum: :math:`\mu` in [0, 1) (the book's :math:`\alpha`); 0.9 here and in optax's
         examples, 0 in PyTorch.
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
@@ -460,7 +460,7 @@ def adam(
         w \leftarrow w - \alpha \frac{\hat s}{\sqrt{\hat r + \epsilon_{root}} + \delta}
 
     (Summaries of the book sometimes print :math:`1 - \rho` for the correction, or take
-    the gradient at :math:`w + \epsilon v`; both are misprints, see docs/rules.md.) The
+    the gradient at :math:`w + \mu v`; both are misprints, see docs/rules.md.) The
     step count is kept once for both corrections and the schedule
     (:func:`gbopt.with_step_count`). The signature and defaults are ``optax.adam``'s, and
     so is the rule (the book's is ``eps_root=0``); for complex parameters :math:`r` is

@@ -18,7 +18,7 @@ at the first step). ``LambdaLR(optimizer, lr_lambda)`` stepped once per optimize
 step is ``lr=lambda count: base_lr * lr_lambda(count)``; any other scheduler stepped
 once per step is its learning rate as a function of the number of steps taken before.
 
-**Where the conventions differ** (CONVENTIONS.md): PyTorch keeps the learning rate
+**Where the conventions differ** (docs/conventions.md): PyTorch keeps the learning rate
 outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
 textbook (:func:`gbopt.momentum`) and ``optax.rmsprop`` do not; the difference shows
 only with a schedule. ``Adagrad`` and ``RMSprop`` add ``eps`` outside the root (optax
@@ -38,6 +38,7 @@ and optax use one real :math:`|g|^2` per complex element instead.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -68,8 +69,9 @@ from gbopt._statistics import (
     running_max,
     trace,
 )
+from gbopt._statistics_adaptive import rectification
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax", "RAdam"]
 
 Number = float | jax.Array
 
@@ -290,7 +292,7 @@ def Adagrad(
 
     .. warning:: ``optax.adagrad`` puts ``eps`` **inside** the root and starts from
        :math:`s_0 = 0.1`; it cannot reproduce PyTorch's default ``eps=1e-10``
-       (CONVENTIONS.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
+       (docs/conventions.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
        initial_accumulator_value=0.1)`` is optax's rule.
 
     Args:
@@ -364,7 +366,7 @@ def RMSprop(
        learning rate multiplies the momentum buffer from **outside** (optax's
        ``rmsprop(momentum=...)`` puts it inside, which differs under a schedule).
        The centered variance is clamped at 0 (PyTorch returns NaN when round-off makes it
-       negative, CONVENTIONS.md §4.4); where it is not negative the rule is PyTorch's.
+       negative, docs/conventions.md §4.4); where it is not negative the rule is PyTorch's.
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -435,9 +437,9 @@ def Adam(
     .. warning:: AMSGrad here takes the maximum of the **raw** :math:`v_t` and then
        divides by :math:`1 - \beta_2^t`; ``optax.amsgrad`` takes the maximum of the
        bias-corrected :math:`\hat v_t` and differs (0.59 after 200 steps in
-       CONVENTIONS.md §3). The bias corrections are computed so that float32 tracks the
+       docs/conventions.md §3). The bias corrections are computed so that float32 tracks the
        float64 rule at least as closely as PyTorch's float32 (``optax.adam`` in float32
-       is 10 times further off, CONVENTIONS.md §4.5).
+       is 10 times further off, docs/conventions.md §4.5).
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -566,7 +568,7 @@ def NAdam(
 
     .. warning:: ``optax.nadam`` has no momentum schedule (:math:`\mu_t = \beta_1`); it
        equals ``NAdam(momentum_decay=math.inf)`` and differs from PyTorch's default by
-       7e-2 after 200 steps (CONVENTIONS.md §3). PyTorch keeps
+       7e-2 after 200 steps (docs/conventions.md §3). PyTorch keeps
        :math:`\prod\mu_k` in its default dtype (float32), which costs a float64 run 3e-9
        to 4e-8; gbopt keeps it in the parameters' dtype, so it matches PyTorch run with
        ``torch.set_default_dtype(torch.float64)``.
@@ -661,5 +663,107 @@ def Adamax(
             chain(ema(b1), bias_correction(b1, step=t)), accumulate_inf_norm(b2, eps=eps)
         )
         return _decayed(direction, lr, t, weight_decay, maximize, False)
+
+    return with_step_count(build)
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)
+
+
+def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
+    r"""The schedule :math:`1 / \sqrt{1 - \beta_2^t}`, with ``count`` = :math:`t - 1`."""
+
+    def factor(count):
+        dtype = jnp.result_type(float)
+        t = jnp.asarray(count, jnp.int32) + 1
+        if isinstance(b2, numbers.Real):
+            one_minus = -jnp.expm1(t.astype(dtype) * jnp.asarray(math.log(b2), dtype))
+        else:
+            one_minus = 1 - jnp.asarray(b2, dtype) ** t.astype(dtype)
+        return 1 / jnp.sqrt(one_minus)
+
+    return factor
+
+
+def RAdam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.RAdam``: rectified Adam, with L2 or decoupled weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \;[+\, \lambda \theta_{t-1}], \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \rho_\infty &= \frac{2}{1 - \beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}, \quad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+                         {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}} \\
+        \theta_t &= \theta_{t-1}\;[-\, \gamma_t \lambda \theta_{t-1}] - \gamma_t
+          \begin{cases}
+            \dfrac{m_t}{1 - \beta_1^t}\, r_t\, \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt{v_t} + \epsilon}
+              & \rho_t > 5 \\
+            \dfrac{m_t}{1 - \beta_1^t} & \text{otherwise}
+          \end{cases}
+
+    The first bracket is L2 decay (default), the second decoupled decay
+    (``decoupled_weight_decay=True``).
+
+    .. warning:: PyTorch adds :math:`\epsilon` to :math:`\sqrt{v_t}` *before* debiasing;
+       ``optax.radam`` (and :func:`gbopt.radam`) to :math:`\sqrt{\hat v_t}`, after it, and
+       compare :math:`\rho_t \ge 5` where PyTorch compares :math:`\rho_t > 5` (gbopt's
+       :func:`gbopt.rectification` compares with :math:`\ge`; the two differ only on a
+       step where :math:`\rho_t` is exactly 5).
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, added to :math:`\sqrt{v_t}`.
+      weight_decay: :math:`\lambda` >= 0.
+      decoupled_weight_decay: decay the parameters by :math:`\gamma_t\lambda\theta`
+        instead of adding :math:`\lambda\theta` to the gradient.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(chain(ema(b1), bias_correction(b1, step=t)), chain(accumulate_square(b2),
+      sqrt(), add(eps), scale_by_schedule(1 / sqrt(1 - b2 ** (count + 1)), step=t),
+      rectification(b2, 5.0, step=t))), [add_decayed_weights(weight_decay)],
+      scale_by_learning_rate(lr, step=t)))``, weight decay before the division (L2) or
+      after it (decoupled).
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020;
+      ``torch.optim.RAdam`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("decoupled_weight_decay", decoupled_weight_decay)
+    _flag("maximize", maximize)
+
+    def build(t):
+        direction = divide(
+            chain(ema(b1), bias_correction(b1, step=t)),
+            chain(
+                accumulate_square(b2),
+                sqrt(),
+                add(eps),
+                scale_by_schedule(_root_bias_correction(b2), step=t),
+                rectification(b2, 5.0, step=t),
+            ),
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
 
     return with_step_count(build)

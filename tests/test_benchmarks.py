@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 
@@ -88,3 +90,15 @@ def test_packed_prototype_equals_the_unpacked_optimizer(scripts):
         for a, b in zip(jax.tree.leaves(u_plain), jax.tree.leaves(u_packed), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
         params = gbopt.apply_updates(params, u_plain)
+
+
+def test_suite_catalog_section_times_a_name_against_optax(scripts, capsys):
+    suite, _, _ = scripts
+    assert suite.main(["--smoke", "--only", "catalog", "--name", "adamw"]) == 0
+    text = capsys.readouterr().out
+    assert "## The catalog: step and compile time against optax, name by name" in text
+    assert "### Summary: gbopt / optax step time (compile time), the catalog" in text
+    assert text.count("| adamw |") == 3  # step times, XLA figures, summary
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    with pytest.raises(SystemExit, match="not in the catalog"):
+        suite.main(["--smoke", "--only", "catalog", "--name", "no_such_optimizer"])
