@@ -45,6 +45,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gbopt import _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule
@@ -99,7 +100,8 @@ def _betas(betas: Any) -> tuple[Any, Any]:
 
 
 def _is_complex(x: Any) -> bool:
-    return x is not None and jnp.iscomplexobj(x)
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating)
 
 
 def _as_real(tree: Any) -> Any:
@@ -154,11 +156,28 @@ def _view_as_real(tx: GradientTransformation) -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+def _is_rate(value: Any) -> bool:
+    """Whether ``value`` can be a learning rate: a number, a numeric array or a schedule."""
+    if isinstance(value, numbers.Real) or callable(value):
+        return True
+    return isinstance(value, (np.ndarray, np.generic, jax.Array)) and jnp.issubdtype(
+        value.dtype, jnp.number
+    )
+
+
 def _torch_semantics(factory: Callable[..., GradientTransformation]):
     """Decorates a constructor so that complex parameters follow PyTorch (:func:`_view_as_real`)."""
 
     @functools.wraps(factory)
     def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        if args and not _is_rate(args[0]):
+            raise TypeError(
+                f"gbopt.pytorch.{factory.__name__} takes the hyperparameters only, not the "
+                f"parameters (got a {type(args[0]).__name__} where `lr` goes): a gbopt "
+                "transform receives the parameters in `init`, e.g. "
+                f"`tx = gbopt.pytorch.{factory.__name__}(lr=1e-3); state = tx.init(params)` "
+                "with `params` a pytree of JAX arrays."
+            )
         return _view_as_real(factory(*args, **kwargs))
 
     return build
@@ -497,6 +516,7 @@ def _decayed(direction, lr, t, weight_decay, maximize, decoupled) -> GradientTra
     return chain(*_gradient(weight_decay, maximize), direction, scale_by_learning_rate(lr, step=t))
 
 
+@_torch_semantics
 def AdamW(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -687,6 +707,7 @@ def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
     return factor
 
 
+@_torch_semantics
 def RAdam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
