@@ -263,6 +263,54 @@ CATALOG = [
 ]
 
 
+def _with_extra(tx: Any, **extra: Any) -> Any:
+    """``tx`` whose ``update`` always gets ``extra`` (Polyak's ``value=``), for the runners."""
+    return type(tx)(tx.init, lambda u, s, p=None: tx.update(u, s, p, **extra))
+
+
+# The catalog's names (optax's name, signature and defaults), gbopt against optax with the
+# same arguments; the PyTorch column of the suite does not apply (torch.optim has other rules).
+# L-BFGS is timed without its line search (optax's own transform on both sides): the rows
+# time the memory and the two-loop recursion, which gbopt implements.
+CATALOG_B = [
+    Optimizer(
+        name,
+        (lambda n=name, k=kwargs: getattr(gbopt, n)(**k)),
+        (lambda n=name, k=kwargs: getattr(optax, n)(**k)),
+        None,
+        0,
+        note,
+    )
+    for name, kwargs, note in [
+        ("sign_sgd", {"learning_rate": LR}, ""),
+        ("signum", {"learning_rate": LR}, ""),
+        ("lion", {"learning_rate": LR}, ""),
+        ("adafactor", {"learning_rate": LR, "min_dim_size_to_factor": 128}, ""),
+        ("sm3", {"learning_rate": LR}, ""),
+        ("adadelta", {"learning_rate": LR}, ""),
+        ("rprop", {"learning_rate": LR}, "optax's lags a step (another rule, same work)"),
+        ("noisy_sgd", {"learning_rate": LR, "key": 0}, ""),
+        ("optimistic_gradient_descent", {"learning_rate": LR}, ""),
+        ("optimistic_adam_v2", {"learning_rate": LR}, ""),
+        (
+            "lbfgs",
+            {"learning_rate": LR, "linesearch": None, "memory_size": 5},
+            "no line search, and no donated buffers on either side (optax's state aliases "
+            "its inputs, which a donating step refuses)",
+        ),
+    ]
+] + [
+    Optimizer(
+        "polyak_sgd",
+        lambda: _with_extra(gbopt.polyak_sgd(), value=jnp.asarray(1.0)),
+        lambda: _with_extra(optax.polyak_sgd(), value=jnp.asarray(1.0)),
+        None,
+        0,
+        "value=1.0 passed to update",
+    )
+]
+
+
 # ---------------------------------------------------------------------------------------
 # Compiled JAX steps and what XLA says about them
 
@@ -341,12 +389,16 @@ def tree_bytes(tree: Any) -> int:
 class JaxRunner:
     """Runs a compiled step on its own copy of the parameters and state."""
 
-    def __init__(self, tx: Any, apply: Callable, params: Any, grads: Any):
+    def __init__(
+        self, tx: Any, apply: Callable, params: Any, grads: Any, donate: Sequence[int] = (0, 1)
+    ):
         self.params = jax.tree.map(jnp.array, params)
         self.grads = jax.tree.map(jnp.array, grads)
         self.state = tx.init(self.params)
         self.state_bytes = tree_bytes(self.state)
-        self.stats = compile_step(step_fn(tx, apply), self.params, self.state, self.grads)
+        self.stats = compile_step(
+            step_fn(tx, apply), self.params, self.state, self.grads, donate=donate
+        )
         self._first = lambda tree: jax.tree.leaves(tree)[0]
 
     def run(self) -> float:

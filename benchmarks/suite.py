@@ -191,9 +191,6 @@ def bench_catalog(
     mode: str, s: dict, names: list[str] | None, workloads: list[str] | None, out
 ) -> None:
     catalog = [o for o in h.CATALOG if not names or o.name in names]
-    unknown = set(names or ()) - {o.name for o in h.CATALOG}
-    if unknown:
-        raise SystemExit(f"--name: not in the catalog: {sorted(unknown)}")
     emit(out, "## The catalog: step and compile time against optax, name by name\n")
     emit(
         out,
@@ -502,6 +499,43 @@ def bench_scan_vmap(mode: str, out) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+def bench_catalog_b(mode: str, s: dict, out: list[str], names: list[str] | None = None) -> None:
+    """Step and compile time of the catalog's names against optax's, per workload."""
+    wls = h.workloads(mode)
+    emit(out, "## The catalog: gbopt / optax step time (compile time) per name\n")
+    emit(
+        out,
+        "Same protocol as the step-time tables above (medians of interleaved rounds, compile "
+        "the median of up to 7 interleaved compiles), for each catalog name with optax's "
+        "arguments. Notes: "
+        + "; ".join(f"{o.name}: {o.note}" for o in h.CATALOG_B if o.note)
+        + ".\n",
+    )
+    rows = []
+    for opt in [o for o in h.CATALOG_B if not names or o.name in names]:
+        cells = [opt.name]
+        for wl in wls:
+            params, grads = wl.arrays()
+            donate = () if opt.name == "lbfgs" else (0, 1)
+            factories = {
+                "gbopt": lambda o=opt, p=params, g=grads, d=donate: h.JaxRunner(
+                    o.gbopt(), gbopt.apply_updates, p, g, donate=d
+                ),
+                "optax": lambda o=opt, p=params, g=grads, d=donate: h.JaxRunner(
+                    o.optax(), optax.apply_updates, p, g, donate=d
+                ),
+            }
+            t = h.compare(factories, rounds=s["rounds"], budget_s=s["budget_s"], keep=_jax_info)
+            g_c, o_c = compile_times(opt, params, t, s["compile_budget_s"])
+            cells.append(
+                f"{h.ratio(t.ratio('gbopt', 'optax'))} ({h.ratio(g_c / o_c)}); "
+                f"{h.ms(t.median('gbopt'))}"
+            )
+        rows.append(cells)
+    emit(out, h.table(["name", *[w.label() for w in wls]], rows))
+    emit(out, "\nEach cell: step-time ratio (compile-time ratio); gbopt's median step.\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group()
@@ -581,7 +615,13 @@ def main(argv=None) -> int:
         emit(out, h.table(["optimizer", *names], rows))
         emit(out)
     if "catalog" in sections:
-        bench_catalog(mode, s, args.name, args.workload, out)
+        known = {o.name for o in h.CATALOG + h.CATALOG_B}
+        if set(args.name or ()) - known:
+            raise SystemExit(f"--name: not in the catalog: {sorted(set(args.name) - known)}")
+        if not args.name or set(args.name) & {o.name for o in h.CATALOG}:
+            bench_catalog(mode, s, args.name, args.workload, out)
+        if not args.name or set(args.name) & {o.name for o in h.CATALOG_B}:
+            bench_catalog_b(mode, s, out, args.name)
     if "compile" in sections:
         bench_compile_scaling(s, out)
     if "scan" in sections:

@@ -40,6 +40,19 @@ from gbopt._combine import DivideState as DivideState
 from gbopt._combine import chain as chain
 from gbopt._combine import divide as divide
 from gbopt._combine import with_step_count as with_step_count
+from gbopt._compensated import KahanSummationState as KahanSummationState
+from gbopt._compensated import StochasticRoundingState as StochasticRoundingState
+from gbopt._compensated import kahan_summation as kahan_summation
+from gbopt._compensated import round_stochastically as round_stochastically
+from gbopt._compensated import stochastic_rounding as stochastic_rounding
+from gbopt._factored import CoverSecondMomentState as CoverSecondMomentState
+from gbopt._factored import FactoredSecondMomentState as FactoredSecondMomentState
+from gbopt._factored import adafactor as adafactor
+from gbopt._factored import clip_by_block_rms as clip_by_block_rms
+from gbopt._factored import cover_second_moment as cover_second_moment
+from gbopt._factored import factored_second_moment as factored_second_moment
+from gbopt._factored import scale_by_param_block_rms as scale_by_param_block_rms
+from gbopt._factored import sm3 as sm3
 from gbopt._hyperparams import InjectHyperparamsState as InjectHyperparamsState
 from gbopt._hyperparams import inject_hyperparams as inject_hyperparams
 from gbopt._hyperparams import set_hyperparams as set_hyperparams
@@ -50,6 +63,47 @@ from gbopt._maps import scale as scale
 from gbopt._maps import scale_by_learning_rate as scale_by_learning_rate
 from gbopt._maps import scale_by_schedule as scale_by_schedule
 from gbopt._maps import sqrt as sqrt
+from gbopt._matrix import GraftState as GraftState
+from gbopt._matrix import graft as graft
+from gbopt._matrix import matrix_rule as matrix_rule
+from gbopt._matrix import partition_matrices as partition_matrices
+from gbopt._matrix_optimizers import DecayAfterStepState as DecayAfterStepState
+from gbopt._matrix_optimizers import NesterovEmaState as NesterovEmaState
+from gbopt._matrix_optimizers import ShampooState as ShampooState
+from gbopt._matrix_optimizers import SoapState as SoapState
+from gbopt._matrix_optimizers import decay_after_step as decay_after_step
+from gbopt._matrix_optimizers import muon as muon
+from gbopt._matrix_optimizers import nesterov_ema as nesterov_ema
+from gbopt._matrix_optimizers import orthogonalize as orthogonalize
+from gbopt._matrix_optimizers import scale_by_shampoo as scale_by_shampoo
+from gbopt._matrix_optimizers import scale_by_shape as scale_by_shape
+from gbopt._matrix_optimizers import scale_by_soap as scale_by_soap
+from gbopt._matrix_optimizers import shampoo as shampoo
+from gbopt._matrix_optimizers import soap as soap
+from gbopt._moments import AccumulateSquareState as AccumulateSquareState
+from gbopt._moments import BiasCorrectionState as BiasCorrectionState
+from gbopt._moments import EmaState as EmaState
+from gbopt._moments import TraceState as TraceState
+from gbopt._moments import accumulate_square as accumulate_square
+from gbopt._moments import bias_correction as bias_correction
+from gbopt._moments import ema as ema
+from gbopt._moments import trace as trace
+from gbopt._noise import AddNoiseState as AddNoiseState
+from gbopt._noise import add_noise as add_noise
+from gbopt._noise import noisy_sgd as noisy_sgd
+from gbopt._optimistic import OptimisticGradientState as OptimisticGradientState
+from gbopt._optimistic import optimistic_adam as optimistic_adam
+from gbopt._optimistic import optimistic_adam_v2 as optimistic_adam_v2
+from gbopt._optimistic import optimistic_gradient as optimistic_gradient
+from gbopt._optimistic import optimistic_gradient_descent as optimistic_gradient_descent
+from gbopt._optimizers import adagrad as adagrad
+from gbopt._optimizers import adam as adam
+from gbopt._optimizers import gd as gd
+from gbopt._optimizers import momentum as momentum
+from gbopt._optimizers import nesterov as nesterov
+from gbopt._optimizers import rmsprop as rmsprop
+from gbopt._optimizers import rmsprop_nesterov as rmsprop_nesterov
+from gbopt._optimizers import sgd as sgd
 from gbopt._partition import MaskedNode as MaskedNode
 from gbopt._partition import MaskedState as MaskedState
 from gbopt._partition import MultiTransformState as MultiTransformState
@@ -58,12 +112,26 @@ from gbopt._partition import label_by_path as label_by_path
 from gbopt._partition import masked as masked
 from gbopt._partition import multi_transform as multi_transform
 from gbopt._partition import set_to_zero as set_to_zero
+from gbopt._polyak import polyak_sgd as polyak_sgd
+from gbopt._polyak import scale_by_polyak as scale_by_polyak
+from gbopt._quantize import QuantizedArray as QuantizedArray
+from gbopt._quantize import QuantizeStateState as QuantizeStateState
+from gbopt._quantize import quantize_state as quantize_state
+from gbopt._quasi_newton import LbfgsMemoryState as LbfgsMemoryState
+from gbopt._quasi_newton import lbfgs as lbfgs
+from gbopt._quasi_newton import lbfgs_memory as lbfgs_memory
 from gbopt._regularize import add_decayed_weights as add_decayed_weights
 from gbopt._regularize import clip_by_global_norm as clip_by_global_norm
 from gbopt._regularize import global_norm as global_norm
 from gbopt._safety import SkipNonfiniteState as SkipNonfiniteState
 from gbopt._safety import skip_nonfinite as skip_nonfinite
 from gbopt._sharding import state_shardings as state_shardings
+from gbopt._sign import LionMomentumState as LionMomentumState
+from gbopt._sign import lion as lion
+from gbopt._sign import lion_momentum as lion_momentum
+from gbopt._sign import sign as sign
+from gbopt._sign import sign_sgd as sign_sgd
+from gbopt._sign import signum as signum
 from gbopt._stacking import LeafStacks as LeafStacks
 from gbopt._stacking import StackLeavesState as StackLeavesState
 from gbopt._stacking import stack_leaves as stack_leaves
@@ -95,6 +163,12 @@ from gbopt._statistics_adaptive import adan_extrapolation as adan_extrapolation
 from gbopt._statistics_adaptive import adan_momentum as adan_momentum
 from gbopt._statistics_adaptive import rectification as rectification
 from gbopt._statistics_adaptive import scale_by_trust_ratio as scale_by_trust_ratio
+from gbopt._step_sizes import RpropStepSizesState as RpropStepSizesState
+from gbopt._step_sizes import ScaleByUpdateRmsState as ScaleByUpdateRmsState
+from gbopt._step_sizes import adadelta as adadelta
+from gbopt._step_sizes import rprop as rprop
+from gbopt._step_sizes import rprop_step_sizes as rprop_step_sizes
+from gbopt._step_sizes import scale_by_update_rms as scale_by_update_rms
 from gbopt._textbook import adagrad as adagrad
 from gbopt._textbook import adam as adam
 from gbopt._textbook import gd as gd
@@ -120,3 +194,10 @@ __all__ = sorted(
 def __dir__() -> list[str]:
     """The public names only."""
     return list(__all__)
+
+
+def __getattr__(name: str):
+    """Names optax users expect that gbopt leaves to optax: an error that says where they are."""
+    from gbopt._elsewhere import missing
+
+    raise missing(name)

@@ -118,6 +118,7 @@ def momentum(
     momentum: float | jax.Array = 0.9,
     *,
     learning_rate_in_velocity: bool = True,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""SGD with momentum (Alg. 8.2), the learning rate inside the velocity.
 
@@ -140,6 +141,9 @@ def momentum(
         examples, 0 in PyTorch.
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
+      accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
+        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``, or
@@ -156,10 +160,12 @@ def momentum(
     """
     _validate.decay_rate("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
+    velocity = trace(momentum, dtype=accumulator_dtype)
     if not learning_rate_in_velocity:
-        tx = chain(trace(momentum), scale_by_learning_rate(learning_rate))
+        tx = chain(velocity, scale_by_learning_rate(learning_rate))
     else:
-        tx = chain(scale_by_learning_rate(learning_rate), trace(momentum))
+        tx = chain(scale_by_learning_rate(learning_rate), velocity)
     return named("momentum", tx, learning_rate=learning_rate, momentum=momentum)
 
 
@@ -168,6 +174,7 @@ def nesterov(
     momentum: float | jax.Array = 0.9,
     *,
     learning_rate_in_velocity: bool = True,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""SGD with Nesterov momentum (Alg. 8.3), reformulated to need only :math:`g(w)`.
 
@@ -194,6 +201,9 @@ def nesterov(
       momentum: :math:`\mu` in (0, 1).
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
+      accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
+        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``,
@@ -210,10 +220,12 @@ def nesterov(
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
+    velocity = trace(momentum, nesterov=True, dtype=accumulator_dtype)
     if not learning_rate_in_velocity:
-        tx = chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
+        tx = chain(velocity, scale_by_learning_rate(learning_rate))
     else:
-        tx = chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
+        tx = chain(scale_by_learning_rate(learning_rate), velocity)
     return named("nesterov", tx, learning_rate=learning_rate, momentum=momentum)
 
 
@@ -223,6 +235,7 @@ def adagrad(
     *,
     initial_accumulator_value: float = 0.0,
     eps_in_sqrt: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""AdaGrad (Alg. 8.4): divide by the root of the summed squares, :math:`\delta` outside.
 
@@ -246,6 +259,8 @@ def adagrad(
         Keyword-only: ``optax.adagrad(lr, initial_accumulator_value, eps)`` takes it
         second, gbopt takes ``eps`` second (pass both by name to swap freely).
       eps_in_sqrt: put :math:`\delta` inside the root, :math:`\sqrt{r + \delta}` (optax).
+      nu_dtype: storage dtype of :math:`r`, e.g. ``jnp.bfloat16``; None keeps the
+        parameters' dtype, at least float32. The arithmetic stays in at least float32.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(initial_accumulator_value=r0),
@@ -263,7 +278,10 @@ def adagrad(
     """
     _validate.non_negative("eps", eps)
     _validate.flag("eps_in_sqrt", eps_in_sqrt)
-    accumulated = accumulate_square(initial_accumulator_value=initial_accumulator_value)
+    check_storage_dtype("nu_dtype", nu_dtype)
+    accumulated = accumulate_square(
+        initial_accumulator_value=initial_accumulator_value, dtype=nu_dtype
+    )
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
     tx = chain(divide(identity(), chain(accumulated, root)), scale_by_learning_rate(learning_rate))
     return named("adagrad", tx, learning_rate=learning_rate, eps=eps)
@@ -280,6 +298,7 @@ def rmsprop(
     momentum: float | jax.Array | None = None,
     nesterov: bool = False,
     bias_correction: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp (Alg. 8.5): scale by the root of a moving average of squares, :math:`\delta` inside.
 
@@ -314,6 +333,9 @@ def rmsprop(
         eps, momentum=mu, nesterov=True)`` is :func:`rmsprop_nesterov`.
       bias_correction: use :math:`\hat r = r / (1 - \rho^t)` (optax's option; not with
         ``centered``, whose bias-corrected variance is not a correction of its output).
+      nu_dtype: storage dtype of :math:`r` (and of :math:`\bar g` with ``centered``),
+        e.g. ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -358,10 +380,15 @@ def rmsprop(
         _validate.decay_rate("momentum", momentum)
         if nesterov:
             _validate.nesterov_momentum("momentum", momentum)
+    check_storage_dtype("nu_dtype", nu_dtype)
     if centered:
-        second_moment = accumulate_centered_square(decay, initial_accumulator_value=initial_scale)
+        second_moment = accumulate_centered_square(
+            decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
+        )
     else:
-        second_moment = accumulate_square(decay, initial_accumulator_value=initial_scale)
+        second_moment = accumulate_square(
+            decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
+        )
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
     if bias_correction:
         second_moment = chain(second_moment, _maps.bias_correction(decay))
@@ -387,6 +414,8 @@ def rmsprop_nesterov(
     decay: float | jax.Array = 0.9,
     momentum: float | jax.Array = 0.9,
     eps: float | jax.Array = 1e-6,
+    *,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp with Nesterov momentum (Alg. 8.6), reformulated as :func:`nesterov`.
 
@@ -407,6 +436,7 @@ def rmsprop_nesterov(
       eps: :math:`\delta` >= 0, inside the root (default 1e-6). optax's
         ``rmsprop(lr, decay, eps, momentum=μ, nesterov=True)`` is the same rule; PyTorch
         has no equivalent.
+      nu_dtype: storage dtype of :math:`r`, as in :func:`rmsprop`.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -424,8 +454,9 @@ def rmsprop_nesterov(
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
+    check_storage_dtype("nu_dtype", nu_dtype)
     tx = chain(
-        divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
+        divide(identity(), chain(accumulate_square(decay, dtype=nu_dtype), add(eps), sqrt())),
         scale_by_learning_rate(learning_rate),
         trace(momentum, nesterov=True),
     )

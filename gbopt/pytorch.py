@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gbopt import _validate
+from gbopt._averaging import averaged_iterate
 from gbopt._base import GradientTransformation, ScalarOrSchedule
 from gbopt._combine import chain, divide, with_step_count
 from gbopt._maps import (
@@ -71,8 +72,21 @@ from gbopt._statistics import (
     trace,
 )
 from gbopt._statistics_adaptive import rectification
+from gbopt._step_sizes import rprop_step_sizes, scale_by_update_rms
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax", "RAdam"]
+__all__ = [
+    "RAdam",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "Adamax",
+    "Adadelta",
+    "ASGD",
+    "Rprop",
+]
 
 Number = float | jax.Array
 
@@ -788,3 +802,191 @@ def RAdam(
         return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
 
     return with_step_count(build)
+
+
+def Adadelta(
+    lr: ScalarOrSchedule = 1.0,
+    rho: Number = 0.9,
+    eps: Number = 1e-6,
+    weight_decay: Number = 0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Adadelta``: Zeiler's Adadelta with a learning rate and L2 weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda \theta_{t-1}, \qquad
+        v_t = \rho v_{t-1} + (1 - \rho) g_t^2, \\
+        \Delta_t &= \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t, \qquad
+        u_t = \rho u_{t-1} + (1 - \rho) \Delta_t^2, \qquad
+        \theta_t = \theta_{t-1} - \gamma_t \Delta_t
+
+    The rule of :func:`gbopt.adadelta` (and ``optax.adadelta``) with PyTorch's defaults.
+
+    Args:
+      lr: :math:`\gamma` >= 0 (1.0 is the paper's rule), or a schedule ``count -> lr``.
+      rho: :math:`\rho` in [0, 1).
+      eps: :math:`\epsilon` >= 0, inside both roots.
+      weight_decay: :math:`\lambda` >= 0 (L2).
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], [add_decayed_weights(weight_decay)], divide(identity(),
+      chain(accumulate_square(rho), add(eps), sqrt())), scale_by_update_rms(rho, eps),
+      scale_by_learning_rate(lr))``.
+
+    References:
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012;
+      ``torch.optim.Adadelta`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    _validate.decay_rate("rho", rho)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("maximize", maximize)
+    return chain(
+        *_gradient(weight_decay, maximize),
+        divide(identity(), chain(accumulate_square(rho), add(eps), sqrt())),
+        scale_by_update_rms(rho, eps),
+        scale_by_learning_rate(lr),
+    )
+
+
+def _asgd_step_size(lr: Number, lambd: Number, alpha: Number) -> Callable:
+    r"""ASGD's :math:`\eta = \gamma / (1 + \lambda\gamma c)^{\alpha}` at count :math:`c`.
+
+    The count is an int32; it is taken to JAX's default float (float64 in a float64 run)
+    before the arithmetic, which int32 and a Python float would do in float32.
+    """
+
+    def schedule(count):
+        c = jnp.asarray(count).astype(jnp.result_type(float))
+        return lr / (1 + lambd * lr * c) ** alpha
+
+    return schedule
+
+
+def ASGD(
+    lr: Number = 1e-2,
+    lambd: Number = 1e-4,
+    alpha: Number = 0.75,
+    t0: Number = 1e6,
+    weight_decay: Number = 0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.ASGD``: SGD with a decaying step and an average of the iterates.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda_w \theta_{t-1}, \qquad
+        \eta_t = \frac{\gamma}{(1 + \lambda \gamma (t - 1))^{\alpha}}, \\
+        \theta_t &= \theta_{t-1} - \eta_t \left(g_t + \lambda \theta_{t-1}\right), \qquad
+        \bar\theta_t = \bar\theta_{t-1} + \mu_t (\theta_t - \bar\theta_{t-1}), \quad
+        \mu_t = \frac{1}{\max(1, t - 1 - t_0)}
+
+    (:math:`\lambda_w` ``weight_decay``, :math:`\lambda` ``lambd``.) PyTorch writes the
+    step as :math:`\theta (1 - \lambda\eta_t) - \eta_t g_t`, the same number up to
+    rounding. The average :math:`\bar\theta` (PyTorch's ``state["ax"]``) is in the
+    state: ``gbopt.state_get(state, "ax")``.
+
+    .. note:: PyTorch keeps :math:`\eta` and :math:`\mu` as tensors of its default
+       dtype (float32 unless ``torch.set_default_dtype(torch.float64)``); gbopt
+       computes them in the parameters' precision.
+
+    Args:
+      lr: :math:`\gamma` >= 0 (a number: the decay of :math:`\eta` is the schedule).
+      lambd: :math:`\lambda` >= 0, the decay term.
+      alpha: :math:`\alpha`, the power of the step's decay.
+      t0: :math:`t_0` >= 0, the step at which averaging starts.
+      weight_decay: :math:`\lambda_w` >= 0 (L2).
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      [add_decayed_weights(lambd)], scale_by_learning_rate(count -> lr / (1 + lambd *
+      lr * count) ** alpha), averaged_iterate(t0))``.
+
+    References:
+      Polyak & Juditsky, SIAM J. Control Optim. 1992; ``torch.optim.ASGD`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    if callable(lr):
+        raise TypeError(
+            "`lr` of ASGD must be a number: its step already follows the schedule "
+            "lr / (1 + lambd * lr * t) ** alpha (PyTorch reads `lr` only there)."
+        )
+    _validate.non_negative("lambd", lambd)
+    _validate.finite("alpha", alpha)
+    _validate.non_negative("t0", t0)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("maximize", maximize)
+    pieces = _gradient(weight_decay, maximize)
+    if not _is_zero(lambd):
+        pieces.append(add_decayed_weights(lambd))
+    pieces += [
+        scale_by_learning_rate(_asgd_step_size(lr, lambd, alpha)),
+        averaged_iterate(t0),
+    ]
+    return chain(*pieces)
+
+
+def _pair(name: str, value: Any, example: str) -> tuple[Any, Any]:
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a pair, e.g. {example}; got {value!r}.") from None
+    return low, high
+
+
+def Rprop(
+    lr: Number = 1e-2,
+    etas: tuple[Number, Number] = (0.5, 1.2),
+    step_sizes: tuple[Number, Number] = (1e-6, 50),
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Rprop``: resilient backpropagation (iRprop⁻).
+
+    .. math::
+        \Delta_t = \operatorname{clip}\!\left(\Delta_{t-1} \cdot
+          \begin{cases} \eta^+ & g_t g_{t-1} > 0 \\ \eta^- & g_t g_{t-1} < 0 \\
+          1 & \text{else} \end{cases}\right), \qquad
+        \theta_t = \theta_{t-1} - \Delta_t \operatorname{sign}(g_t)
+        \;\; (0 \text{ and } g_t := 0 \text{ after a flip})
+
+    with :math:`\Delta_0` = ``lr`` and clip to ``step_sizes``. This is
+    :func:`gbopt.rprop` (the paper's rule) with PyTorch's clipping also when the sign
+    product is 0. (optax's ``rprop`` lags one step behind, see :func:`gbopt.rprop`.)
+
+    Args:
+      lr: :math:`\Delta_0` > 0, the initial step size (a number: PyTorch reads it once).
+      etas: :math:`(\eta^-, \eta^+)`, with :math:`0 < \eta^- < 1 < \eta^+`.
+      step_sizes: the (smallest, largest) step size.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], rprop_step_sizes(lr, *etas, *step_sizes, clip_unchanged=True),
+      scale(-1))``.
+
+    References:
+      Riedmiller & Braun, ICNN 1993; Igel & Hüsken, Neurocomputing 2003;
+      ``torch.optim.Rprop`` (PyTorch 2.13).
+    """
+    if callable(lr):
+        raise TypeError(
+            "`lr` of Rprop must be a number: it is the initial step size, which PyTorch "
+            "reads once (a learning-rate scheduler does not change Rprop's steps)."
+        )
+    _validate.positive("lr", lr)
+    eta_minus, eta_plus = _pair("etas", etas, "(0.5, 1.2)")
+    low, high = _pair("step_sizes", step_sizes, "(1e-6, 50)")
+    if not 0.0 < eta_minus < 1.0 < eta_plus:
+        raise ValueError(
+            f"`etas` must satisfy 0 < etaminus < 1 < etaplus (as torch.optim.Rprop); got {etas!r}."
+        )
+    _flag("maximize", maximize)
+    return chain(
+        *_gradient(0, maximize),
+        rprop_step_sizes(lr, eta_minus, eta_plus, low, high, clip_unchanged=True),
+        scale(-1.0),
+    )
