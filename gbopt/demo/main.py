@@ -161,12 +161,15 @@ def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
     """Refuses an ``--out`` that is a file or cannot be written, before any run."""
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} is a file; give a folder for the plots (it is created)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        parser.error(f"--out {out} cannot be created ({e.strerror}); give a writable folder")
-    if not os.access(out, os.W_OK | os.X_OK):
-        parser.error(f"--out {out} is not writable; give a writable folder")
+    # Nothing is created here (without matplotlib there are no plots to write): the
+    # nearest existing folder on the way must be one, and writable.
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        parser.error(f"--out {out} cannot be created ({existing} is a file); give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out {out} is not writable ({existing}); give a writable folder")
 
 
 def _memory_bytes() -> int | None:
