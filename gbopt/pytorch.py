@@ -804,6 +804,7 @@ def RAdam(
     return with_step_count(build)
 
 
+@_torch_semantics
 def Adadelta(
     lr: ScalarOrSchedule = 1.0,
     rho: Number = 0.9,
@@ -866,6 +867,7 @@ def _asgd_step_size(lr: Number, lambd: Number, alpha: Number) -> Callable:
     return schedule
 
 
+@_torch_semantics
 def ASGD(
     lr: Number = 1e-2,
     lambd: Number = 1e-4,
@@ -938,6 +940,7 @@ def _pair(name: str, value: Any, example: str) -> tuple[Any, Any]:
     return low, high
 
 
+@_torch_semantics
 def Rprop(
     lr: Number = 1e-2,
     etas: tuple[Number, Number] = (0.5, 1.2),
