@@ -45,6 +45,8 @@ from gbopt._compensated import StochasticRoundingState as StochasticRoundingStat
 from gbopt._compensated import kahan_summation as kahan_summation
 from gbopt._compensated import round_stochastically as round_stochastically
 from gbopt._compensated import stochastic_rounding as stochastic_rounding
+from gbopt._describe import Description as Description
+from gbopt._describe import describe as describe
 from gbopt._factored import CoverSecondMomentState as CoverSecondMomentState
 from gbopt._factored import FactoredSecondMomentState as FactoredSecondMomentState
 from gbopt._factored import adafactor as adafactor
