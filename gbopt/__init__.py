@@ -55,6 +55,8 @@ from gbopt._factored import cover_second_moment as cover_second_moment
 from gbopt._factored import factored_second_moment as factored_second_moment
 from gbopt._factored import scale_by_param_block_rms as scale_by_param_block_rms
 from gbopt._factored import sm3 as sm3
+from gbopt._fromage import fromage as fromage
+from gbopt._fromage import scale_new_params as scale_new_params
 from gbopt._hyperparams import InjectHyperparamsState as InjectHyperparamsState
 from gbopt._hyperparams import inject_hyperparams as inject_hyperparams
 from gbopt._hyperparams import set_hyperparams as set_hyperparams

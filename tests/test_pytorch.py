@@ -479,17 +479,19 @@ def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
         kwargs["amsgrad"] = True
     if name == "RMSprop":
         kwargs.update(centered=True, momentum=0.9)
-    if "weight_decay" in inspect.signature(getattr(gpt, name)).parameters:  # not in Rprop
+    if "weight_decay" in inspect.signature(getattr(gpt, name)).parameters:  # not in Rprop, LBFGS
         kwargs["weight_decay"] = 0.1
     tx = getattr(gpt, name)(**kwargs)
     params = {k: jnp.asarray(v, jnp.bfloat16) for k, v in X0.items()}
     state = tx.init(params)
+    # LBFGS's step evaluates the objective (torch's closure) itself
+    extra = {"value_fn": _loss_jax} if name == "LBFGS" else {}
 
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(params, state):
         grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.bfloat16), gradient_jax(params))
-        updates, state = tx.update(grads, state, params)
+        updates, state = tx.update(grads, state, params, **extra)
         return gbopt.apply_updates(params, updates), state
 
     for _ in range(3):
@@ -498,6 +500,15 @@ def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
     assert all(np.all(np.isfinite(np.asarray(p, np.float32))) for p in jax.tree.leaves(params))
     floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and all(x.dtype == jnp.float32 for x in floats)
+
+
+def _loss_jax(params):
+    x = jnp.concatenate([params["W"].ravel(), params["b"].ravel()]).astype(jnp.float32)
+    return (
+        0.5 * x @ jnp.asarray(A, jnp.float32) @ x
+        - jnp.asarray(C, jnp.float32) @ x
+        + (0.025 * jnp.sum(x**4))
+    )
 
 
 def gradient_jax(params):

@@ -80,6 +80,7 @@ from gbopt._statistics import (
 )
 from gbopt._statistics_adaptive import rectification
 from gbopt._step_sizes import rprop_step_sizes, scale_by_update_rms
+from gbopt._torch_lbfgs import lbfgs_step
 from gbopt.pytorch import lr_scheduler as lr_scheduler
 
 __all__ = [
@@ -94,6 +95,7 @@ __all__ = [
     "Adadelta",
     "ASGD",
     "Rprop",
+    "LBFGS",
 ]
 
 Number = float | jax.Array
@@ -1104,4 +1106,80 @@ def Rprop(
         *_gradient(0, maximize),
         rprop_step_sizes(lr, eta_minus, eta_plus, low, high, clip_unchanged=True),
         scale(-1.0),
+    )
+
+
+@_torch_optimizer
+def LBFGS(
+    lr: Number = 1,
+    max_iter: int = 20,
+    max_eval: int | None = None,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    history_size: int = 100,
+    line_search_fn: str | None = None,
+) -> GradientTransformation:
+    r"""``torch.optim.LBFGS``: **one** ``update`` **is one** ``step(closure)``.
+
+    PyTorch's step runs up to ``max_iter`` L-BFGS iterations, re-evaluating the objective
+    through the closure; here the closure is the objective passed as ``value_fn``::
+
+        # torch: loss = opt.step(closure)
+        updates, state = tx.update(grads, state, params, value=loss, value_fn=loss_fn)
+        params = gbopt.apply_updates(params, updates)
+
+    (``grads`` and ``value`` are the gradient and loss at ``params``: the closure's first
+    call, which torch makes inside ``step``; ``value`` may be left out.) Each iteration:
+
+    .. math::
+        y = g - g_{-}, \quad s = t_{-} d_{-}, \quad
+        \text{keep } (y, s) \text{ if } y^\top s > 10^{-10}, \quad
+        d = -H g \;\text{(two-loop recursion, } H_0 = \tfrac{y^\top s}{y^\top y} I),
+        \quad \theta \leftarrow \theta + t d
+
+    with :math:`t = \min(1, 1/\|g\|_1)\,` ``lr`` at the very first iteration and ``lr``
+    after, or the strong-Wolfe line search's :math:`t` (``line_search_fn="strong_wolfe"``,
+    PyTorch's ``_strong_wolfe`` ported). The stopping rules are PyTorch's: no step when
+    :math:`\max|g| \le` ``tolerance_grad``; stop after ``max_iter`` iterations or
+    ``max_eval`` evaluations, or when :math:`g^\top d > -` ``tolerance_change``, or when the
+    step or the change of the loss is below ``tolerance_change``. The loop is a
+    ``jax.lax.while_loop``, so the update compiles once.
+
+    Not a chain of per-gradient primitives (each iteration evaluates the objective
+    anew); for optax's one-gradient-per-update L-BFGS, see :func:`gbopt.lbfgs`.
+
+    Args:
+      lr: the step length before (or without) the line search.
+      max_iter: iterations per update.
+      max_eval: objective evaluations per update (default ``max_iter * 5 // 4``).
+      tolerance_grad: stop when the largest gradient element is at most this.
+      tolerance_change: stop when the step, the loss change or the slope is below this.
+      history_size: the pairs kept.
+      line_search_fn: None or ``"strong_wolfe"``.
+
+    Returns:
+      A transform with state :class:`gbopt._torch_lbfgs.TorchLbfgsState`; ``update``
+      needs ``params`` and ``value_fn``.
+
+    References:
+      Nocedal & Wright, *Numerical Optimization*, Alg. 7.4, 7.5, 3.5, 3.6;
+      ``torch.optim.LBFGS`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    if callable(lr):
+        raise TypeError("`lr` of LBFGS must be a number (PyTorch reads it at each step).")
+    max_iter = _validate.whole_number("max_iter", max_iter, 1)
+    if max_eval is None:
+        max_eval = max_iter * 5 // 4
+    max_eval = _validate.whole_number("max_eval", max_eval, 1)
+    _validate.non_negative("tolerance_grad", tolerance_grad)
+    _validate.non_negative("tolerance_change", tolerance_change)
+    history_size = _validate.whole_number("history_size", history_size, 1)
+    if line_search_fn not in (None, "strong_wolfe"):
+        raise ValueError(
+            f"`line_search_fn` must be None or 'strong_wolfe' (as torch.optim.LBFGS); got "
+            f"{line_search_fn!r}."
+        )
+    return lbfgs_step(
+        lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn
     )
