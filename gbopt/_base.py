@@ -89,9 +89,18 @@ def as_transform(tx: Any, *, argument: str = "transform") -> GradientTransformat
     if isinstance(tx, optax.GradientTransformation):
         tx = optax.with_extra_args_support(tx)
         return GradientTransformation(tx.init, tx.update)
+    if callable(getattr(tx, "gradient_transformation", None)):
+        raise TypeError(
+            f"`{argument}` must be a gradient transformation; got a {type(tx).__name__} "
+            "(e.g. optax.MultiSteps), which is not one itself: pass its "
+            "`.gradient_transformation()`, e.g. "
+            "`optax.MultiSteps(tx, every_k_schedule=4).gradient_transformation()`."
+        )
+    shown = repr(tx)
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."
     raise TypeError(
         f"`{argument}` must be a gradient transformation (an (init, update) pair such as "
-        f"gbopt.adam(1e-3) or optax.adam(1e-3)); got {type(tx).__name__}: {tx!r}. "
+        f"gbopt.adam(1e-3) or optax.adam(1e-3)); got {type(tx).__name__}: {shown}. "
         "If you passed a factory such as gbopt.adam, call it: gbopt.adam(learning_rate)."
     )
 

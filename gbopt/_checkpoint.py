@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _tree, _tree_checks
+from gbopt import _tree, _tree_checks, _validate
 
 _FIX = (
     "Restore into a template built by the same optimizer for parameters of the same "
@@ -104,7 +104,69 @@ def _align(template: Any, restored: Any) -> Any:
     return t_def.unflatten(leaves)
 
 
-def restore_state(template: Any, restored: Any) -> Any:
+# Fields that hold a sum or average of squares (>= 0 by construction): gbopt's ``nu``.
+_NON_NEGATIVE_FIELDS = frozenset({"nu"})
+
+
+def _field(path: Any) -> str | None:
+    """The name of the innermost NamedTuple field on ``path`` (None if there is none)."""
+    for entry in reversed(tuple(path)):
+        if isinstance(entry, jax.tree_util.GetAttrKey):
+            return entry.name
+    return None
+
+
+def _check_values(restored: Any) -> None:
+    """Raises a ValueError naming the first leaf with a value no optimizer state can hold.
+
+    Non-finite values (NaN, inf), negative integers (step counts) and negative second
+    moments (fields named ``nu``). One compiled reduction per leaf, one transfer in all.
+    """
+    flat = [
+        (path, leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(restored)[0]
+        if not isinstance(leaf, jax.core.Tracer)
+    ]
+    if not flat:
+        return
+
+    def problems(leaves):
+        codes = []
+        for (path, _), x in zip(flat, leaves, strict=True):
+            x = jnp.asarray(x)
+            if jnp.issubdtype(x.dtype, jnp.inexact):
+                code = jnp.where(jnp.all(jnp.isfinite(x)), 0, 1)
+                if _field(path) in _NON_NEGATIVE_FIELDS and not jnp.iscomplexobj(x):
+                    code = jnp.where((code == 0) & jnp.any(x < 0), 3, code)
+            elif jnp.issubdtype(x.dtype, jnp.integer) and jnp.issubdtype(
+                x.dtype, jnp.signedinteger
+            ):
+                code = jnp.where(jnp.any(x < 0), 2, 0)
+            else:
+                code = jnp.zeros([], jnp.int32)
+            codes.append(jnp.asarray(code, jnp.int32))
+        return jnp.stack(codes)
+
+    codes = np.asarray(jax.jit(problems)([leaf for _, leaf in flat]))
+    bad = np.flatnonzero(codes)
+    if bad.size == 0:
+        return
+    path, leaf = flat[bad[0]]
+    what = {
+        1: "a non-finite value (NaN or inf)",
+        2: "a negative step count",
+        3: "a negative second moment (a mean or sum of squares cannot be negative)",
+    }[int(codes[bad[0]])]
+    raise ValueError(
+        f"the restored state has {what} at {_tree.path_str(path)} ({len(bad)} such "
+        "array(s) in all): the next update would be NaN or skipped. Was the checkpoint "
+        "written after a step that diverged, or edited by hand? Restore an earlier "
+        "checkpoint, or pass check_values=False to restore it as it is (e.g. a second "
+        "moment that overflowed to inf on purpose)."
+    )
+
+
+def restore_state(template: Any, restored: Any, *, check_values: bool = True) -> Any:
     """Checks a restored optimizer state against a template and returns it in its structure.
 
     ``restored`` may have the template's own structure (what ``flax.serialization.
@@ -122,6 +184,10 @@ def restore_state(template: Any, restored: Any) -> Any:
       template: the state the optimizer expects: ``tx.init(params)``, or its abstract
         shape ``jax.eval_shape(tx.init, params)``.
       restored: the state read from the checkpoint.
+      check_values: also refuse values no healthy state holds: NaN or inf anywhere, a
+        negative integer (a step count), a negative second moment (a field named
+        ``nu``). ``False`` restores them as they are (the opt-out, e.g. to inspect a
+        diverged run). The check runs one compiled reduction over the arrays.
 
     Returns:
       The restored state with the template's structure (its NamedTuples, tuples and
@@ -132,8 +198,10 @@ def restore_state(template: Any, restored: Any) -> Any:
     Raises:
       ValueError: naming the first path where the restored state lacks an array the
         template has (or has one it lacks), where a shape differs, or where a dtype
-        differs.
+        differs; with ``check_values``, naming the first path with a non-finite value,
+        a negative count or a negative second moment.
     """
+    _validate.flag("check_values", check_values)
     if jax.tree.structure(restored) != jax.tree.structure(template):
         restored = _align(template, restored)
     _tree_checks.check_matches(
@@ -144,6 +212,8 @@ def restore_state(template: Any, restored: Any) -> Any:
         dtypes=True,
         fix=_FIX,
     )
+    if check_values:
+        _check_values(restored)
 
     def place(value: Any, like: Any) -> jax.Array:
         sharding = getattr(like, "sharding", None)

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gbopt import _dtypes, _numerics, _placement, _tree_checks, _validate
 from gbopt._base import (
@@ -120,8 +121,30 @@ def _checking_params(tx: GradientTransformation) -> GradientTransformation:
 
 
 def _schedule_value(schedule: Callable, count: jax.Array, dtype, name: str) -> jax.Array:
-    """A schedule's value at ``count`` as a scalar of ``dtype`` (via ``schedule_value``)."""
+    """A schedule's value at ``count`` as a scalar of ``dtype`` (via ``schedule_value``).
+
+    ``count`` is clamped at 0: a schedule never sees a negative count (``count`` is the
+    step minus one, and a step is at least 1 in every update).
+    """
+    count = jnp.maximum(count, 0)
     return _dtypes.scalar(_numerics.schedule_value(schedule, count, name), dtype)
+
+
+def _check_rate_shape(rate: Any, u: jax.Array) -> None:
+    """Raises a ValueError naming ``learning_rate`` when it does not broadcast to ``u``."""
+    shape = np.shape(rate)
+    if not shape:
+        return
+    try:
+        fits = np.broadcast_shapes(shape, u.shape) == u.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"`learning_rate` has shape {shape}, which does not broadcast to an update of "
+            f"shape {u.shape}: it must be a scalar (or broadcast to every leaf it scales). "
+            "For one rate per parameter group use gbopt.multi_transform."
+        )
 
 
 def scale_by_learning_rate(
@@ -163,24 +186,28 @@ def scale_by_learning_rate(
 
     if not callable(learning_rate):
         signed = sign * learning_rate if _dtypes.is_number(learning_rate) else None
+
+        def scaled(u):
+            if signed is not None:
+                return u * _dtypes.scalar(signed, u.dtype)
+            _check_rate_shape(learning_rate, u)
+            return u * (sign * _dtypes.scalar(learning_rate, u.dtype))
+
         tx = elementwise(
             "scale_by_learning_rate",
-            lambda u: (
-                u
-                * (
-                    _dtypes.scalar(signed, u.dtype)
-                    if signed is not None
-                    else sign * _dtypes.scalar(learning_rate, u.dtype)
-                )
-            ),
+            scaled,
             hyperparams=hyperparams,
             math=math,
         )
         return _checking_params(tx)
 
+    def scheduled(u, pre):
+        _check_rate_shape(pre, u)
+        return u * pre
+
     tx = elementwise(
         "scale_by_learning_rate",
-        lambda u, pre: u * pre,
+        scheduled,
         needs_step=True,
         prepare=lambda dtype, step: (
             sign * _schedule_value(learning_rate, step - 1, dtype, "learning_rate")

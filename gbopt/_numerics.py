@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt._dtypes import cast, complement, scalar
+from gbopt._dtypes import cast, complement
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
@@ -80,7 +80,9 @@ def schedule_value(schedule, count: jax.Array, name: str = "schedule"):
         ) from e
 
 
-def moving_average(old: jax.Array, new: jax.Array, decay: Any) -> jax.Array:
+def moving_average(
+    old: jax.Array, new: jax.Array, decay: Any, *, keep_infinite: bool = False
+) -> jax.Array:
     r"""One step of a moving average, :math:`\rho\,\text{old} + (1 - \rho)\,\text{new}`.
 
     The result has ``old``'s dtype (the statistics dtype).
@@ -93,21 +95,21 @@ def moving_average(old: jax.Array, new: jax.Array, decay: Any) -> jax.Array:
     it has settled), where this form stays within about 5e-8. (PyTorch computes Adam's
     first moment this way, with ``lerp_``, but not its second.)
 
-    Where that form is not finite, the result is the plain weighted sum
-    :math:`\rho\,\text{old} + (1 - \rho)\,\text{new}`: a finite gradient whose square
-    overflows makes ``new`` and then ``old`` infinite, and ``inf - inf`` would turn the
-    statistic into NaN for good (optax and PyTorch keep ``inf``, so the update of that
-    element is 0 and training goes on); a difference ``new - old`` that overflows while
-    both are finite is also caught. Where the first form is finite it is the result, bit
-    for bit, so the float64 rules are unchanged; the check is one comparison and one
-    select per element, fused into the same loop.
+    With ``keep_infinite`` (for averages of squares: :func:`gbopt.accumulate_square` and
+    the centered one), an infinite ``old`` stays as it is, as the plain weighted sum
+    :math:`\rho\,\text{old} + (1 - \rho)\,\text{new}` keeps it: a finite gradient whose
+    square overflows makes ``new`` and then ``old`` infinite, and ``inf - inf`` would turn
+    the statistic into NaN for good (optax and PyTorch keep ``inf``, so the update of
+    that element is 0 and training goes on). Everywhere else the result is the form
+    above (one select; on XLA:CPU the first moments' float32 roundings moved by an ulp
+    when the select was added to every moving average, so it is only where needed).
     """
     dtype = old.dtype
     new = cast(new, dtype)
-    weight = complement(decay, dtype)
-    out = old + weight * (new - old)
-    plain = scalar(decay, dtype) * old + weight * new
-    return jnp.where(jnp.isfinite(out), out, plain)
+    out = old + complement(decay, dtype) * (new - old)
+    if keep_infinite:
+        return jnp.where(jnp.isinf(old), old, out)
+    return out
 
 
 def abs_square(x: jax.Array) -> jax.Array:

@@ -16,7 +16,16 @@ from gbopt._tree import path_str
 def check_float_params(params: Any, *, what: str = "params") -> None:
     """Raises a TypeError naming the first leaf of ``params`` that is not floating point."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        dtype = jnp.result_type(leaf)
+        try:
+            dtype = jnp.result_type(leaf)
+        except TypeError:
+            raise TypeError(
+                f"{what}{path_str(path)} is a {type(leaf).__name__}, not an array: the tree "
+                "handed to the optimizer may hold only arrays. An Equinox module holds "
+                "functions and other static fields too: filter it first, e.g. "
+                "`tx.init(eqx.filter(model, eqx.is_inexact_array))` (and the same for the "
+                "gradients)."
+            ) from None
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"{what}{path_str(path)} has dtype {jnp.dtype(dtype).name}; gradient "

@@ -123,8 +123,9 @@ def add_decayed_weights(
             if not jax.tree.leaves(updates):  # an empty tree (or None): nothing to decay
                 return updates, state
             raise ValueError(
-                "add_decayed_weights needs the parameters: call "
-                "`update(updates, state, params)` with `params` (weight decay adds λ·w)."
+                "`weight_decay` needs the parameters (weight decay adds λ·w to the update): "
+                "call `update(updates, state, params)` with `params`, or build the optimizer "
+                "with weight_decay=0 (gbopt.add_decayed_weights)."
             )
         _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         if mask is not None:

@@ -193,7 +193,10 @@ def accumulate_square(
 
     def rule(u, r):
         square = _numerics.abs_square(u)
-        r = r + square if decay is None else _numerics.moving_average(r, square, decay)
+        if decay is None:
+            r = r + square
+        else:
+            r = _numerics.moving_average(r, square, decay, keep_infinite=True)
         return r, r
 
     return statistic(
@@ -255,7 +258,7 @@ def accumulate_centered_square(
 
     def rule(u, m, r):
         m = _numerics.moving_average(m, u, decay)
-        r = _numerics.moving_average(r, _numerics.abs_square(u), decay)
+        r = _numerics.moving_average(r, _numerics.abs_square(u), decay, keep_infinite=True)
         return jnp.maximum(r - _numerics.abs_square(m), jnp.zeros([], r.dtype)), m, r
 
     return statistic(

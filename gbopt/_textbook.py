@@ -475,7 +475,7 @@ def adam(
     b1: float | jax.Array = 0.9,
     b2: float | jax.Array = 0.999,
     eps: float | jax.Array = 1e-8,
-    eps_root: float | jax.Array = 0.0,
+    eps_root: float | jax.Array | None = None,
     mu_dtype: Any = None,
     *,
     nesterov: bool = False,
@@ -508,9 +508,11 @@ def adam(
       b2: :math:`\rho_2` in [0, 1); 0.999 everywhere.
       eps: :math:`\delta` >= 0, **outside** the root; 1e-8 (book, PyTorch, optax);
         Keras uses 1e-7.
-      eps_root: :math:`\epsilon_{root}` >= 0, **inside** the root (optax's; 0 by default,
-        the book's rule). A positive value keeps the gradient of the update finite when
-        differentiating through it (meta-learning).
+      eps_root: :math:`\epsilon_{root}` >= 0, **inside** the root (optax's). The default
+        None means 0, the book's rule (optax writes 0.0; None keeps it out of
+        :func:`gbopt.inject_hyperparams`' state unless it is given, so states saved
+        before it existed still restore). A positive value keeps the gradient of the
+        update finite when differentiating through it (meta-learning).
       mu_dtype: the storage dtype of :math:`s` (optax's name). None keeps it in the
         parameters' dtype, at least float32 (gbopt's dtype policy; optax keeps it in the
         parameters' dtype, e.g. bfloat16).
@@ -538,6 +540,7 @@ def adam(
     _validate.decay_rate("b1", b1)
     _validate.decay_rate("b2", b2)
     _validate.non_negative("eps", eps)
+    eps_root = 0.0 if eps_root is None else eps_root
     _validate.non_negative("eps_root", eps_root)
     _validate.learning_rate(learning_rate)
     _validate.flag("nesterov", nesterov)

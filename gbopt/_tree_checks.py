@@ -40,6 +40,12 @@ def _describe(x: Any, level) -> str:
     return f"a {kind.__name__}"
 
 
+def _short(x: Any, limit: int = 120) -> str:
+    """``repr(x)``, cut to ``limit`` characters."""
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _equal(x: Any, y: Any) -> bool:
     """``x == y`` for node metadata that may not compare to a plain bool."""
     try:
@@ -105,6 +111,15 @@ def _first_difference(
     extra = [k for k in a_keys if k not in b_keys]
     if extra:
         return f"{at}{path_str([extra[0]])} is not in the {reference_name}", "structure"
+    if a_keys == b_keys and not _equal(la[0], lb[0]) and la[0][0] is lb[0][0]:
+        kind = getattr(la[0][0], "__name__", str(la[0][0]))
+        return (
+            f"{at} and the {reference_name} there are both a {kind}, but their static "
+            f"(non-array) fields differ: {_short(la[0][1])} against {_short(lb[0][1])}. "
+            "Static fields (flax.struct.field(pytree_node=False), Equinox's "
+            "eqx.field(static=True)) are part of the tree's structure",
+            "structure",
+        )
     if not _equal(la[0], lb[0]) or a_keys != b_keys:
         return (
             f"{at} is {_describe(a, la)} but the {reference_name} has {_describe(b, lb)} there",

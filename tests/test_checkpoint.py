@@ -291,3 +291,54 @@ def test_a_checkpoint_of_format_0_restores_and_resumes_bit_for_bit(runs, name):
     params = gbopt.restore_state(_params(), raw["params"])
     state = gbopt.restore_state(tx.init(_params()), raw["opt_state"])
     _assert_bitwise(_run(step, params, state, STEPS_BEFORE, STEPS_AFTER), end)
+
+
+def _trained_adam_state():
+    params = _params()
+    tx = gbopt.adam(1e-2)
+    state = tx.init(params)
+    for k in range(2):
+        _, state = tx.update(jax.grad(_loss)(params, k), state, params)
+    return tx, params, state
+
+
+def _replace_leaf(state, field, key, fn):
+    """``state`` with ``fn`` applied to the ``key`` entry of the statistic ``field``."""
+    old = gbopt.state_get(state, field)
+    return gbopt.state_set(state, **{field: {**old, key: fn(old[key])}})
+
+
+@pytest.mark.parametrize(
+    ("field", "key", "fn", "message"),
+    [
+        ("mu", "w", lambda x: x.at[0, 1].set(jnp.nan), r"a non-finite value .* at \S*mu\S*\['w'\]"),
+        ("nu", "b", lambda x: x.at[2].set(jnp.inf), r"a non-finite value .* at \S*nu\S*\['b'\]"),
+        ("nu", "w", lambda x: x.at[0, 0].set(-1e-3), r"a negative second moment .*\S*nu\S*\['w'\]"),
+    ],
+)
+def test_restore_state_refuses_values_no_healthy_state_holds(field, key, fn, message):
+    tx, params, state = _trained_adam_state()
+    bad = _replace_leaf(state, field, key, fn)
+    template = tx.init(params)
+    with pytest.raises(ValueError, match=message + r".*check_values=False"):
+        gbopt.restore_state(template, bad)
+    # The same through a plain state dict (what flax's msgpack_restore returns).
+    with pytest.raises(ValueError, match=message):
+        gbopt.restore_state(template, flax.serialization.to_state_dict(bad))
+    # The documented opt-out restores it as it is.
+    restored = gbopt.restore_state(template, bad, check_values=False)
+    got = np.asarray(gbopt.state_get(restored, field)[key], np.float64)
+    want = np.asarray(gbopt.state_get(bad, field)[key], np.float64)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_restore_state_refuses_a_negative_count_and_accepts_a_healthy_state():
+    tx, params, state = _trained_adam_state()
+    template = tx.init(params)
+    bad = state._replace(count=jnp.asarray(-3, jnp.int32))
+    with pytest.raises(ValueError, match=r"a negative step count at \.count"):
+        gbopt.restore_state(template, bad)
+    restored = gbopt.restore_state(template, state)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), restored, state))
+    with pytest.raises(TypeError, match=r"`check_values` must be True or False"):
+        gbopt.restore_state(template, state, check_values="no")

@@ -151,6 +151,10 @@ TORCH_CASES = [
     ("AdamW", {"lr": 3e-2}),
     ("NAdam", {"lr": 3e-2}),
     ("Adamax", {"lr": 3e-2}),
+    ("RAdam", {"lr": 3e-2}),
+    ("Adadelta", {"lr": 0.5}),
+    ("ASGD", {"lr": 1e-2}),
+    ("Rprop", {"lr": 1e-2}),
 ]
 
 

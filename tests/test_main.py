@@ -306,3 +306,50 @@ def test_digits_loss_is_the_mean_softmax_cross_entropy():
         ValueError, match=r"`batch_size` must be >= 0 \(0 for the whole set\), got -1"
     ):
         _problems.digits(batch_size=-1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--optimizers", ""], "--optimizers got no name; valid optimizers: "),
+        (["--optimizers", " , "], "--optimizers got no name"),
+        (["--problem", ""], "--problem got no name; valid problems: "),
+        (["--seed", "99999999999999999999"], "expected a whole number from 0 to 4294967295"),
+        (["--seed", "-1"], "expected a whole number >= 0, got -1"),
+        (["--steps", "1000000000000000"], "--steps 1000000000000000 would need about"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2_before_any_work(argv, message, capsys, monkeypatch):
+    from gbopt.demo import race
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the race started")
+
+    monkeypatch.setattr(race, "race", no_work)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""
+
+
+def test_out_must_be_a_writable_folder(tmp_path, capsys, monkeypatch):
+    from gbopt.demo import race
+
+    monkeypatch.setattr(race, "race", lambda *a, **k: pytest.fail("the race started"))
+    a_file = tmp_path / "plots.png"
+    a_file.write_text("")
+    for out, message in [
+        (a_file, f"--out {a_file} is a file"),
+        (a_file / "sub", f"--out {a_file / 'sub'} cannot be created"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--out", str(out), "--problem", "quadratic"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    # A folder that does not exist yet is fine (the race creates it when it plots).
+    new = tmp_path / "a" / "b"
+    monkeypatch.setattr(race, "race", lambda *a, **k: 0)
+    assert main(["--out", str(new), "--problem", "quadratic"]) == 0

@@ -28,7 +28,14 @@ from optax._src import alias  # noqa: E402
 
 import gbopt  # noqa: E402
 
-pytestmark = pytest.mark.slow  # AliasTest runs 10,000 jitted steps per optimisation case
+pytestmark = [
+    pytest.mark.slow,  # AliasTest runs 10,000 jitted steps per optimisation case
+    # Warnings raised by optax's own test code and line search, not by gbopt (the suite
+    # turns every warning into an error): LBFGSTest feeds NumPy float64 starting points
+    # to optax's zoom line search without x64, and calls scikit-learn with `penalty=`.
+    pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64:UserWarning"),
+    pytest.mark.filterwarnings("ignore:'penalty' was deprecated:FutureWarning"),
+]
 
 
 def _optimizer_names() -> list[str]:

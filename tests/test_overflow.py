@@ -121,20 +121,21 @@ def test_pytorch_presets_finite_where_torch_is_finite(name, kwargs):
 
 
 def test_moving_average_is_the_lerp_form_bit_for_bit_where_finite():
-    """The fallback changes nothing where the exact form is finite (float64 rules intact)."""
+    """The guard changes nothing where the statistic is finite (float64 rules intact)."""
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
         old = jnp.asarray(rng.normal(size=1000) * 10.0 ** rng.integers(-8, 8, 1000))
         new = jnp.asarray(rng.normal(size=1000) * 10.0 ** rng.integers(-8, 8, 1000))
         for decay in (0.9, 0.999, 0.0):
-            got = _numerics.moving_average(old, new, decay)
-            exact = old + (1.0 - decay) * (new - old)
-            np.testing.assert_array_equal(np.asarray(got), np.asarray(exact))
+            exact = np.asarray(old + (1.0 - decay) * (new - old))
+            for keep in (False, True):
+                got = _numerics.moving_average(old, new, decay, keep_infinite=keep)
+                np.testing.assert_array_equal(np.asarray(got), exact)
     inf = jnp.float32(jnp.inf)
-    both = _numerics.moving_average(
-        jnp.array([inf, -inf, 3e38]), jnp.array([inf, -inf, -3e38]), 0.9
-    )
-    assert np.asarray(both)[0] == np.inf and np.asarray(both)[1] == -np.inf
-    assert np.isfinite(np.asarray(both)[2])  # new - old overflows; the plain sum does not
-    nan = _numerics.moving_average(jnp.array([jnp.nan]), jnp.array([1.0]), 0.9)
+    old, new = jnp.array([inf, inf, 1.0]), jnp.array([inf, 2.0, inf])
+    kept = np.asarray(_numerics.moving_average(old, new, 0.9, keep_infinite=True))
+    np.testing.assert_array_equal(kept, [np.inf, np.inf, np.inf])
+    plain = np.asarray(_numerics.moving_average(old, new, 0.9))
+    assert np.isnan(plain[0]) and np.isnan(plain[1])  # what the guard is for
+    nan = _numerics.moving_average(jnp.array([jnp.nan]), jnp.array([1.0]), 0.9, keep_infinite=True)
     assert np.isnan(np.asarray(nan)[0])  # a NaN stays NaN (skip_nonfinite's business)

@@ -132,7 +132,7 @@ def test_add_decayed_weights_with_a_mask():
     u, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(u["w"], [0.6, 0.7], rtol=1e-6)
     np.testing.assert_allclose(u["b"], [0.5])
-    with pytest.raises(ValueError, match="add_decayed_weights needs the parameters"):
+    with pytest.raises(ValueError, match=r"`weight_decay` needs the parameters"):
         tx.update(grads, tx.init(params))
 
 

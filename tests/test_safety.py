@@ -142,7 +142,7 @@ def test_any_number_of_consecutive_bad_steps_is_skipped():
     assert int(state.total_skipped) == int(state.consecutive_skipped) == 50
 
 
-def test_inner_faults_are_caught_too():
+def test_inner_faults_are_caught_with_check_outputs():
     # The gradients are finite; the inner transform produces the NaN or Inf.
     params = {"w": jnp.asarray([1.0, 2.0, 3.0])}
     cases = [
@@ -158,12 +158,45 @@ def test_inner_faults_are_caught_too():
     for inner, grads in cases:
         raw_updates, raw_state = inner.update(grads, inner.init(params), params)
         assert not bool(gbopt._safety._all_finite((raw_updates, raw_state)))
-        tx = gbopt.skip_nonfinite(inner)
+        tx = gbopt.skip_nonfinite(inner, check_outputs=True)
         state = tx.init(params)
         updates, new_state = tx.update(grads, state, params)
         assert _all_zero(updates)
         _bitwise_equal(new_state.inner_state, state.inner_state)
         assert int(new_state.total_skipped) == 1
+        # The default checks the gradients (finite here) and applies the step.
+        tx = gbopt.skip_nonfinite(inner)
+        state = tx.init(params)
+        updates, new_state = tx.update(grads, state, params)
+        assert int(new_state.total_skipped) == 0
+        _bitwise_equal(new_state.inner_state, raw_state)
+
+
+@pytest.mark.parametrize("check_outputs", [False, True])
+def test_a_nan_gradient_on_a_frozen_group_does_not_block_the_trainable_ones(check_outputs):
+    params = {"frozen": jnp.ones(3), "trained": {"w": jnp.ones(2), "b": jnp.ones(1)}}
+    labels = {"frozen": "frozen", "trained": {"w": "train", "b": "train"}}
+    grads = {
+        "frozen": jnp.asarray([jnp.nan, 1.0, jnp.inf]),
+        "trained": {"w": jnp.ones(2), "b": jnp.ones(1)},
+    }
+    for inner in (
+        gbopt.multi_transform({"train": gbopt.adam(0.1), "frozen": gbopt.set_to_zero()}, labels),
+        gbopt.chain(
+            gbopt.freeze({"frozen": True, "trained": {"w": False, "b": False}}), gbopt.sgd(0.1)
+        ),
+    ):
+        tx = gbopt.skip_nonfinite(inner, check_outputs=check_outputs)
+        state = tx.init(params)
+        updates, state = jax.jit(tx.update)(grads, state, params)
+        assert int(state.total_skipped) == 0
+        assert _all_zero(updates["frozen"])
+        assert not _all_zero(updates["trained"])
+        # A NaN on a trainable leaf still skips the whole step, state bitwise unchanged.
+        bad = {**grads, "trained": {"w": jnp.asarray([1.0, jnp.nan]), "b": jnp.ones(1)}}
+        new_updates, new_state = jax.jit(tx.update)(bad, state, params)
+        assert int(new_state.total_skipped) == 1 and _all_zero(new_updates)
+        _bitwise_equal(new_state.inner_state, state.inner_state)
 
 
 def test_good_steps_are_the_inner_transform():

@@ -427,9 +427,9 @@ def test_missing_params_raise_naming_the_transform_and_params(name, jit):
     params = _params()
     state = tx.init(params)
     update = jax.jit(tx.update) if jit else tx.update
-    with pytest.raises(ValueError, match=r"add_decayed_weights needs the parameters.*`params`"):
+    with pytest.raises(ValueError, match=r"`weight_decay` needs the parameters.*`params`"):
         update(_grads(), state)
-    with pytest.raises(ValueError, match=r"add_decayed_weights needs the parameters.*`params`"):
+    with pytest.raises(ValueError, match=r"`weight_decay` needs the parameters.*`params`"):
         update(_grads(), state, None)
 
 

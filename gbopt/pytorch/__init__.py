@@ -229,7 +229,8 @@ def _torch_optimizer(factory: Callable) -> Callable:
 
 
 def _is_complex(x: Any) -> bool:
-    return x is not None and jnp.iscomplexobj(x)
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating)
 
 
 def _as_real(tree: Any) -> Any:
@@ -634,6 +635,7 @@ def _decayed(direction, lr, t, weight_decay, maximize, decoupled) -> GradientTra
 
 
 @_torch_optimizer
+@_torch_semantics
 def AdamW(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -830,6 +832,7 @@ def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
 
 
 @_torch_optimizer
+@_torch_semantics
 def RAdam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -913,6 +916,7 @@ def RAdam(
 
 
 @_torch_optimizer
+@_torch_semantics
 def Adadelta(
     lr: ScalarOrSchedule = 1.0,
     rho: Number = 0.9,
@@ -976,6 +980,7 @@ def _asgd_step_size(lr: Number, lambd: Number, alpha: Number) -> Callable:
 
 
 @_torch_optimizer
+@_torch_semantics
 def ASGD(
     lr: Number = 1e-2,
     lambd: Number = 1e-4,
@@ -1049,6 +1054,7 @@ def _pair(name: str, value: Any, example: str) -> tuple[Any, Any]:
 
 
 @_torch_optimizer
+@_torch_semantics
 def Rprop(
     lr: Number = 1e-2,
     etas: tuple[Number, Number] = (0.5, 1.2),
