@@ -138,7 +138,8 @@ def test_help_lists_options_problems_and_optimizers(capsys):
     [
         (
             ["--optimizers", "adamw"],
-            "unknown optimizer 'adamw'; valid optimizers: " + ", ".join(OPTIMIZER_NAMES),
+            "unknown optimizer 'adamw'; valid optimizers: "
+            + ", ".join([*OPTIMIZER_NAMES, "muon", "shampoo", "soap"]),
         ),
         (["--optimizers", "sgd,Nadam"], "unknown optimizer 'nadam'"),
         (
