@@ -230,6 +230,87 @@ OPTIMIZERS = [
 ]
 
 
+def _catalog(name: str, min_bytes: int, lr: float = LR, **kwargs: Any) -> Optimizer:
+    """An optax name that gbopt has: the same call, at optax's defaults but the rate."""
+    return Optimizer(
+        name,
+        lambda: getattr(gbopt, name)(lr, **kwargs),
+        lambda: getattr(optax, name)(lr, **kwargs),
+        None,
+        min_bytes,
+        "same rule",
+    )
+
+
+# The catalog's adaptive family (issue 14), timed by ``suite.py --only catalog``. The bytes
+# are float32 per parameter: gradient and parameter read, parameter written, and each
+# per-element state array read and written (AdaBelief and Adan keep more arrays in gbopt
+# than the rule needs; the XLA-bytes column shows what they cost).
+CATALOG = [
+    _catalog("adamw", 28),
+    _catalog("nadam", 28),
+    _catalog("nadamw", 28),
+    _catalog("adamax", 28),
+    _catalog("adamaxw", 28),
+    _catalog("amsgrad", 36),
+    _catalog("radam", 28),
+    _catalog("adabelief", 28),
+    _catalog("yogi", 28),
+    _catalog("adan", 44),
+    _catalog("novograd", 20),
+    _catalog("lamb", 28),
+    _catalog("lars", 20, lr=1.0),
+]
+
+
+def _with_extra(tx: Any, **extra: Any) -> Any:
+    """``tx`` whose ``update`` always gets ``extra`` (Polyak's ``value=``), for the runners."""
+    return type(tx)(tx.init, lambda u, s, p=None: tx.update(u, s, p, **extra))
+
+
+# The catalog's names (optax's name, signature and defaults), gbopt against optax with the
+# same arguments; the PyTorch column of the suite does not apply (torch.optim has other rules).
+# L-BFGS is timed without its line search (optax's own transform on both sides): the rows
+# time the memory and the two-loop recursion, which gbopt implements.
+CATALOG_B = [
+    Optimizer(
+        name,
+        (lambda n=name, k=kwargs: getattr(gbopt, n)(**k)),
+        (lambda n=name, k=kwargs: getattr(optax, n)(**k)),
+        None,
+        0,
+        note,
+    )
+    for name, kwargs, note in [
+        ("sign_sgd", {"learning_rate": LR}, ""),
+        ("signum", {"learning_rate": LR}, ""),
+        ("lion", {"learning_rate": LR}, ""),
+        ("adafactor", {"learning_rate": LR, "min_dim_size_to_factor": 128}, ""),
+        ("sm3", {"learning_rate": LR}, ""),
+        ("adadelta", {"learning_rate": LR}, ""),
+        ("rprop", {"learning_rate": LR}, "optax's lags a step (another rule, same work)"),
+        ("noisy_sgd", {"learning_rate": LR, "key": 0}, ""),
+        ("optimistic_gradient_descent", {"learning_rate": LR}, ""),
+        ("optimistic_adam_v2", {"learning_rate": LR}, ""),
+        (
+            "lbfgs",
+            {"learning_rate": LR, "linesearch": None, "memory_size": 5},
+            "no line search, and no donated buffers on either side (optax's state aliases "
+            "its inputs, which a donating step refuses)",
+        ),
+    ]
+] + [
+    Optimizer(
+        "polyak_sgd",
+        lambda: _with_extra(gbopt.polyak_sgd(), value=jnp.asarray(1.0)),
+        lambda: _with_extra(optax.polyak_sgd(), value=jnp.asarray(1.0)),
+        None,
+        0,
+        "value=1.0 passed to update",
+    )
+]
+
+
 # ---------------------------------------------------------------------------------------
 # Compiled JAX steps and what XLA says about them
 
@@ -308,12 +389,16 @@ def tree_bytes(tree: Any) -> int:
 class JaxRunner:
     """Runs a compiled step on its own copy of the parameters and state."""
 
-    def __init__(self, tx: Any, apply: Callable, params: Any, grads: Any):
+    def __init__(
+        self, tx: Any, apply: Callable, params: Any, grads: Any, donate: Sequence[int] = (0, 1)
+    ):
         self.params = jax.tree.map(jnp.array, params)
         self.grads = jax.tree.map(jnp.array, grads)
         self.state = tx.init(self.params)
         self.state_bytes = tree_bytes(self.state)
-        self.stats = compile_step(step_fn(tx, apply), self.params, self.state, self.grads)
+        self.stats = compile_step(
+            step_fn(tx, apply), self.params, self.state, self.grads, donate=donate
+        )
         self._first = lambda tree: jax.tree.leaves(tree)[0]
 
     def run(self) -> float:

@@ -78,7 +78,14 @@ def compile_times(opt: h.Optimizer, params, t: h.Comparison, budget_s: float):
     return statistics.median(g), statistics.median(o)
 
 
-def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None, out, summary):
+def bench_workload(
+    wl: h.Workload,
+    s: dict,
+    bandwidth: h.BandwidthRunner | None,
+    out,
+    summary,
+    optimizers: list[h.Optimizer] = h.OPTIMIZERS,
+):
     params, grads = wl.arrays()
     try:
         import torch  # noqa: F401
@@ -89,7 +96,7 @@ def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None,
     emit(out, f"### {wl.label()}\n")
     time_rows, xla_rows = [], []
     n = wl.size
-    for opt in h.OPTIMIZERS:
+    for opt in optimizers:
         factories = {
             "gbopt": lambda opt=opt: h.JaxRunner(opt.gbopt(), gbopt.apply_updates, params, grads),
             "optax": lambda opt=opt: h.JaxRunner(opt.optax(), optax.apply_updates, params, grads),
@@ -173,6 +180,38 @@ def bench_workload(wl: h.Workload, s: dict, bandwidth: h.BandwidthRunner | None,
             xla_rows,
         ),
     )
+    emit(out)
+
+
+# ---------------------------------------------------------------------------------------
+# The catalog: optax's names that gbopt has, each against optax's own
+
+
+def bench_catalog(
+    mode: str, s: dict, names: list[str] | None, workloads: list[str] | None, out
+) -> None:
+    catalog = [o for o in h.CATALOG if not names or o.name in names]
+    emit(out, "## The catalog: step and compile time against optax, name by name\n")
+    emit(
+        out,
+        "Each row calls `gbopt.<name>` and `optax.<name>` with the same arguments (optax's "
+        "defaults; learning rate 1e-3, LARS 1.0); columns as in the section above.\n",
+    )
+    summary: dict = {}
+    wls = [w for w in h.workloads(mode) if not workloads or any(k in w.name for k in workloads)]
+    for wl in wls:
+        bench_workload(wl, s, None, out, summary, catalog)
+    emit(out, "### Summary: gbopt / optax step time (compile time), the catalog\n")
+    names_ = [w.name for w in wls]
+    rows = [
+        [opt.name]
+        + [
+            f"{h.ratio(summary[opt.name][w][0])} ({h.ratio(summary[opt.name][w][1])})"
+            for w in names_
+        ]
+        for opt in catalog
+    ]
+    emit(out, h.table(["optimizer", *names_], rows))
     emit(out)
 
 
@@ -460,6 +499,43 @@ def bench_scan_vmap(mode: str, out) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+def bench_catalog_b(mode: str, s: dict, out: list[str], names: list[str] | None = None) -> None:
+    """Step and compile time of the catalog's names against optax's, per workload."""
+    wls = h.workloads(mode)
+    emit(out, "## The catalog: gbopt / optax step time (compile time) per name\n")
+    emit(
+        out,
+        "Same protocol as the step-time tables above (medians of interleaved rounds, compile "
+        "the median of up to 7 interleaved compiles), for each catalog name with optax's "
+        "arguments. Notes: "
+        + "; ".join(f"{o.name}: {o.note}" for o in h.CATALOG_B if o.note)
+        + ".\n",
+    )
+    rows = []
+    for opt in [o for o in h.CATALOG_B if not names or o.name in names]:
+        cells = [opt.name]
+        for wl in wls:
+            params, grads = wl.arrays()
+            donate = () if opt.name == "lbfgs" else (0, 1)
+            factories = {
+                "gbopt": lambda o=opt, p=params, g=grads, d=donate: h.JaxRunner(
+                    o.gbopt(), gbopt.apply_updates, p, g, donate=d
+                ),
+                "optax": lambda o=opt, p=params, g=grads, d=donate: h.JaxRunner(
+                    o.optax(), optax.apply_updates, p, g, donate=d
+                ),
+            }
+            t = h.compare(factories, rounds=s["rounds"], budget_s=s["budget_s"], keep=_jax_info)
+            g_c, o_c = compile_times(opt, params, t, s["compile_budget_s"])
+            cells.append(
+                f"{h.ratio(t.ratio('gbopt', 'optax'))} ({h.ratio(g_c / o_c)}); "
+                f"{h.ms(t.median('gbopt'))}"
+            )
+        rows.append(cells)
+    emit(out, h.table(["name", *[w.label() for w in wls]], rows))
+    emit(out, "\nEach cell: step-time ratio (compile-time ratio); gbopt's median step.\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group()
@@ -468,9 +544,20 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="also write the markdown to this file")
     parser.add_argument(
         "--only",
-        choices=["steps", "compile", "scan"],
+        choices=["steps", "compile", "scan", "catalog"],
         action="append",
-        help="run only these sections (repeatable)",
+        help="run only these sections (repeatable); 'catalog' (not in the default run) times "
+        "the optax names of the catalog (adamw ... lars) on the same workloads",
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        help="with --only catalog: time only these names (repeatable)",
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        help="with --only catalog: only the workloads whose name contains this (repeatable)",
     )
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -527,6 +614,14 @@ def main(argv=None) -> int:
         ]
         emit(out, h.table(["optimizer", *names], rows))
         emit(out)
+    if "catalog" in sections:
+        known = {o.name for o in h.CATALOG + h.CATALOG_B}
+        if set(args.name or ()) - known:
+            raise SystemExit(f"--name: not in the catalog: {sorted(set(args.name) - known)}")
+        if not args.name or set(args.name) & {o.name for o in h.CATALOG}:
+            bench_catalog(mode, s, args.name, args.workload, out)
+        if not args.name or set(args.name) & {o.name for o in h.CATALOG_B}:
+            bench_catalog_b(mode, s, out, args.name)
     if "compile" in sections:
         bench_compile_scaling(s, out)
     if "scan" in sections:

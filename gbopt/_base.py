@@ -14,11 +14,18 @@ an optax one, and never wrap it again.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
+
+from gbopt import _dtypes, _numerics, _placement, _tree_checks
 
 PyTree = Any
 Params = Any
@@ -51,7 +58,12 @@ class GradientTransformation(optax.GradientTransformationExtraArgs):
         accepted by every gbopt transform and handed on by every combinator.
     """
 
-    __slots__ = ()
+    # No ``__slots__``: each instance has a ``__dict__`` that holds its ``info``.
+
+    @property
+    def info(self) -> TransformInfo | None:
+        """What the transform is made of (:class:`TransformInfo`); None if built elsewhere."""
+        return self.__dict__.get("info")
 
 
 EMPTY_STATE: tuple[()] = ()
@@ -114,19 +126,483 @@ def expect_keyed_state(
     )
 
 
-def identity() -> GradientTransformation:
-    """Passes the updates through unchanged; keeps no state.
+# ---------------------------------------------------------------------------------------
+# What a transform says about itself (for gbopt.describe, error messages and docs).
 
-    Useful as a branch of :func:`gbopt.divide` (RMSProp and AdaGrad divide the gradient
-    itself by a root of its accumulated square).
+
+class TransformInfo(NamedTuple):
+    """What a transform is made of; ``tx.info`` on every transform gbopt builds.
+
+    Attributes:
+      name: the factory's name, e.g. ``"ema"``, ``"adam"``, ``"chain"``.
+      kind: ``"statistic"`` (keeps a running statistic), ``"map"`` (stateless,
+        element-wise), ``"combinator"`` (``chain``, ``divide``, ``with_step_count``),
+        ``"wrapper"`` (partition, hyperparameters, safety, stacking), ``"optimizer"``
+        (a named chain) or ``"transform"`` (anything else, e.g. a global clip).
+      hyperparams: the arguments that shape the rule, by name (``{"decay": 0.9}``).
+      children: the transforms it is built from, in order.
+      math: the rule of this piece in LaTeX, with ``u`` standing for its input (None
+        for combinators, whose rule is the composition of their children's).
+      state: the names of the statistics it keeps (its state's fields).
+    """
+
+    name: str
+    kind: str
+    hyperparams: dict
+    children: tuple
+    math: str | None
+    state: tuple[str, ...] = ()
+
+
+def with_info(
+    tx: Any,
+    name: str,
+    kind: str = "transform",
+    *,
+    hyperparams: dict | None = None,
+    children: tuple = (),
+    math: str | None = None,
+    state: tuple[str, ...] = (),
+) -> GradientTransformation:
+    """Returns ``tx`` as a gbopt transform carrying a :class:`TransformInfo`."""
+    tx = as_transform(tx)
+    out = GradientTransformation(tx.init, tx.update)
+    out.__dict__["info"] = TransformInfo(
+        name, kind, dict(hyperparams or {}), tuple(children), math, tuple(state)
+    )
+    return out
+
+
+def named(name: str, tx: Any, **hyperparams: Any) -> GradientTransformation:
+    """Marks ``tx`` (usually a :func:`gbopt.chain`) as the optimizer ``name``.
+
+    The state and the rule are ``tx``'s own; :func:`gbopt.describe` shows the name and the
+    hyperparameters above the rule of the chain.
+    """
+    return with_info(tx, name, "optimizer", hyperparams=hyperparams, children=(tx,))
+
+
+def info_of(tx: Any) -> TransformInfo | None:
+    """The :class:`TransformInfo` of ``tx``, or None for a transform built elsewhere (optax)."""
+    return getattr(tx, "__dict__", {}).get("info")
+
+
+# ---------------------------------------------------------------------------------------
+# The step count: kept once, by a step owner, and handed to the pieces that need it.
+
+_STEP_SHARED: contextvars.ContextVar[bool] = contextvars.ContextVar("gbopt_step", default=False)
+
+STEP_KEY = "gbopt_step"
+"""The extra keyword argument that carries the 1-based step from a step owner
+(:func:`gbopt.with_step_count`, :func:`gbopt.inject_hyperparams`) to the pieces inside it."""
+
+
+@contextlib.contextmanager
+def sharing_step():
+    """Inside it, step-dependent pieces being initialised keep no count of their own.
+
+    A step owner calls its members' ``init`` inside this context and later passes the step
+    to their ``update`` as the extra argument :data:`STEP_KEY`; a piece initialised
+    outside any owner keeps its own count (a :class:`StepCountState`).
+    """
+    token = _STEP_SHARED.set(True)
+    try:
+        yield
+    finally:
+        _STEP_SHARED.reset(token)
+
+
+def step_is_shared() -> bool:
+    """Whether an ``init`` now running is inside a step owner (:func:`sharing_step`)."""
+    return _STEP_SHARED.get()
+
+
+class StepCountState(NamedTuple):
+    """The state of a step owner: one count for every step-dependent piece inside it.
+
+    Attributes:
+      count: updates applied so far (int32, saturating); the step of the next update is
+        ``count + 1``.
+      inner_state: the state of the transform inside.
+    """
+
+    count: jax.Array
+    inner_state: Any
+
+
+def _owning_step(inner_init: Callable, inner_update: Callable, who: str):
+    """``(init, update)`` for a piece that needs the step: shared in an owner, else its own.
+
+    ``inner_update(updates, state, params, step, **extra_args)`` gets the 1-based step.
     """
 
     def init_fn(params):
+        if step_is_shared():
+            return inner_init(params)
+        with sharing_step():
+            inner = inner_init(params)
+        return StepCountState(_placement.zero_count(params), inner)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not isinstance(state, StepCountState) and STEP_KEY in extra_args:  # in an owner
+            return inner_update(updates, state, params, extra_args[STEP_KEY], **extra_args)
+        expect_state(state, StepCountState, who)
+        count = _numerics.safe_increment(state.count)
+        updates, inner = inner_update(
+            updates, state.inner_state, params, count, **{**extra_args, STEP_KEY: count}
+        )
+        return updates, StepCountState(count, inner)
+
+    return init_fn, update_fn
+
+
+class SharedStep:
+    """What :func:`gbopt.with_step_count` passes to a ``build(step)`` function.
+
+    Pieces built with ``step=`` set to it read the step from their owner; it is there so
+    that code written for ``with_step_count(lambda t: ...)`` keeps working.
+    """
+
+    def __repr__(self) -> str:
+        return "gbopt.SHARED_STEP"
+
+
+SHARED_STEP = SharedStep()
+
+
+def check_step_argument(who: str, step: Any) -> None:
+    """Refuses a ``step=`` that is not the owner's marker (the step always comes as data)."""
+    if step is not None and step is not SHARED_STEP:
+        raise TypeError(
+            f"`step` of {who} is set by gbopt.with_step_count, which passes the step count "
+            f"as data; got {type(step).__name__}. Build the piece inside "
+            "`gbopt.with_step_count(...)` (or leave `step` out: alone, it keeps its own count)."
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# The kit: a leaf rule becomes a statistic, an element-wise function becomes a map.
+
+
+def _storage(spec: Any, param_dtype: Any, real: bool = False) -> np.dtype:
+    """The dtype a statistic is stored in for a parameter of ``param_dtype``.
+
+    ``spec`` is None (the parameter's dtype widened to at least float32) or a floating
+    or complex dtype, which names a precision. For a complex parameter, a real-valued
+    statistic (``real``: :math:`|g|^2`) is stored in the real dtype of that precision, any
+    other in the complex one; a statistic of a real parameter is real (a complex ``spec``
+    such as optax's ``mu_dtype="complex64"`` gives its real counterpart, float32: the
+    imaginary part would always be 0).
+    """
+    base = _dtypes.state_dtype(param_dtype)
+    dtype = base if spec is None else jnp.dtype(spec)
+    if real or not jnp.issubdtype(base, jnp.complexfloating):
+        return _dtypes.real_dtype(dtype)
+    return jnp.dtype(jnp.result_type(dtype, jnp.complex64))
+
+
+def check_storage_dtype(name: str, dtype: Any) -> None:
+    """Raises a TypeError unless ``dtype`` is None or a floating-point (or complex) dtype."""
+    if dtype is None:
+        return
+    try:
+        resolved = jnp.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or not jnp.issubdtype(resolved, jnp.inexact):
+        raise TypeError(
+            f"`{name}` must be a floating-point dtype (e.g. jnp.bfloat16, jnp.float32) or "
+            f"None (the parameters' dtype, at least float32); got {dtype!r}. Statistics are "
+            "fractions: an integer or boolean dtype cannot hold them."
+        )
+
+
+def _widest(params: Any) -> np.dtype:
+    """The widest real statistics dtype of the parameters (float32 at least)."""
+    dtypes = [
+        _dtypes.real_dtype(_dtypes.state_dtype(jnp.result_type(x))) for x in jax.tree.leaves(params)
+    ]
+    return jnp.dtype(jnp.result_type(*dtypes)) if dtypes else jnp.dtype(jnp.float32)
+
+
+def _compute_dtype(stored: Any, like: Any) -> np.dtype:
+    """The dtype a stored statistic is computed in: widened, and at least ``like``'s precision."""
+    wide = _dtypes.state_dtype(stored)
+    if jnp.issubdtype(wide, jnp.complexfloating):
+        return jnp.promote_types(wide, like)
+    return jnp.promote_types(wide, _dtypes.real_dtype(like))
+
+
+def _context(step: Any, prepare: Callable | None, cache: dict, dtype: Any) -> dict:
+    """A leaf rule's keywords: ``pre`` (from ``prepare``, once per dtype) or ``step``."""
+    ctx = {} if step is None else {"step": step}
+    if prepare is None:
+        return ctx
+    if dtype not in cache:
+        cache[dtype] = prepare(dtype, **ctx)
+    return {"pre": cache[dtype]}
+
+
+def statistic(
+    name: str,
+    state_type: type,
+    rule: Callable[..., tuple],
+    *,
+    init: float | tuple | Callable = 0.0,
+    dtype: Any = None,
+    real: tuple[str, ...] = (),
+    shared: tuple[str, ...] = (),
+    needs_step: bool = False,
+    needs_params: bool = False,
+    prepare: Callable[..., Any] | None = None,
+    hyperparams: dict | None = None,
+    math: str | None = None,
+) -> GradientTransformation:
+    r"""Turns a leaf rule into a transform that keeps a running statistic of the updates.
+
+    Everything but the rule is done here, once for every statistic: the state type check,
+    the check that the updates have the state's structure and shapes, the initial state
+    (filled arrays that follow the parameters' sharding), the dtype policy (the rule
+    computes in at least float32; each statistic is stored in its storage dtype and the
+    output returned in the incoming dtype), and the step count.
+
+    Args:
+      name: the factory's name, used in every message (e.g. ``"ema"``).
+      state_type: a NamedTuple class, one field per statistic; each holds one tree.
+      rule: ``rule(u, *stats, **ctx) -> (out, *new_stats)`` for one leaf. ``u`` and the
+        statistics arrive in the compute dtype (the wider of the parameter's dtype and
+        float32; complex stays complex). ``ctx`` holds ``param`` when ``needs_params``,
+        and either ``pre`` (the value of ``prepare`` for this leaf's compute dtype) when
+        ``prepare`` is given, or ``step`` (the 1-based step, int32) when ``needs_step``.
+      init: the initial value of every statistic (or one per field), or a function
+        ``init(param) -> tuple`` of one array per field, for statistics not shaped like
+        the parameter (factored moments, Kronecker factors).
+      dtype: the storage dtype of every statistic (or one per field): None for the
+        parameter's dtype widened to at least float32, or a floating dtype (storage
+        narrows; the rule still computes in at least float32).
+      real: the fields that hold real values for a complex parameter (a second moment
+        :math:`|g|^2`); the others are complex like the parameter.
+      shared: the fields that hold one real scalar for the whole tree rather than one
+        array per parameter (NAdam's momentum product): initialised from ``init``, stored
+        in the widest statistics dtype of the parameters, replicated where they live;
+        every leaf's rule sees it, and the first leaf's new value is kept.
+      needs_step: the rule reads ``step``: shared with an enclosing step owner, or kept
+        in a :class:`StepCountState` around the statistics when used alone.
+      needs_params: the rule reads ``param``; ``update`` must then be given ``params``.
+      prepare: ``prepare(dtype, step=...) -> value`` (``step`` when ``needs_step``),
+        computed once per compute dtype and update, not per leaf: scalars derived from
+        the step or the hyperparameters (a schedule's value, a bias correction), which
+        would otherwise be traced and compiled once per leaf.
+      hyperparams: the hyperparameters, by name, for :func:`gbopt.describe`.
+      math: the rule in LaTeX (``u`` the input), for :func:`gbopt.describe`.
+
+    Returns:
+      A :class:`GradientTransformation` with state ``state_type`` (inside a
+      :class:`StepCountState` when it needs the step and keeps its own).
+
+    Example (a statistic is its leaf rule and nothing else)::
+
+        class EmaState(NamedTuple):
+            mu: Any
+
+        def ema(decay):
+            def rule(u, mu):
+                mu = mu + (1 - decay) * (u - mu)
+                return mu, mu          # (output, new statistic)
+            return statistic("ema", EmaState, rule)
+    """
+    fields = state_type._fields
+    dtypes = dtype if isinstance(dtype, tuple) else (dtype,) * len(fields)
+    for field, spec in zip(fields, dtypes, strict=True):
+        check_storage_dtype(f"{field}_dtype" if len(fields) > 1 else "dtype", spec)
+    shaped_like_params = not callable(init)
+    fills = init if isinstance(init, tuple) else (init,) * len(fields)
+
+    def init_stats(params):
+        if shaped_like_params:
+            trees = [
+                _placement.scalar_like(params, fill, _widest(params))
+                if field in shared
+                else _placement.full_like(
+                    params, fill, functools.partial(_storage, spec, real=field in real)
+                )
+                for field, fill, spec in zip(fields, fills, dtypes, strict=True)
+            ]
+            return state_type(*trees)
+        _placement.check_float_params(params)
+        leaves, treedef = jax.tree.flatten(params)
+
+        def one(p):
+            arrays = init(p)
+            return tuple(
+                _dtypes.cast(a, _storage(spec, jnp.result_type(p), field in real))
+                for a, field, spec in zip(arrays, fields, dtypes, strict=True)
+            )
+
+        columns = list(zip(*[one(p) for p in leaves], strict=True)) or [()] * len(fields)
+        return state_type(*(treedef.unflatten(list(c)) for c in columns))
+
+    def update_stats(updates, stats, params, step, **extra_args):
+        del extra_args
+        expect_state(stats, state_type, name)
+        _tree_checks.check_matches(
+            updates,
+            getattr(stats, fields[0]),
+            what="updates",
+            reference_name=f"state's `{fields[0]}`",
+            check_shapes=shaped_like_params,
+        )
+        others = []
+        if needs_params:
+            if params is None:
+                raise ValueError(
+                    f"{name} needs the parameters: call `update(updates, state, params)`."
+                )
+            others.append(params)
+        cache: dict = {}
+
+        def leaf(u, *rest):
+            u = _dtypes.as_array(u)
+            stats_ = rest[: len(fields)]
+            wide = _compute_dtype(u.dtype, stats_[0].dtype) if stats_ else u.dtype
+            ctx = _context(step if needs_step else None, prepare, cache, wide)
+            if needs_params:
+                ctx["param"] = rest[len(fields)]
+            args = [_dtypes.cast(s, _compute_dtype(s.dtype, wide)) for s in stats_]
+            out, *new = rule(_dtypes.cast(u, wide), *args, **ctx)
+            new = [_dtypes.cast(n, s.dtype) for n, s in zip(new, stats_, strict=True)]
+            return (_dtypes.cast(out, u.dtype), *new)
+
+        leaves, treedef = jax.tree.flatten(updates)
+        columns = [
+            [getattr(stats, f)] * len(leaves)
+            if f in shared
+            else treedef.flatten_up_to(getattr(stats, f))
+            for f in fields
+        ]
+        columns += [treedef.flatten_up_to(o) for o in others]
+        results = [leaf(*args) for args in zip(leaves, *columns, strict=True)]
+        out = treedef.unflatten([r[0] for r in results])
+        new = [
+            (results[0][1 + i] if results else getattr(stats, f))
+            if f in shared
+            else treedef.unflatten([r[1 + i] for r in results])
+            for i, f in enumerate(fields)
+        ]
+        return out, state_type(*new)
+
+    info = {
+        "hyperparams": hyperparams,
+        "math": math,
+        "state": fields,
+    }
+    if not needs_step:
+
+        def init_fn(params):
+            return init_stats(params)
+
+        def update_fn(updates, state, params=None, **extra_args):
+            return update_stats(updates, state, params, None, **extra_args)
+
+        return with_info(GradientTransformation(init_fn, update_fn), name, "statistic", **info)
+    init_fn, update_fn = _owning_step(init_stats, update_stats, name)
+    return with_info(GradientTransformation(init_fn, update_fn), name, "statistic", **info)
+
+
+def elementwise(
+    name: str,
+    fn: Callable[..., jax.Array],
+    *,
+    needs_step: bool = False,
+    needs_params: bool = False,
+    prepare: Callable[..., Any] | None = None,
+    hyperparams: dict | None = None,
+    math: str | None = None,
+) -> GradientTransformation:
+    r"""Turns an element-wise function into a stateless transform (a map).
+
+    ``fn(u, **ctx) -> out`` is applied to every leaf in the compute dtype (the leaf's dtype
+    widened to at least float32) and the result cast back to the leaf's dtype. ``ctx``
+    holds ``step``, ``param`` and ``pre`` as for :func:`statistic`. A map that needs the
+    step shares its owner's or keeps its own count in a :class:`StepCountState`.
+
+    Example::
+
+        def add(value):
+            return elementwise("add", lambda u: u + value, hyperparams={"value": value},
+                               math=r"u + \delta")
+    """
+
+    def apply(updates, params, step):
+        if needs_params and params is None:
+            raise ValueError(f"{name} needs the parameters: call `update(updates, state, params)`.")
+        cache: dict = {}
+
+        def leaf(u, *param):
+            u = _dtypes.as_array(u)
+            wide = _dtypes.state_dtype(u.dtype)
+            ctx = _context(step if needs_step else None, prepare, cache, wide)
+            if needs_params:
+                ctx["param"] = param[0]
+            return _dtypes.cast(fn(_dtypes.cast(u, wide), **ctx), u.dtype)
+
+        if needs_params:
+            return jax.tree.map(leaf, updates, params)
+        return jax.tree.map(leaf, updates)
+
+    info = {"hyperparams": hyperparams, "math": math}
+    if not needs_step:
+
+        def init_fn(params):
+            del params
+            return EMPTY_STATE
+
+        def update_fn(updates, state, params=None, **extra_args):
+            del extra_args
+            return apply(updates, params, None), state
+
+        return with_info(GradientTransformation(init_fn, update_fn), name, "map", **info)
+
+    def init_inner(params):
         del params
         return EMPTY_STATE
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return updates, state
+    def update_inner(updates, state, params, step, **extra_args):
+        del extra_args
+        return apply(updates, params, step), state
 
-    return GradientTransformation(init_fn, update_fn)
+    init_fn, update_fn = _owning_step(init_inner, update_inner, name)
+    return with_info(GradientTransformation(init_fn, update_fn), name, "map", **info)
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces that depend on the parameters' tree cannot run on stacked leaves.
+
+_INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
+
+
+def refuse_inside(who: str) -> None:
+    """Raises if called while a :func:`gbopt.stack_leaves` transform runs its inner transform.
+
+    For transforms that depend on the parameters' structure (names, paths, per-leaf
+    shapes): inside :func:`gbopt.stack_leaves` they would see the stacked view instead.
+    """
+    if _INSIDE.get():
+        raise ValueError(
+            f"{who} depends on the parameters' tree (paths, per-parameter shapes), but it "
+            "runs inside gbopt.stack_leaves, whose inner transform sees leaves stacked in "
+            "groups. Put stack_leaves inside it instead, e.g. "
+            "gbopt.multi_transform({'a': gbopt.stack_leaves(gbopt.adam(1e-3)), ...}, labels) "
+            "or gbopt.chain(gbopt.add_decayed_weights(1e-4, mask), "
+            "gbopt.stack_leaves(gbopt.adam(1e-3)))."
+        )
+
+
+@contextlib.contextmanager
+def inside_stack_leaves():
+    """Marks that the inner transform of :func:`gbopt.stack_leaves` is running."""
+    token = _INSIDE.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE.reset(token)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _tree
+from gbopt import _tree, _tree_checks
 
 _FIX = (
     "Restore into a template built by the same optimizer for parameters of the same "
@@ -42,6 +42,22 @@ def _flat_by_path(tree: Any) -> dict[tuple[str, ...], tuple[Any, Any]]:
     }
 
 
+def _format_0(key: tuple[str, ...]) -> tuple[str, ...] | None:
+    """A path of format 0 (gbopt 0.1.0) in today's format, or None for a leaf that is gone.
+
+    In format 0 an optimizer built by :func:`gbopt.inject_hyperparams` kept a second step
+    count of its own, inside the injected state (``inner_state.count``, with the rest one
+    ``inner_state`` deeper); today the injected count is the only one.
+    """
+    for i in range(len(key) - 1):
+        if key[i] == "inner_state" and "hyperparams" not in key[:i]:
+            if key[i + 1] == "count" and len(key) == i + 2:
+                return None
+            if key[i + 1] == "inner_state":
+                return key[: i + 1] + key[i + 2 :]
+    return key
+
+
 def _align(template: Any, restored: Any) -> Any:
     """``restored`` rebuilt in the structure of ``template``, matching leaves by path.
 
@@ -51,6 +67,15 @@ def _align(template: Any, restored: Any) -> Any:
     """
     t_paths, t_def = jax.tree_util.tree_flatten_with_path(template)
     by_path = _flat_by_path(restored)
+    wanted = {tuple(_key(k) for k in path) for path, _ in t_paths}
+    if not wanted <= by_path.keys():  # perhaps an older format: migrate its paths
+        migrated = {}
+        for key, value in by_path.items():
+            new = _format_0(key)
+            if new is not None:
+                migrated[new] = value
+        if wanted == migrated.keys():
+            by_path = migrated
     leaves, missing = [], []
     for path, _ in t_paths:
         key = tuple(_key(k) for k in path)
@@ -111,7 +136,7 @@ def restore_state(template: Any, restored: Any) -> Any:
     """
     if jax.tree.structure(restored) != jax.tree.structure(template):
         restored = _align(template, restored)
-    _tree.check_matches(
+    _tree_checks.check_matches(
         restored,
         template,
         what="restored state",

@@ -1,6 +1,6 @@
 """Combinators: how primitives compose into optimizers.
 
-Three kinds of pieces make every optimizer of the seed a plain :func:`chain`:
+Three kinds of pieces make every optimizer a plain :func:`chain`:
 
 * **statistics** replace the updates stream by a running statistic of it and keep it in
   their state: :func:`gbopt.trace`, :func:`gbopt.ema`, :func:`gbopt.accumulate_square`,
@@ -23,8 +23,10 @@ primitives::
 
 Step count. Several pieces of one optimizer may depend on the step ``t`` (Adam's two
 bias corrections and a learning-rate schedule). :func:`with_step_count` keeps the count
-once, in the optimizer's state, and builds the inner chain with ``step=t``: those
-pieces then keep no count of their own. Used alone, the same primitives keep their own.
+once, in the optimizer's state, and hands it to the pieces inside as data (the extra
+argument ``gbopt_step``): those pieces then keep no count of their own. Used alone, the
+same pieces keep their own. The structure is built, and its arguments validated, once,
+when the optimizer is constructed; ``update`` only computes.
 
 Combinators hand ``params`` and every extra keyword argument to each member, so optax
 transforms (which may ask for ``value=`` or ``grad=``) work inside them.
@@ -32,14 +34,23 @@ transforms (which may ask for ``value=`` or ``grad=``) work inside them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gbopt import _numerics, _tree
-from gbopt._base import GradientTransformation, as_transform, expect_state
+from gbopt import _dtypes, _numerics, _placement, _tree_checks
+from gbopt._base import (
+    SHARED_STEP,
+    STEP_KEY,
+    GradientTransformation,
+    StepCountState,
+    as_transform,
+    expect_state,
+    sharing_step,
+    step_is_shared,
+    with_info,
+)
 
 
 def chain(*transforms: Any) -> GradientTransformation:
@@ -79,7 +90,9 @@ def chain(*transforms: Any) -> GradientTransformation:
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "chain", "combinator", children=txs
+    )
 
 
 class DivideState(NamedTuple):
@@ -120,71 +133,81 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         expect_state(state, DivideState, "divide")
-        wide = _tree.cast_tree(updates)
+        wide = _dtypes.cast_tree(updates)
         n, n_state = num.update(wide, state.numerator, params, **extra_args)
         d, d_state = den.update(wide, state.denominator, params, **extra_args)
-        _tree.check_matches(
+        _tree_checks.check_matches(
             d, n, what="the denominator's output", reference_name="numerator's output"
         )
-        out = jax.tree.map(lambda a, b, g: _tree.cast(a / b, jnp.result_type(g)), n, d, updates)
+        out = jax.tree.map(lambda a, b, g: _dtypes.cast(a / b, jnp.result_type(g)), n, d, updates)
         return out, DivideState(n_state, d_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "divide", "combinator", children=(num, den)
+    )
 
 
-class StepCountState(NamedTuple):
-    """State of :func:`with_step_count`.
-
-    Attributes:
-      count: updates applied so far (int32, saturating); the step of the next update
-        is ``count + 1``.
-      inner_state: the state of the transform built by ``build``.
-    """
-
-    count: jax.Array
-    inner_state: Any
-
-
-def with_step_count(build: Callable[[jax.Array], Any]) -> GradientTransformation:
+def with_step_count(transform: Any) -> GradientTransformation:
     r"""Keeps one step count for every step-dependent piece of a transform.
 
-    ``build(step)`` must return a transform; it is called with the 1-based step
-    :math:`t` of the update being computed (and with 0 to build the state in ``init``),
-    and passes it on to pieces that accept ``step=`` (:func:`gbopt.bias_correction`,
-    :func:`gbopt.scale_by_learning_rate`), which then keep no count of their own.
+    The pieces inside that read the step (:func:`gbopt.bias_correction`, a scheduled
+    :func:`gbopt.scale_by_learning_rate`, :func:`gbopt.scale_by_schedule`,
+    :func:`gbopt.nadam_momentum`, and any statistic built with ``needs_step``) then keep
+    no count of their own: the count is kept once, here, and handed to them as data. The
+    transform is built once, at construction; ``update`` only computes.
+
+    Nested inside another step owner (an outer ``with_step_count`` or
+    :func:`gbopt.inject_hyperparams`), it keeps no count either and passes the outer one on.
 
     Args:
-      build: a function ``step -> transform``.
+      transform: the transform, e.g. ``chain(ema(0.9), bias_correction(0.9))``; or, as in
+        earlier versions, a function ``build(step) -> transform``, called once with
+        :data:`gbopt.SHARED_STEP`.
 
     Returns:
-      A transform with state :class:`StepCountState`.
+      A transform with state :class:`StepCountState` (the inner state alone when nested
+      in another step owner).
 
     Raises:
-      TypeError: if ``build`` is not callable or does not return a transform.
+      TypeError: if ``transform`` is neither a transform nor a function returning one.
       ValueError: at ``update``, for a state that is not a :class:`StepCountState`.
 
     Example:
       >>> import gbopt
       >>> debiased_momentum = gbopt.with_step_count(
-      ...     lambda t: gbopt.chain(gbopt.ema(0.9), gbopt.bias_correction(0.9, step=t)))
+      ...     gbopt.chain(gbopt.ema(0.9), gbopt.bias_correction(0.9)))
     """
-    if not callable(build):
+    if isinstance(transform, tuple) and hasattr(transform, "init"):
+        inner = as_transform(transform, argument="transform")
+    elif callable(transform):
+        inner = as_transform(transform(SHARED_STEP), argument="build(step)")
+    else:
         raise TypeError(
-            "`build` must be a function `step -> transform`, e.g. "
-            f"`lambda t: gbopt.bias_correction(0.9, step=t)`; got {type(build).__name__}: "
-            f"{build!r}."
+            "`transform` must be a gradient transformation (e.g. `gbopt.chain(gbopt.ema(0.9), "
+            f"gbopt.bias_correction(0.9))`); got {type(transform).__name__}: {transform!r}."
         )
-    returned = "build(step)"
 
     def init_fn(params):
-        count = _tree.zero_count(params)
-        return StepCountState(count, as_transform(build(count), argument=returned).init(params))
+        if step_is_shared():
+            return inner.init(params)
+        with sharing_step():
+            inner_state = inner.init(params)
+        return StepCountState(_placement.zero_count(params), inner_state)
 
     def update_fn(updates, state, params=None, **extra_args):
+        if not isinstance(state, StepCountState) and STEP_KEY in extra_args:
+            return inner.update(updates, state, params, **extra_args)  # nested in an owner
         expect_state(state, StepCountState, "with_step_count")
         count = _numerics.safe_increment(state.count)
-        inner = as_transform(build(count), argument=returned)
-        updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        updates, inner_state = inner.update(
+            updates, state.inner_state, params, **{**extra_args, STEP_KEY: count}
+        )
         return updates, StepCountState(count, inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "with_step_count",
+        "combinator",
+        children=(inner,),
+        state=("count",),
+    )

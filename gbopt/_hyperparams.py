@@ -36,15 +36,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _numerics, _tree
-from gbopt._base import GradientTransformation, as_transform, expect_keyed_state
+from gbopt import _dtypes, _numerics, _tree, _validate
+from gbopt._base import (
+    STEP_KEY,
+    GradientTransformation,
+    as_transform,
+    expect_keyed_state,
+    sharing_step,
+    with_info,
+)
 
 
 class InjectHyperparamsState(NamedTuple):
     """State of a transform built by :func:`inject_hyperparams`.
 
     Attributes:
-      count: updates applied so far (int32, saturating); schedules are read at it.
+      count: updates applied so far (int32, saturating); schedules are read at it, and
+        it is the only count of the optimizer inside (its step-dependent pieces read
+        ``count + 1`` from here and keep none of their own).
       hyperparams: a dict from hyperparameter name to its current value, an array (a
         scheduled hyperparameter holds the value used by the last update, or its value
         at step 0 before the first one).
@@ -73,7 +82,7 @@ def _default_dtype(tree: Any) -> np.dtype:
     for leaf in jax.tree.leaves(tree):
         leaf_dtype = jnp.result_type(leaf)
         if jnp.issubdtype(leaf_dtype, jnp.floating):
-            dtype = jnp.promote_types(dtype, _tree.state_dtype(leaf_dtype))
+            dtype = jnp.promote_types(dtype, _dtypes.state_dtype(leaf_dtype))
     return dtype
 
 
@@ -222,7 +231,9 @@ def inject_hyperparams(
                     + ", ".join(f"{a} = {hyperparams[a]}" for a in names)
                     + ". Use hyperparam_dtype=jnp.float32 (the default)."
                 ) from e
-            return InjectHyperparamsState(count, hyperparams, inner.init(params))
+            with sharing_step():  # one count: the inner optimizer reads this one
+                inner_state = inner.init(params)
+            return InjectHyperparamsState(count, hyperparams, inner_state)
 
         def update_fn(updates, state, params=None, **extra_args):
             expect_keyed_state(
@@ -248,13 +259,20 @@ def inject_hyperparams(
                 return jnp.result_type(stored[arg])
 
             hyperparams = values_at(state.count, stored, dtype_of)
-            updates, inner_state = make(hyperparams).update(
-                updates, state.inner_state, params, **extra_args
-            )
             count = _numerics.safe_increment(state.count)
+            updates, inner_state = make(hyperparams).update(
+                updates, state.inner_state, params, **{**extra_args, STEP_KEY: count}
+            )
             return updates, InjectHyperparamsState(count, hyperparams, inner_state)
 
-        return GradientTransformation(init_fn, update_fn)
+        return with_info(
+            GradientTransformation(init_fn, update_fn),
+            "inject_hyperparams",
+            "wrapper",
+            hyperparams={a: numeric.get(a, schedules.get(a)) for a in names},
+            children=(make(values_at(jnp.zeros([], jnp.int32), numeric, lambda a: jnp.float32)),),
+            state=("count", "hyperparams"),
+        )
 
     return build
 
@@ -274,10 +292,21 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     A scheduled hyperparameter is overwritten by its schedule at the next update;
     set only the constant ones.
 
+    Concrete values are checked as gbopt's factories check the argument of that name
+    (the state does not know its factory): ``learning_rate`` finite and >= 0; ``b1``,
+    ``b2``, ``decay``, ``momentum`` in [0, 1); ``eps``, ``eps_root``, ``weight_decay``
+    and initial accumulators finite and >= 0; ``max_norm`` > 0; any other name finite.
+    The check is on the value as stored (after the cast to the stored dtype), so a
+    ``b2`` that rounds to 1.0 is refused. **Traced values** (``set_hyperparams`` called
+    inside ``jax.jit``, ``jax.vmap`` or ``jax.grad``) cannot be inspected and are stored
+    unchecked: a bad one gives what the rule computes (ascent for a negative learning
+    rate, NaN or inf for ``b2 = 1``); check them before tracing.
+
     Args:
       state: an optimizer state containing one :class:`InjectHyperparamsState`.
       **values: new values by name, e.g. ``learning_rate=3e-4``: numbers, or arrays of
-        the stored shape (traced values are fine, e.g. under ``jax.vmap`` or ``jax.grad``).
+        the stored shape (traced values are fine, e.g. under ``jax.vmap`` or ``jax.grad``,
+        but not checked).
 
     Returns:
       A new state; ``state`` is not modified.
@@ -286,7 +315,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
       TypeError: when no value is given, or a value is not a real number or array.
       ValueError: when ``state`` holds no injected hyperparameters or several sets of
         them, when a name is not one of them, when a shape differs from the stored one,
-        or when a concrete value is NaN or infinite.
+        or when a concrete value is outside what the factory accepts (above), naming it.
 
     Example:
       >>> import jax.numpy as jnp, gbopt
@@ -342,8 +371,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
                     f"shape {jnp.shape(old)}."
                 )
             cast = jnp.asarray(value).astype(jnp.result_type(old))
-            if not isinstance(cast, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(cast))):
-                raise ValueError(f"`{name}` must be finite; got {value!r}.")
+            if not isinstance(cast, jax.core.Tracer):
+                # The value as stored (and used), checked as the factory checks it.
+                _validate.hyperparameter(name, cast)
             new[name] = cast
         return node._replace(hyperparams=new)
 

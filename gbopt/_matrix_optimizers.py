@@ -21,12 +21,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gbopt import _matrix, _numerics, _tree, _validate
+from gbopt import _dtypes, _matrix, _numerics, _placement, _tree, _tree_checks, _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, expect_state
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction
+from gbopt._maps import add, bias_correction, scale_by_learning_rate, sqrt
 from gbopt._regularize import add_decayed_weights
-from gbopt._scaling import add, scale_by_learning_rate, sqrt
+from gbopt._statistics import accumulate_square
 
 # ----------------------------------------------------------------------------------------
 # Pieces of Muon.
@@ -75,17 +75,17 @@ def nesterov_ema(
     _validate.flag("debias", debias)
 
     def init_fn(params):
-        return NesterovEmaState(_tree.zero_count(params), _tree.zeros_like(params))
+        return NesterovEmaState(_placement.zero_count(params), _placement.zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         expect_state(state, NesterovEmaState, "nesterov_ema")
-        _tree.check_matches(updates, state.mu, what="updates", reference_name="state's `mu`")
+        _tree_checks.check_matches(updates, state.mu, what="updates", reference_name="state's `mu`")
         count = _numerics.safe_increment(state.count)
 
         def leaf(u, m):
-            b = _tree.scalar(decay, m.dtype)
-            g = _tree.cast(u, m.dtype)
+            b = _dtypes.scalar(decay, m.dtype)
+            g = _dtypes.cast(u, m.dtype)
             m = b * m + (1 - b) * g
             if nesterov and debias:
                 nxt = _numerics.safe_increment(count)
@@ -98,7 +98,7 @@ def nesterov_ema(
                 out = m / _numerics.one_minus_power(decay, count, m.dtype)
             else:
                 out = m
-            return _tree.cast(out, u.dtype), m
+            return _dtypes.cast(out, u.dtype), m
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
         return out, NesterovEmaState(count, mu)
@@ -446,27 +446,27 @@ def scale_by_shampoo(
         leaves, treedef = jax.tree.flatten(params)
 
         def factors(x, axis):
-            dt = _tree.state_dtype(x.dtype)
+            dt = _dtypes.state_dtype(x.dtype)
             return tuple(
                 matrix_epsilon * jnp.eye(x[r, c].shape[axis], dtype=dt) for r, c in plan(x)
             )
 
         def roots(x, axis):
-            dt = _tree.state_dtype(x.dtype)
+            dt = _dtypes.state_dtype(x.dtype)
             return tuple(jnp.eye(x[r, c].shape[axis], dtype=dt) for r, c in plan(x))
 
         def tree(fn):
             return treedef.unflatten([fn(x) for x in leaves])
 
         return ShampooState(
-            count=_tree.zero_count(params),
+            count=_placement.zero_count(params),
             left=tree(lambda x: factors(x, 0)),
             right=tree(lambda x: factors(x, 1)),
             left_root=tree(lambda x: roots(x, 0)),
             right_root=tree(lambda x: roots(x, 1)),
-            graft=(tree(lambda x: None) if graft_type == "sgd" else _tree.zeros_like(params)),
-            momentum=_tree.zeros_like(params),
-            graft_momentum=_tree.zeros_like(params),
+            graft=(tree(lambda x: None) if graft_type == "sgd" else _placement.zeros_like(params)),
+            momentum=_placement.zeros_like(params),
+            graft_momentum=_placement.zeros_like(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -781,19 +781,19 @@ def scale_by_soap(
 
         def fac(x, axis):
             d = x.shape[axis]
-            return jnp.zeros((d, d), _tree.state_dtype(x.dtype)) if has(d) else None
+            return jnp.zeros((d, d), _dtypes.state_dtype(x.dtype)) if has(d) else None
 
         def basis(x, axis):
             d = x.shape[axis]
-            return jnp.eye(d, dtype=_tree.state_dtype(x.dtype)) if has(d) else None
+            return jnp.eye(d, dtype=_dtypes.state_dtype(x.dtype)) if has(d) else None
 
         def tree(fn):
             return treedef.unflatten([fn(x) for x in leaves])
 
         return SoapState(
-            count=_tree.zero_count(params),
-            mu=_tree.zeros_like(params),
-            nu=_tree.zeros_like(params),
+            count=_placement.zero_count(params),
+            mu=_placement.zeros_like(params),
+            nu=_placement.zeros_like(params),
             left=tree(lambda x: fac(x, 0)),
             right=tree(lambda x: fac(x, 1)),
             q_left=tree(lambda x: basis(x, 0)),
@@ -912,7 +912,7 @@ def decay_after_step(
     _validate.non_negative("weight_decay", weight_decay)
 
     def init_fn(params):
-        return DecayAfterStepState(_tree.zero_count(params))
+        return DecayAfterStepState(_placement.zero_count(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args

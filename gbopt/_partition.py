@@ -22,13 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gbopt import _stacking, _tree
+from gbopt import _tree, _tree_checks
 from gbopt._base import (
     EMPTY_STATE,
     GradientTransformation,
     as_transform,
     expect_keyed_state,
     expect_state,
+    refuse_inside,
+    with_info,
 )
 
 MaskedNode = optax.MaskedNode
@@ -86,11 +88,11 @@ def _select(tree: Any, keep: list[bool]) -> Any:
 def _check_params(updates: Any, params: Any) -> None:
     """Updates must fit the parameters they are split like (named error, not a zip's)."""
     if params is not None:
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
+        _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
 
 
 def _resolve(spec: Any, tree: Any, who: str) -> Any:
-    _stacking.refuse_inside(who)
+    refuse_inside(who)
     return spec(tree) if callable(spec) else spec
 
 
@@ -161,7 +163,9 @@ def masked(transform: Any, mask: Any) -> GradientTransformation:
         merged = [n if k else u for n, u, k in zip(new, leaves, keep, strict=True)]
         return treedef.unflatten(merged), MaskedState(inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "masked", "wrapper", children=(inner,)
+    )
 
 
 class MultiTransformState(NamedTuple):
@@ -283,7 +287,13 @@ def multi_transform(
                     merged[i] = x
         return treedef.unflatten(merged), MultiTransformState(new_states)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "multi_transform",
+        "wrapper",
+        hyperparams={"groups": tuple(txs)},
+        children=tuple(txs.values()),
+    )
 
 
 def _key_name(key: Any) -> Any:
@@ -355,7 +365,7 @@ def set_to_zero() -> GradientTransformation:
         del params, extra_args
         return jax.tree.map(jnp.zeros_like, updates), state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(GradientTransformation(init_fn, update_fn), "set_to_zero", "map", math="0")
 
 
 def freeze(mask: Any) -> GradientTransformation:

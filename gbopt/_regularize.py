@@ -8,17 +8,34 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _stacking, _tree, _validate
-from gbopt._base import EMPTY_STATE, GradientTransformation
+from gbopt import _dtypes, _numerics, _placement, _tree_checks, _validate
+from gbopt._base import (
+    EMPTY_STATE,
+    GradientTransformation,
+    _owning_step,
+    refuse_inside,
+    with_info,
+)
 
 
 def global_norm(tree: Any) -> jax.Array:
-    r"""The Euclidean norm of all leaves together, :math:`\sqrt{\sum_i \|u_i\|^2}` (>= float32)."""
+    r"""The Euclidean norm of all leaves together, :math:`\sqrt{\sum_i \|u_i\|^2}` (>= float32).
+
+    Real, also for complex leaves: :math:`\|u\|^2 = \sum |u_j|^2 = \sum u_j \bar u_j`
+    (as ``optax.global_norm``; ``u * u`` of a complex number is not its squared modulus).
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    dtype = jnp.result_type(*[_tree.state_dtype(jnp.result_type(x)) for x in leaves])
-    return jnp.sqrt(sum(jnp.sum(jnp.square(_tree.cast(x, dtype))) for x in leaves))
+    dtype = jnp.result_type(*[_dtypes.state_dtype(jnp.result_type(x)) for x in leaves])
+    real = _dtypes.real_dtype(dtype)
+
+    def squares(x):
+        x = _dtypes.as_array(x)
+        wide = dtype if jnp.iscomplexobj(x) else real
+        return jnp.sum(_numerics.abs_square(_dtypes.cast(x, wide)))
+
+    return jnp.sqrt(sum(squares(x) for x in leaves))
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
@@ -41,21 +58,28 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         norm = global_norm(updates)
-        c = _tree.scalar(max_norm, norm.dtype)
+        c = _dtypes.scalar(max_norm, norm.dtype)
         factor = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1), 1).astype(norm.dtype)
 
         def leaf(u):
-            u = _tree.as_array(u)
-            return _tree.cast(_tree.cast(u, norm.dtype) * factor, u.dtype)
+            u = _dtypes.as_array(u)
+            wide = jnp.promote_types(_dtypes.state_dtype(u.dtype), norm.dtype)
+            return _dtypes.cast(_dtypes.cast(u, wide) * factor, u.dtype)
 
         clipped = jax.tree.map(leaf, updates)
         return clipped, state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "clip_by_global_norm",
+        hyperparams={"max_norm": max_norm},
+        math=r"u \cdot \min\left(1, \frac{c}{\lVert u \rVert_2}\right)",
+    )
 
 
 def add_decayed_weights(
-    weight_decay: float | jax.Array = 0.0, mask: Any | Callable[[Any], Any] | None = None
+    weight_decay: float | jax.Array | Callable[[jax.Array], Any] = 0.0,
+    mask: Any | Callable[[Any], Any] | None = None,
 ) -> GradientTransformation:
     r"""Adds :math:`\lambda w` to the updates (L2 / decoupled weight decay, by its place).
 
@@ -66,24 +90,35 @@ def add_decayed_weights(
     (Loshchilov & Hutter, 2019).
 
     Args:
-      weight_decay: :math:`\lambda`, a finite number >= 0.
+      weight_decay: :math:`\lambda`, a finite number >= 0, or a schedule
+        ``count -> value`` (read at the number of updates applied before this one, as
+        optax's ``add_decayed_weights`` reads it; the step is an enclosing step owner's,
+        or a count of its own). A concrete 0 adds nothing.
       mask: a pytree of booleans shaped like the parameters (or a function
         ``params -> mask``); decay is added only where it is True (e.g. not to biases).
+
+    Returns:
+      A stateless transform (state ``()``), or with a schedule used alone a
+      :class:`gbopt.StepCountState`.
 
     Raises:
       ValueError: for a negative, NaN or infinite ``weight_decay``; at ``update`` when
         called without ``params``, or with a ``mask`` that does not match them.
       TypeError: at ``init``, for integer or boolean parameters.
     """
-    _validate.non_negative("weight_decay", weight_decay)
+    scheduled = callable(weight_decay)
+    if not scheduled:
+        _validate.non_negative("weight_decay", weight_decay)
+    nothing = _dtypes.is_number(weight_decay) and weight_decay == 0
 
     def init_fn(params):
         if params is not None:
-            _tree.check_float_params(params)
+            _placement.check_float_params(params)
         return EMPTY_STATE
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
+    def decay(updates, state, params, step):
+        if nothing:
+            return updates, state
         if params is None:
             if not jax.tree.leaves(updates):  # an empty tree (or None): nothing to decay
                 return updates, state
@@ -91,23 +126,45 @@ def add_decayed_weights(
                 "add_decayed_weights needs the parameters: call "
                 "`update(updates, state, params)` with `params` (weight decay adds λ·w)."
             )
-        _tree.check_matches(updates, params, what="updates", reference_name="params")
+        _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         if mask is not None:
-            _stacking.refuse_inside("gbopt.add_decayed_weights's mask")
+            refuse_inside("gbopt.add_decayed_weights's mask")
         m = mask(params) if callable(mask) else mask
         if m is None:
             m = jax.tree.map(lambda _: True, updates)
         else:
-            _tree.check_matches(m, params, what="mask", reference_name="params", check_shapes=False)
+            _tree_checks.check_matches(
+                m, params, what="mask", reference_name="params", check_shapes=False
+            )
+        rate = weight_decay(step - 1) if scheduled else weight_decay
+        rate_in = _dtypes.per_dtype(lambda dtype: _dtypes.scalar(rate, dtype))
 
         def leaf(u, w, keep):
             if not keep:
                 return u
-            u = _tree.as_array(u)
-            wide = _tree.state_dtype(u.dtype)
-            lam = _tree.scalar(weight_decay, wide)
-            return _tree.cast(_tree.cast(u, wide) + lam * _tree.cast(w, wide), u.dtype)
+            u = _dtypes.as_array(u)
+            wide = _dtypes.state_dtype(u.dtype)
+            lam = rate_in(wide)
+            return _dtypes.cast(_dtypes.cast(u, wide) + lam * _dtypes.cast(w, wide), u.dtype)
 
         return jax.tree.map(leaf, updates, params, m), state
 
-    return GradientTransformation(init_fn, update_fn)
+    if scheduled:
+
+        def update_with_step(updates, state, params, step, **extra_args):
+            del extra_args
+            return decay(updates, state, params, step)
+
+        init_fn, update_fn = _owning_step(init_fn, update_with_step, "add_decayed_weights")
+    else:
+
+        def update_fn(updates, state, params=None, **extra_args):
+            del extra_args
+            return decay(updates, state, params, None)
+
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "add_decayed_weights",
+        hyperparams={"weight_decay": weight_decay},
+        math=r"u + \lambda w",
+    )

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gbopt import _numerics, _tree
-from gbopt._base import GradientTransformation, as_transform, expect_state
+from gbopt import _numerics, _placement
+from gbopt._base import GradientTransformation, as_transform, expect_state, with_info
 
 
 class SkipNonfiniteState(NamedTuple):
@@ -111,7 +111,7 @@ def skip_nonfinite(inner: Any) -> GradientTransformation:
         # Two arrays, not one twice: a state whose leaves share a buffer cannot be donated.
         # (Replicated over the parameters' devices, as every count of gbopt's states.)
         return SkipNonfiniteState(
-            _tree.zero_count(params), _tree.zero_count(params), tx.init(params)
+            _placement.zero_count(params), _placement.zero_count(params), tx.init(params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -131,4 +131,6 @@ def skip_nonfinite(inner: Any) -> GradientTransformation:
             inner_state,
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "skip_nonfinite", "wrapper", children=(tx,)
+    )

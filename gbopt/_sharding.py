@@ -2,7 +2,7 @@ r"""Optimizer-state sharding over a data-parallel mesh axis (ZeRO stage 1).
 
 gbopt keeps no distribution layer of its own: its state is a pytree of arrays, and
 JAX's sharding places it. Every transform's state follows the sharding of the
-parameters (see :func:`gbopt._tree.full_like`), so model-parallel training needs
+parameters (see :func:`gbopt._placement.full_like`), so model-parallel training needs
 nothing from gbopt. In data-parallel training the parameters are replicated over the
 data axis, and so, by that rule, is the state: each device holds all of it. Adam's two
 moments are twice the parameters. :func:`state_shardings` splits each state array

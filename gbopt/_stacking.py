@@ -21,8 +21,6 @@ separate loop (1.9× optax's compile time on 1,000 leaves; ``benchmarks/RESULTS.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import math
 from typing import Any, NamedTuple
@@ -33,36 +31,14 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from gbopt import _tree, _validate
-from gbopt._base import GradientTransformation, as_transform, expect_state
-
-_INSIDE = contextvars.ContextVar("gbopt_inside_stack_leaves", default=False)
-
-
-def refuse_inside(who: str) -> None:
-    """Raises if called while a :func:`stack_leaves` transform runs its inner transform.
-
-    For transforms that depend on the parameters' structure (names, paths, per-leaf
-    shapes): inside :func:`stack_leaves` they would see the stacked view instead.
-    """
-    if _INSIDE.get():
-        raise ValueError(
-            f"{who} depends on the parameters' tree (paths, per-parameter shapes), but it "
-            "runs inside gbopt.stack_leaves, whose inner transform sees leaves stacked in "
-            "groups. Put stack_leaves inside it instead, e.g. "
-            "gbopt.multi_transform({'a': gbopt.stack_leaves(gbopt.adam(1e-3)), ...}, labels) "
-            "or gbopt.chain(gbopt.add_decayed_weights(1e-4, mask), "
-            "gbopt.stack_leaves(gbopt.adam(1e-3)))."
-        )
-
-
-@contextlib.contextmanager
-def _inside():
-    token = _INSIDE.set(True)
-    try:
-        yield
-    finally:
-        _INSIDE.reset(token)
+from gbopt import _tree, _tree_checks, _validate
+from gbopt._base import (
+    GradientTransformation,
+    as_transform,
+    expect_state,
+    inside_stack_leaves,
+    with_info,
+)
 
 
 def _whole_rows(stack: jax.Array) -> jax.Array:
@@ -213,21 +189,23 @@ def stack_leaves(
 
     def init_fn(params):
         p = plan(params)
-        with _inside():
+        with inside_stack_leaves():
             return StackLeavesState(inner.init(stacked(p, params, "params")))
 
     def update_fn(updates, state, params=None, **extra_args):
         expect_state(state, StackLeavesState, "stack_leaves")
         if params is not None:
-            _tree.check_matches(updates, params, what="updates", reference_name="params")
+            _tree_checks.check_matches(updates, params, what="updates", reference_name="params")
         p = plan(params if params is not None else updates)
         view_updates = stacked(p, updates, "updates")
         view_params = stacked(p, params, "params")
-        with _inside():
+        with inside_stack_leaves():
             out, inner_state = inner.update(view_updates, state.inner, view_params, **extra_args)
         return unstacked(p, out), StackLeavesState(inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn), "stack_leaves", "wrapper", children=(inner,)
+    )
 
 
 class StackLeavesState(NamedTuple):

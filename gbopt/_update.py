@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gbopt import _tree
+from gbopt import _dtypes, _placement, _tree_checks
 
 
 def _is_none(x: Any) -> bool:
@@ -29,7 +29,9 @@ def apply_updates(params: Any, updates: Any) -> Any:
       TypeError: if a parameter that receives an update is not floating point (an
         integer parameter would silently round every step away), naming the path.
     """
-    _tree.check_matches(updates, params, what="updates", reference_name="params", none_passes=True)
+    _tree_checks.check_matches(
+        updates, params, what="updates", reference_name="params", none_passes=True
+    )
 
     def add(p, u):
         if p is None or u is None:
@@ -39,9 +41,9 @@ def apply_updates(params: Any, updates: Any) -> Any:
             updated = jax.tree.map(
                 lambda p, u: None if u is None else p, params, updates, is_leaf=_is_none
             )
-            _tree.check_float_params(updated)
-        p, u = _tree.as_array(p), _tree.as_array(u)
+            _placement.check_float_params(updated)
+        p, u = _dtypes.as_array(p), _dtypes.as_array(u)
         wide = jnp.promote_types(p_dtype, u.dtype)
-        return _tree.cast(_tree.cast(p, wide) + _tree.cast(u, wide), p_dtype)
+        return _dtypes.cast(_dtypes.cast(p, wide) + _dtypes.cast(u, wide), p_dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)

@@ -45,6 +45,19 @@ def _concrete(name: str, value: Any, forms: str = "") -> np.ndarray | None:
     )
 
 
+def _low_precision_hint(name: str, value: Any) -> str:
+    """Why a value held in a dtype narrower than float32 may have been rounded, and the fix."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating) or jnp.dtype(dtype).itemsize >= 4:
+        return ""
+    return (
+        f" `{name}` arrived as a {jnp.dtype(dtype).name} array, which rounds it (in bfloat16 "
+        "0.999 becomes 1.0): optax.inject_hyperparams stores hyperparameters in the "
+        "parameters' dtype. Use gbopt.inject_hyperparams, which stores them in float32, or "
+        "optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32)."
+    )
+
+
 def _check(name: str, value: Any, ok, allowed: str, forms: str = "", hint: str = "") -> None:
     x = _concrete(name, value, forms)
     if x is None:
@@ -52,7 +65,9 @@ def _check(name: str, value: Any, ok, allowed: str, forms: str = "", hint: str =
     for v in np.ravel(x):
         if math.isnan(v) or not ok(v):
             shown = value if np.ndim(x) == 0 else f"{float(v)} (in {name} = {value!r})"
-            raise ValueError(f"`{name}` must be {allowed}; got {shown}.{hint}")
+            raise ValueError(
+                f"`{name}` must be {allowed}; got {shown}.{hint}" + _low_precision_hint(name, value)
+            )
 
 
 def non_negative(name: str, value: Any) -> None:
@@ -122,3 +137,32 @@ def learning_rate(value: Any, name: str = "learning_rate") -> None:
         hint=" (A schedule `count -> value` is accepted too. gbopt flips the sign for "
         "descent itself; for ascent use scale_by_learning_rate(..., flip_sign=False).)",
     )
+
+
+# The checks gbopt's factories apply to their hyperparameters, by argument name: what
+# set_hyperparams applies to a new value (it has the state, not the factory).
+_BY_NAME = {
+    "learning_rate": lambda name, value: learning_rate(value, name),
+    "max_learning_rate": lambda name, value: learning_rate(value, name),
+    "b1": decay_rate,
+    "b2": decay_rate,
+    "b3": decay_rate,
+    "decay": decay_rate,
+    "momentum": decay_rate,
+    "eps": non_negative,
+    "eps_root": non_negative,
+    "weight_decay": non_negative,
+    "initial_accumulator_value": non_negative,
+    "initial_scale": non_negative,
+    "max_norm": positive,
+}
+
+
+def hyperparameter(name: str, value: Any) -> None:
+    """Checks a new value of a hyperparameter as gbopt's factories check that argument.
+
+    ``learning_rate``: a finite number >= 0; ``b1``, ``b2``, ``decay``, ``momentum``: in
+    [0, 1); ``eps``, ``weight_decay``, initial accumulators: finite and >= 0;
+    ``max_norm``: finite and > 0; any other name: finite. Traced values pass unchecked.
+    """
+    _BY_NAME.get(name, finite)(name, value)

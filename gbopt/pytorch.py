@@ -18,7 +18,7 @@ at the first step). ``LambdaLR(optimizer, lr_lambda)`` stepped once per optimize
 step is ``lr=lambda count: base_lr * lr_lambda(count)``; any other scheduler stepped
 once per step is its learning rate as a function of the number of steps taken before.
 
-**Where the conventions differ** (CONVENTIONS.md): PyTorch keeps the learning rate
+**Where the conventions differ** (docs/conventions.md): PyTorch keeps the learning rate
 outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
 textbook (:func:`gbopt.momentum`) and ``optax.rmsprop`` do not; the difference shows
 only with a schedule. ``Adagrad`` and ``RMSprop`` add ``eps`` outside the root (optax
@@ -26,12 +26,19 @@ and the textbook's RMSProp inside). ``SGD``'s first momentum step is undamped, a
 ``Adam(amsgrad=True)`` takes the maximum of the raw second moment; optax reproduces
 neither. ``NAdam`` uses Dozat's momentum schedule, which optax's ``nadam`` does not.
 
+**Complex parameters** follow PyTorch, which runs each rule on ``torch.view_as_real(p)``:
+the real and imaginary parts are separate reals, each with its own second moment
+(:math:`\operatorname{Re}(g)^2`, :math:`\operatorname{Im}(g)^2`). gbopt's core optimizers
+and optax use one real :math:`|g|^2` per complex element instead.
+
 .. warning:: ``maximize=True`` negates the gradient *before* weight decay, as PyTorch
    does, so weight decay still pulls the parameters towards 0.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -40,21 +47,45 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt._averaging import averaged_iterate
+from gbopt._base import GradientTransformation, ScalarOrSchedule
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction, ema, trace
+from gbopt._maps import (
+    add,
+    bias_correction,
+    identity,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+    sqrt,
+)
 from gbopt._regularize import add_decayed_weights
-from gbopt._scaling import add, scale, scale_by_learning_rate, sqrt
-from gbopt._torch_primitives import (
+from gbopt._statistics import (
     _validate_momentum_decay,
     accumulate_centered_square,
     accumulate_inf_norm,
+    accumulate_square,
+    ema,
     nadam_momentum,
     running_max,
-    scale_by_schedule,
+    trace,
 )
+from gbopt._statistics_adaptive import rectification
+from gbopt._step_sizes import rprop_step_sizes, scale_by_update_rms
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "Adamax"]
+__all__ = [
+    "RAdam",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "Adamax",
+    "Adadelta",
+    "ASGD",
+    "Rprop",
+]
 
 Number = float | jax.Array
 
@@ -81,6 +112,72 @@ def _betas(betas: Any) -> tuple[Any, Any]:
     return b1, b2
 
 
+def _is_complex(x: Any) -> bool:
+    return x is not None and jnp.iscomplexobj(x)
+
+
+def _as_real(tree: Any) -> Any:
+    """Each complex leaf as ``torch.view_as_real`` sees it (parts on a new last axis).
+
+    Real leaves (and None) are unchanged.
+    """
+
+    def leaf(x):
+        if not _is_complex(x):
+            return x
+        x = jnp.asarray(x)
+        return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+    return jax.tree.map(leaf, tree)
+
+
+def _back_to_complex(tree: Any, like: Any) -> Any:
+    """The inverse of :func:`_as_real` for the leaves that are complex in ``like``."""
+
+    def leaf(x, ref):
+        if x is None or not _is_complex(ref):
+            return x
+        return jax.lax.complex(x[..., 0], x[..., 1]).astype(jnp.result_type(ref))
+
+    return jax.tree.map(leaf, tree, like, is_leaf=lambda x: x is None)
+
+
+def _view_as_real(tx: GradientTransformation) -> GradientTransformation:
+    r"""``tx`` applied to complex leaves as PyTorch applies its optimizers to them.
+
+    ``torch.optim`` runs its rule on ``torch.view_as_real(p)``: the real and imaginary
+    parts are two independent reals, each with its own second moment
+    (:math:`\operatorname{Re}(g)^2` and :math:`\operatorname{Im}(g)^2`, where gbopt's core
+    and optax use one real :math:`|g|^2`). The state of a complex leaf has its shape plus
+    a last axis of 2; a tree without complex leaves is passed through untouched (same
+    state, same program).
+    """
+
+    def has_complex(tree):
+        return any(_is_complex(x) for x in jax.tree.leaves(tree))
+
+    def init_fn(params):
+        return tx.init(_as_real(params) if has_complex(params) else params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if not (has_complex(updates) or has_complex(params)):
+            return tx.update(updates, state, params, **extra_args)
+        out, state = tx.update(_as_real(updates), state, _as_real(params), **extra_args)
+        return _back_to_complex(out, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _torch_semantics(factory: Callable[..., GradientTransformation]):
+    """Decorates a constructor so that complex parameters follow PyTorch (:func:`_view_as_real`)."""
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        return _view_as_real(factory(*args, **kwargs))
+
+    return build
+
+
 def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]:
     """PyTorch's first two lines: negate for ``maximize``, then add L2 weight decay."""
     pieces = [scale(-1.0)] if maximize else []
@@ -89,6 +186,7 @@ def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]
     return pieces
 
 
+@_torch_semantics
 def SGD(
     lr: ScalarOrSchedule = 1e-3,
     momentum: Number = 0,
@@ -185,6 +283,7 @@ def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedu
     return lambda count: base(count) / (1 + count * lr_decay)
 
 
+@_torch_semantics
 def Adagrad(
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: Number = 0,
@@ -207,7 +306,7 @@ def Adagrad(
 
     .. warning:: ``optax.adagrad`` puts ``eps`` **inside** the root and starts from
        :math:`s_0 = 0.1`; it cannot reproduce PyTorch's default ``eps=1e-10``
-       (CONVENTIONS.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
+       (docs/conventions.md §3). gbopt's ``adagrad(..., eps_in_sqrt=True,
        initial_accumulator_value=0.1)`` is optax's rule.
 
     Args:
@@ -251,6 +350,7 @@ def Adagrad(
     )
 
 
+@_torch_semantics
 def RMSprop(
     lr: ScalarOrSchedule = 1e-2,
     alpha: Number = 0.99,
@@ -280,7 +380,7 @@ def RMSprop(
        learning rate multiplies the momentum buffer from **outside** (optax's
        ``rmsprop(momentum=...)`` puts it inside, which differs under a schedule).
        The centered variance is clamped at 0 (PyTorch returns NaN when round-off makes it
-       negative, CONVENTIONS.md §4.4); where it is not negative the rule is PyTorch's.
+       negative, docs/conventions.md §4.4); where it is not negative the rule is PyTorch's.
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -322,6 +422,7 @@ def RMSprop(
     return chain(*pieces)
 
 
+@_torch_semantics
 def Adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -350,9 +451,9 @@ def Adam(
     .. warning:: AMSGrad here takes the maximum of the **raw** :math:`v_t` and then
        divides by :math:`1 - \beta_2^t`; ``optax.amsgrad`` takes the maximum of the
        bias-corrected :math:`\hat v_t` and differs (0.59 after 200 steps in
-       CONVENTIONS.md §3). The bias corrections are computed so that float32 tracks the
+       docs/conventions.md §3). The bias corrections are computed so that float32 tracks the
        float64 rule at least as closely as PyTorch's float32 (``optax.adam`` in float32
-       is 10 times further off, CONVENTIONS.md §4.5).
+       is 10 times further off, docs/conventions.md §4.5).
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
@@ -454,6 +555,7 @@ def AdamW(
     )
 
 
+@_torch_semantics
 def NAdam(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -480,7 +582,7 @@ def NAdam(
 
     .. warning:: ``optax.nadam`` has no momentum schedule (:math:`\mu_t = \beta_1`); it
        equals ``NAdam(momentum_decay=math.inf)`` and differs from PyTorch's default by
-       7e-2 after 200 steps (CONVENTIONS.md §3). PyTorch keeps
+       7e-2 after 200 steps (docs/conventions.md §3). PyTorch keeps
        :math:`\prod\mu_k` in its default dtype (float32), which costs a float64 run 3e-9
        to 4e-8; gbopt keeps it in the parameters' dtype, so it matches PyTorch run with
        ``torch.set_default_dtype(torch.float64)``.
@@ -525,6 +627,7 @@ def NAdam(
     return with_step_count(build)
 
 
+@_torch_semantics
 def Adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -576,3 +679,293 @@ def Adamax(
         return _decayed(direction, lr, t, weight_decay, maximize, False)
 
     return with_step_count(build)
+
+
+def __dir__() -> list[str]:
+    """The public names only."""
+    return list(__all__)
+
+
+def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
+    r"""The schedule :math:`1 / \sqrt{1 - \beta_2^t}`, with ``count`` = :math:`t - 1`."""
+
+    def factor(count):
+        dtype = jnp.result_type(float)
+        t = jnp.asarray(count, jnp.int32) + 1
+        if isinstance(b2, numbers.Real):
+            one_minus = -jnp.expm1(t.astype(dtype) * jnp.asarray(math.log(b2), dtype))
+        else:
+            one_minus = 1 - jnp.asarray(b2, dtype) ** t.astype(dtype)
+        return 1 / jnp.sqrt(one_minus)
+
+    return factor
+
+
+def RAdam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[Number, Number] = (0.9, 0.999),
+    eps: Number = 1e-8,
+    weight_decay: Number = 0,
+    decoupled_weight_decay: bool = False,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.RAdam``: rectified Adam, with L2 or decoupled weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \;[+\, \lambda \theta_{t-1}], \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \rho_\infty &= \frac{2}{1 - \beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}, \quad
+        r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}
+                         {(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}} \\
+        \theta_t &= \theta_{t-1}\;[-\, \gamma_t \lambda \theta_{t-1}] - \gamma_t
+          \begin{cases}
+            \dfrac{m_t}{1 - \beta_1^t}\, r_t\, \dfrac{\sqrt{1 - \beta_2^t}}{\sqrt{v_t} + \epsilon}
+              & \rho_t > 5 \\
+            \dfrac{m_t}{1 - \beta_1^t} & \text{otherwise}
+          \end{cases}
+
+    The first bracket is L2 decay (default), the second decoupled decay
+    (``decoupled_weight_decay=True``).
+
+    .. warning:: PyTorch adds :math:`\epsilon` to :math:`\sqrt{v_t}` *before* debiasing;
+       ``optax.radam`` (and :func:`gbopt.radam`) to :math:`\sqrt{\hat v_t}`, after it, and
+       compare :math:`\rho_t \ge 5` where PyTorch compares :math:`\rho_t > 5` (gbopt's
+       :func:`gbopt.rectification` compares with :math:`\ge`; the two differ only on a
+       step where :math:`\rho_t` is exactly 5).
+
+    Args:
+      lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: :math:`\epsilon` >= 0, added to :math:`\sqrt{v_t}`.
+      weight_decay: :math:`\lambda` >= 0.
+      decoupled_weight_decay: decay the parameters by :math:`\gamma_t\lambda\theta`
+        instead of adding :math:`\lambda\theta` to the gradient.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``with_step_count(lambda t: chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      divide(chain(ema(b1), bias_correction(b1, step=t)), chain(accumulate_square(b2),
+      sqrt(), add(eps), scale_by_schedule(1 / sqrt(1 - b2 ** (count + 1)), step=t),
+      rectification(b2, 5.0, step=t))), [add_decayed_weights(weight_decay)],
+      scale_by_learning_rate(lr, step=t)))``, weight decay before the division (L2) or
+      after it (decoupled).
+
+    Raises:
+      ValueError: for a hyperparameter out of range.
+
+    References:
+      Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020;
+      ``torch.optim.RAdam`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    b1, b2 = _betas(betas)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("decoupled_weight_decay", decoupled_weight_decay)
+    _flag("maximize", maximize)
+
+    def build(t):
+        direction = divide(
+            chain(ema(b1), bias_correction(b1, step=t)),
+            chain(
+                accumulate_square(b2),
+                sqrt(),
+                add(eps),
+                scale_by_schedule(_root_bias_correction(b2), step=t),
+                rectification(b2, 5.0, step=t),
+            ),
+        )
+        return _decayed(direction, lr, t, weight_decay, maximize, decoupled_weight_decay)
+
+    return with_step_count(build)
+
+
+def Adadelta(
+    lr: ScalarOrSchedule = 1.0,
+    rho: Number = 0.9,
+    eps: Number = 1e-6,
+    weight_decay: Number = 0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Adadelta``: Zeiler's Adadelta with a learning rate and L2 weight decay.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda \theta_{t-1}, \qquad
+        v_t = \rho v_{t-1} + (1 - \rho) g_t^2, \\
+        \Delta_t &= \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t, \qquad
+        u_t = \rho u_{t-1} + (1 - \rho) \Delta_t^2, \qquad
+        \theta_t = \theta_{t-1} - \gamma_t \Delta_t
+
+    The rule of :func:`gbopt.adadelta` (and ``optax.adadelta``) with PyTorch's defaults.
+
+    Args:
+      lr: :math:`\gamma` >= 0 (1.0 is the paper's rule), or a schedule ``count -> lr``.
+      rho: :math:`\rho` in [0, 1).
+      eps: :math:`\epsilon` >= 0, inside both roots.
+      weight_decay: :math:`\lambda` >= 0 (L2).
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], [add_decayed_weights(weight_decay)], divide(identity(),
+      chain(accumulate_square(rho), add(eps), sqrt())), scale_by_update_rms(rho, eps),
+      scale_by_learning_rate(lr))``.
+
+    References:
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012;
+      ``torch.optim.Adadelta`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    _validate.decay_rate("rho", rho)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("maximize", maximize)
+    return chain(
+        *_gradient(weight_decay, maximize),
+        divide(identity(), chain(accumulate_square(rho), add(eps), sqrt())),
+        scale_by_update_rms(rho, eps),
+        scale_by_learning_rate(lr),
+    )
+
+
+def _asgd_step_size(lr: Number, lambd: Number, alpha: Number) -> Callable:
+    r"""ASGD's :math:`\eta = \gamma / (1 + \lambda\gamma c)^{\alpha}` at count :math:`c`.
+
+    The count is an int32; it is taken to JAX's default float (float64 in a float64 run)
+    before the arithmetic, which int32 and a Python float would do in float32.
+    """
+
+    def schedule(count):
+        c = jnp.asarray(count).astype(jnp.result_type(float))
+        return lr / (1 + lambd * lr * c) ** alpha
+
+    return schedule
+
+
+def ASGD(
+    lr: Number = 1e-2,
+    lambd: Number = 1e-4,
+    alpha: Number = 0.75,
+    t0: Number = 1e6,
+    weight_decay: Number = 0,
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.ASGD``: SGD with a decaying step and an average of the iterates.
+
+    .. math::
+        g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda_w \theta_{t-1}, \qquad
+        \eta_t = \frac{\gamma}{(1 + \lambda \gamma (t - 1))^{\alpha}}, \\
+        \theta_t &= \theta_{t-1} - \eta_t \left(g_t + \lambda \theta_{t-1}\right), \qquad
+        \bar\theta_t = \bar\theta_{t-1} + \mu_t (\theta_t - \bar\theta_{t-1}), \quad
+        \mu_t = \frac{1}{\max(1, t - 1 - t_0)}
+
+    (:math:`\lambda_w` ``weight_decay``, :math:`\lambda` ``lambd``.) PyTorch writes the
+    step as :math:`\theta (1 - \lambda\eta_t) - \eta_t g_t`, the same number up to
+    rounding. The average :math:`\bar\theta` (PyTorch's ``state["ax"]``) is in the
+    state: ``gbopt.state_get(state, "ax")``.
+
+    .. note:: PyTorch keeps :math:`\eta` and :math:`\mu` as tensors of its default
+       dtype (float32 unless ``torch.set_default_dtype(torch.float64)``); gbopt
+       computes them in the parameters' precision.
+
+    Args:
+      lr: :math:`\gamma` >= 0 (a number: the decay of :math:`\eta` is the schedule).
+      lambd: :math:`\lambda` >= 0, the decay term.
+      alpha: :math:`\alpha`, the power of the step's decay.
+      t0: :math:`t_0` >= 0, the step at which averaging starts.
+      weight_decay: :math:`\lambda_w` >= 0 (L2).
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], [add_decayed_weights(weight_decay)],
+      [add_decayed_weights(lambd)], scale_by_learning_rate(count -> lr / (1 + lambd *
+      lr * count) ** alpha), averaged_iterate(t0))``.
+
+    References:
+      Polyak & Juditsky, SIAM J. Control Optim. 1992; ``torch.optim.ASGD`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    if callable(lr):
+        raise TypeError(
+            "`lr` of ASGD must be a number: its step already follows the schedule "
+            "lr / (1 + lambd * lr * t) ** alpha (PyTorch reads `lr` only there)."
+        )
+    _validate.non_negative("lambd", lambd)
+    _validate.finite("alpha", alpha)
+    _validate.non_negative("t0", t0)
+    _validate.non_negative("weight_decay", weight_decay)
+    _flag("maximize", maximize)
+    pieces = _gradient(weight_decay, maximize)
+    if not _is_zero(lambd):
+        pieces.append(add_decayed_weights(lambd))
+    pieces += [
+        scale_by_learning_rate(_asgd_step_size(lr, lambd, alpha)),
+        averaged_iterate(t0),
+    ]
+    return chain(*pieces)
+
+
+def _pair(name: str, value: Any, example: str) -> tuple[Any, Any]:
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a pair, e.g. {example}; got {value!r}.") from None
+    return low, high
+
+
+def Rprop(
+    lr: Number = 1e-2,
+    etas: tuple[Number, Number] = (0.5, 1.2),
+    step_sizes: tuple[Number, Number] = (1e-6, 50),
+    *,
+    maximize: bool = False,
+) -> GradientTransformation:
+    r"""``torch.optim.Rprop``: resilient backpropagation (iRprop⁻).
+
+    .. math::
+        \Delta_t = \operatorname{clip}\!\left(\Delta_{t-1} \cdot
+          \begin{cases} \eta^+ & g_t g_{t-1} > 0 \\ \eta^- & g_t g_{t-1} < 0 \\
+          1 & \text{else} \end{cases}\right), \qquad
+        \theta_t = \theta_{t-1} - \Delta_t \operatorname{sign}(g_t)
+        \;\; (0 \text{ and } g_t := 0 \text{ after a flip})
+
+    with :math:`\Delta_0` = ``lr`` and clip to ``step_sizes``. This is
+    :func:`gbopt.rprop` (the paper's rule) with PyTorch's clipping also when the sign
+    product is 0. (optax's ``rprop`` lags one step behind, see :func:`gbopt.rprop`.)
+
+    Args:
+      lr: :math:`\Delta_0` > 0, the initial step size (a number: PyTorch reads it once).
+      etas: :math:`(\eta^-, \eta^+)`, with :math:`0 < \eta^- < 1 < \eta^+`.
+      step_sizes: the (smallest, largest) step size.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      ``chain([scale(-1)], rprop_step_sizes(lr, *etas, *step_sizes, clip_unchanged=True),
+      scale(-1))``.
+
+    References:
+      Riedmiller & Braun, ICNN 1993; Igel & Hüsken, Neurocomputing 2003;
+      ``torch.optim.Rprop`` (PyTorch 2.13).
+    """
+    if callable(lr):
+        raise TypeError(
+            "`lr` of Rprop must be a number: it is the initial step size, which PyTorch "
+            "reads once (a learning-rate scheduler does not change Rprop's steps)."
+        )
+    _validate.positive("lr", lr)
+    eta_minus, eta_plus = _pair("etas", etas, "(0.5, 1.2)")
+    low, high = _pair("step_sizes", step_sizes, "(1e-6, 50)")
+    if not 0.0 < eta_minus < 1.0 < eta_plus:
+        raise ValueError(
+            f"`etas` must satisfy 0 < etaminus < 1 < etaplus (as torch.optim.Rprop); got {etas!r}."
+        )
+    _flag("maximize", maximize)
+    return chain(
+        *_gradient(0, maximize),
+        rprop_step_sizes(lr, eta_minus, eta_plus, low, high, clip_unchanged=True),
+        scale(-1.0),
+    )

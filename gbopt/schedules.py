@@ -330,3 +330,8 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
         if i and b <= boundaries[i - 1]:
             raise ValueError(f"`boundaries` must be increasing; got {boundaries}.")
     return optax.join_schedules(schedules, boundaries)
+
+
+def __dir__() -> list[str]:
+    """The public names only (not the typing helpers this module imports)."""
+    return list(__all__)

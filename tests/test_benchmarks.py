@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 
@@ -88,3 +90,47 @@ def test_packed_prototype_equals_the_unpacked_optimizer(scripts):
         for a, b in zip(jax.tree.leaves(u_plain), jax.tree.leaves(u_packed), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
         params = gbopt.apply_updates(params, u_plain)
+
+
+def test_suite_catalog_section_times_a_name_against_optax(scripts, capsys):
+    suite, _, _ = scripts
+    assert suite.main(["--smoke", "--only", "catalog", "--name", "adamw"]) == 0
+    text = capsys.readouterr().out
+    assert "## The catalog: step and compile time against optax, name by name" in text
+    assert "### Summary: gbopt / optax step time (compile time), the catalog" in text
+    assert text.count("| adamw |") == 3  # step times, XLA figures, summary
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    with pytest.raises(SystemExit, match="not in the catalog"):
+        suite.main(["--smoke", "--only", "catalog", "--name", "no_such_optimizer"])
+
+
+@pytest.mark.slow
+def test_suite_catalog_section_times_every_catalog_b_name(scripts, capsys):
+    suite, _, _ = scripts
+    import _harness
+
+    assert suite.main(["--smoke", "--only", "catalog"]) == 0
+    text = capsys.readouterr().out
+    assert "## The catalog: gbopt / optax step time (compile time) per name" in text
+    for opt in _harness.CATALOG_B:
+        assert f"| {opt.name} |" in text
+
+
+def test_memory_script_counts_bytes_and_trains():
+    """benchmarks/memory.py: its byte table and one short quantized digits run."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import memory
+    finally:
+        sys.path.remove(BENCHMARKS)
+    text = "\n".join(memory.memory_table(layers=1, width=128, rounds=1))
+    for name, counted in (("float32", "8.000"), ("bf16 moments", "4.000")):
+        assert f"| {name} | **{counted}** |" in text
+    # the 128 x 128 weight quantized (codes + a float32 scale per block), the bias not
+    n = 128 * 128 + 128
+    eight = (128 * 128 * (2 + 2 * 4 / 256) + 128 * 8) / n
+    four = (128 * 128 * (1 + 2 * 4 / 128) + 128 * 8) / n
+    assert f"| 8-bit | **{eight:.3f}** |" in text and f"| 4-bit | **{four:.3f}** |" in text
+    tx = memory.adam_variants(1e-3)["8-bit"]
+    loss = memory.digits_run(tx, seed=0, steps=3, batch=16)
+    assert 0 < loss < 5

@@ -5,6 +5,7 @@ import importlib
 import inspect
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -30,11 +31,43 @@ def test_readme_python_blocks_run_in_order():
         exec(compile(block, f"README.md[block {index}]", "exec"), namespace)
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "docs").glob("*.md")))
-def test_docs_pages_python_blocks_run_in_order(page):
+# Pages that are prose and tables only (an index of notebooks); every other page must show
+# code that runs, so that a page whose examples were lost fails here rather than passing empty.
+PROSE_PAGES = {"explore.md"}
+PAGES = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+
+
+def run_page(page: str) -> int:
+    """Executes a page's python blocks in order; returns how many ran."""
+    blocks = _python_blocks(ROOT / "docs" / page)
+    if not blocks:
+        raise AssertionError(
+            f"docs/{page} has no ```python block to run; a page of examples that runs nothing "
+            "tests nothing (list a prose-only page in PROSE_PAGES)."
+        )
     namespace: dict = {"__name__": f"docs.{page}"}
-    for index, block in enumerate(_python_blocks(ROOT / "docs" / page)):
+    for index, block in enumerate(blocks):
         exec(compile(block, f"docs/{page}[block {index}]", "exec"), namespace)
+    return len(blocks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in PAGES if p not in PROSE_PAGES])
+def test_docs_pages_python_blocks_run_in_order(page):
+    assert run_page(page) >= 1
+
+
+def test_a_page_with_no_code_fails_rather_than_passing_empty(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "empty.md").write_text("# A page\n\nOnly prose.\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(AssertionError, match="has no ```python block"):
+        run_page("empty.md")
+
+
+def test_prose_pages_are_really_prose():
+    for page in PROSE_PAGES:
+        assert not _python_blocks(ROOT / "docs" / page), f"docs/{page} has code: run it"
 
 
 def test_readme_gives_the_two_set_up_commands_and_ci_runs_the_same_test_command():
@@ -59,7 +92,14 @@ def test_every_public_name_has_a_docstring(name):
 
 def _modules():
     pkg = pathlib.Path(gbopt.__file__).parent
-    return sorted(f"gbopt.{p.stem}" for p in pkg.glob("*.py") if p.stem != "__main__")
+    names = []
+    for p in pkg.rglob("*.py"):
+        if p.stem == "__main__":
+            continue
+        parts = p.relative_to(pkg).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        names.append(".".join(("gbopt", *parts)))
+    return sorted(names)
 
 
 @pytest.mark.parametrize("module", _modules())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -166,7 +168,9 @@ def test_any_numeric_hyperparameter_can_be_scheduled():
     params = _params()
     state = tx.init(params)
     for k in range(4):
-        inner = state.inner_state
+        # The injected count is the optimizer's only one: a standalone Adam at this step
+        # has the same statistics under its own count.
+        inner = gbopt.StepCountState(state.count, state.inner_state)
         g = _grads(params, k)
         updates, state = tx.update(g, state, params)
         expected, _ = gbopt.adam(
@@ -252,7 +256,7 @@ def test_bfloat16_params_keep_b2_in_float32_and_nu_decays():
     for _ in range(100):
         updates, state = step(zeros, state, params)
         assert np.all(np.isfinite(np.asarray(updates["w"], np.float32)))
-    nu = state.inner_state.inner_state[0].denominator[0].nu["w"]
+    nu = gbopt.state_get(state, "nu")["w"]
     b2 = float(np.float32(0.999))
     expected = (1 - b2) * b2**100  # float64 reference of the stored b2
     np.testing.assert_allclose(np.asarray(nu), expected, rtol=2e-6)
@@ -349,7 +353,7 @@ def test_set_hyperparams_errors():
         ValueError, match=r"`learning_rate` has shape \(2,\) but the stored value has shape \(\)"
     ):
         gbopt.set_hyperparams(state, learning_rate=jnp.ones(2))
-    with pytest.raises(ValueError, match=r"`b1` must be finite; got nan"):
+    with pytest.raises(ValueError, match=r"`b1` must be in \[0, 1\) .*; got nan"):
         gbopt.set_hyperparams(state, b1=float("nan"))
     with pytest.raises(TypeError, match=r"`b1` must be a real number .* str"):
         gbopt.set_hyperparams(state, b1="0.9")
@@ -373,3 +377,88 @@ def test_update_with_a_foreign_state_names_the_expected_hyperparameters():
         match=r"hyperparameters \['b1', 'b2', 'eps', 'learning_rate'\]; got \['learning_rate'\]",
     ):
         tx.update(params, other, params)
+
+
+@pytest.mark.parametrize(
+    ("factory", "name", "bad"),
+    [
+        (gbopt.adam, "learning_rate", -1.0),
+        (gbopt.adam, "b1", 1.0),
+        (gbopt.adam, "b2", 1.5),
+        (gbopt.adam, "eps", -1.0),
+        (gbopt.rmsprop, "decay", 1.0),
+        (gbopt.momentum, "momentum", -0.5),
+        (gbopt.adagrad, "eps", float("inf")),
+    ],
+)
+def test_set_hyperparams_checks_as_the_constructor_does(factory, name, bad):
+    """The message is the constructor's own, word for word; the state is left as it was."""
+    params = _params()
+    state = gbopt.inject_hyperparams(factory)(0.1).init(params)
+    with pytest.raises(ValueError) as at_build:
+        gbopt.inject_hyperparams(factory)(**{"learning_rate": 0.1, name: bad})
+    with pytest.raises(ValueError) as at_set:
+        gbopt.set_hyperparams(state, **{name: bad})
+    assert str(at_set.value) == str(at_build.value)
+    assert f"`{name}`" in str(at_set.value)
+
+
+def test_set_hyperparams_checks_the_stored_value_and_leaves_traced_values_alone():
+    params = _params()
+    tx = gbopt.inject_hyperparams(gbopt.adam)(0.1)
+    state = tx.init(params)
+    # 1 - 1e-9 is < 1 as a float64 but 1.0 once stored in float32: refused.
+    with pytest.raises(ValueError, match=r"`b2` must be in \[0, 1\)"):
+        gbopt.set_hyperparams(state, b2=1 - 1e-9)
+
+    # Traced values cannot be inspected: stored as they are (documented), and the step
+    # then computes what the rule gives (here an ascent step, not an error).
+    @jax.jit
+    def set_and_step(lr):
+        s = gbopt.set_hyperparams(state, learning_rate=lr)
+        return tx.update(_grads(params, 0), s, params)[0]
+
+    down, up = set_and_step(0.1), set_and_step(-0.1)
+    for k in down:
+        np.testing.assert_allclose(np.asarray(up[k]), -np.asarray(down[k]), rtol=1e-6)
+
+
+def test_optax_inject_hyperparams_wraps_gbopt_factories_with_traced_momentum():
+    """optax traces every numeric argument: no check may turn one into a Python bool."""
+    params = _params()
+    grads = _grads(params, 0)
+    cases = [
+        (gbopt.rmsprop_nesterov, {"learning_rate": 0.1, "momentum": 0.8}),
+        (gbopt.rmsprop, {"learning_rate": 0.1, "momentum": 0.8, "nesterov": True}),
+        (gbopt.nesterov, {"learning_rate": 0.1, "momentum": 0.8}),
+        (gbopt.momentum, {"learning_rate": 0.1, "momentum": 0.8}),
+    ]
+    if "momentum" in inspect.signature(gbopt.sgd).parameters:
+        cases.append((gbopt.sgd, {"learning_rate": 0.1, "momentum": 0.8}))
+        cases.append((gbopt.sgd, {"learning_rate": 0.1, "momentum": 0.8, "nesterov": True}))
+    for factory, kwargs in cases:
+        tx = optax.inject_hyperparams(factory)(**kwargs)
+        plain = factory(**kwargs)
+        state = jax.jit(tx.init)(params)
+        plain_state = plain.init(params)
+        for k in range(3):
+            grads = _grads(params, k)
+            updates, state = jax.jit(tx.update)(grads, state, params)
+            expected, plain_state = plain.update(grads, plain_state, params)
+            for key in updates:
+                np.testing.assert_allclose(
+                    np.asarray(updates[key]), np.asarray(expected[key]), rtol=1e-6, atol=1e-7
+                )
+
+
+def test_optax_inject_hyperparams_bfloat16_b2_error_points_to_gbopt_inject_hyperparams():
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    with pytest.raises(
+        ValueError,
+        match=r"`b2` must be in \[0, 1\) .*got 1\.0\. `b2` arrived as a bfloat16 array, which "
+        r"rounds it .*0\.999 becomes 1\.0.*Use gbopt\.inject_hyperparams",
+    ):
+        optax.inject_hyperparams(gbopt.adam)(learning_rate=0.1).init(params)
+    # What the message recommends works: b2 stays 0.999 in float32.
+    state = gbopt.inject_hyperparams(gbopt.adam)(learning_rate=0.1).init(params)
+    assert state.hyperparams["b2"].dtype == jnp.float32

@@ -93,7 +93,7 @@ def test_linen_biases_with_another_learning_rate(digits, linen_params):
             np.testing.assert_array_equal(got["kernel"], u_kernel["params"][layer]["kernel"])
         state = _apply(state, grads)
     # The kernels' Adam keeps no state for the biases.
-    mu = state.opt_state.inner_states["kernel"].inner_state[0].numerator[0].mu
+    mu = gbopt.state_get(state.opt_state, "mu", group="kernel")
     assert mu["params"]["Dense_0"]["bias"] == gbopt.MaskedNode()
 
 

@@ -17,8 +17,9 @@ import optax
 import pytest
 
 import gbopt
-from gbopt import _problems, _race
-from gbopt.__main__ import main
+from gbopt.demo import problems as _problems
+from gbopt.demo import race as _race
+from gbopt.demo.main import main
 
 OPTIMIZER_NAMES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_nesterov", "adam"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -117,6 +117,66 @@ SAME = [
     ),
     ("adam", lambda: gbopt.adam(1e-2), lambda: optax.adam(1e-2)),
     ("adam-schedule", lambda: gbopt.adam(schedule), lambda: optax.adam(schedule)),
+    # optax's keyword arguments on the names gbopt has (issue 14), same rule as optax.
+    (
+        "sgd-momentum-constant-lr",
+        lambda: gbopt.sgd(1e-2, momentum=0.9),
+        lambda: optax.sgd(1e-2, momentum=0.9),
+    ),
+    (
+        "sgd-nesterov-constant-lr",
+        lambda: gbopt.sgd(1e-2, 0.8, True),
+        lambda: optax.sgd(1e-2, 0.8, True),
+    ),
+    (
+        "sgd-momentum-lr-outside-schedule",
+        lambda: gbopt.sgd(schedule, momentum=0.9, learning_rate_in_velocity=False),
+        lambda: optax.sgd(schedule, momentum=0.9),
+    ),
+    (
+        "sgd-nesterov-lr-outside-schedule",
+        lambda: gbopt.sgd(schedule, 0.7, True, learning_rate_in_velocity=False),
+        lambda: optax.sgd(schedule, 0.7, True),
+    ),
+    (
+        "adam-eps-root",
+        lambda: gbopt.adam(1e-2, 0.8, 0.99, 1e-6, eps_root=1e-4),
+        lambda: optax.adam(1e-2, 0.8, 0.99, 1e-6, eps_root=1e-4),
+    ),
+    (
+        "adam-nesterov",
+        lambda: gbopt.adam(1e-2, nesterov=True),
+        lambda: optax.adam(1e-2, nesterov=True),
+    ),
+    (
+        "adam-nesterov-schedule-eps-root",
+        lambda: gbopt.adam(schedule, 0.95, 0.9, 1e-7, 1e-8, nesterov=True),
+        lambda: optax.adam(schedule, 0.95, 0.9, 1e-7, 1e-8, nesterov=True),
+    ),
+    (
+        "adam-float64-storage",
+        lambda: gbopt.adam(1e-2, mu_dtype=jnp.float64, nu_dtype=jnp.float64),
+        lambda: optax.adam(1e-2, mu_dtype=jnp.float64),
+    ),
+    (
+        "rmsprop-bias-correction",
+        lambda: gbopt.rmsprop(1e-3, 0.9, 1e-8, bias_correction=True),
+        lambda: optax.rmsprop(1e-3, 0.9, 1e-8, bias_correction=True),
+    ),
+    (
+        "rmsprop-bias-correction-momentum-schedule-eps-outside",
+        lambda: gbopt.rmsprop(
+            schedule, 0.95, 1e-6, eps_in_sqrt=False, momentum=0.5, bias_correction=True
+        ),
+        lambda: optax.rmsprop(
+            schedule, 0.95, 1e-6, eps_in_sqrt=False, momentum=0.5, bias_correction=True
+        ),
+    ),
+    (
+        "adagrad-optax-keywords",
+        lambda: gbopt.adagrad(1e-1, initial_accumulator_value=0.5, eps=1e-3, eps_in_sqrt=True),
+        lambda: optax.adagrad(1e-1, initial_accumulator_value=0.5, eps=1e-3),
+    ),
 ]
 
 
@@ -167,6 +227,30 @@ def test_momentum_textbook_rule_under_a_schedule():
             v = {k: 0.9 * v[k] - schedule(t) * np.asarray(g[k]) for k in w}
             w = {k: w[k] + v[k] for k in w}
     assert deviation({k: got[k][-1] for k in w}, w) <= TOL
+
+
+def test_storage_dtypes_and_option_errors():
+    params = {"w": jnp.zeros(3, jnp.float32), "c": jnp.zeros(2, jnp.complex64)}
+    state = gbopt.sgd(0.1, momentum=0.9, accumulator_dtype=jnp.bfloat16).init(params)
+    assert gbopt.state_get(state, "trace")["w"].dtype == jnp.bfloat16
+    state = gbopt.adam(0.1, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16).init(params)
+    assert gbopt.state_get(state, "mu")["w"].dtype == jnp.bfloat16
+    assert gbopt.state_get(state, "nu")["w"].dtype == jnp.bfloat16
+    # Complex parameters: mu stays complex (in the asked precision), nu is real.
+    assert gbopt.state_get(state, "mu")["c"].dtype == jnp.complex64
+    assert gbopt.state_get(state, "nu")["c"].dtype == jnp.bfloat16
+    with pytest.raises(TypeError, match=r"`mu_dtype` must be a floating-point dtype"):
+        gbopt.adam(0.1, mu_dtype=jnp.int32)
+    with pytest.raises(TypeError, match=r"`accumulator_dtype` must be a floating-point dtype"):
+        gbopt.sgd(0.1, momentum=0.9, accumulator_dtype="int8")
+    with pytest.raises(ValueError, match=r"`nesterov=True` needs a `momentum`"):
+        gbopt.sgd(0.1, nesterov=True)
+    with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\)"):
+        gbopt.sgd(0.1, momentum=1.0)
+    with pytest.raises(ValueError, match=r"`eps_root` must be a finite number >= 0"):
+        gbopt.adam(0.1, eps_root=-1e-8)
+    with pytest.raises(ValueError, match=r"`bias_correction=True` is not available with"):
+        gbopt.rmsprop(0.1, centered=True, bias_correction=True)
 
 
 def test_rmsprop_nesterov_without_momentum_is_an_error():

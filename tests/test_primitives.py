@@ -88,12 +88,18 @@ def test_bias_correction_uses_the_step_power():
     us, state = _updates(gbopt.bias_correction(0.5), [G, G, G])
     for t, u in enumerate(us, start=1):
         np.testing.assert_allclose(u, G / (1 - 0.5**t), rtol=1e-6)
-    assert state.count == 3
-    # Given a shared step, it keeps no count of its own.
-    tx = gbopt.bias_correction(0.5, step=jnp.asarray(3))
-    u, s = tx.update(G, tx.init(G))
+    assert isinstance(state, gbopt.StepCountState) and state.count == 3
+    # Inside a step owner it keeps no count of its own: the owner hands it the step.
+    tx = gbopt.with_step_count(gbopt.bias_correction(0.5))
+    state = tx.init(G)
+    assert state.inner_state == ()
+    for _ in range(3):
+        u, state = tx.update(G, state)
     np.testing.assert_allclose(u, G / (1 - 0.125), rtol=1e-6)
-    assert s == ()
+    assert state.inner_state == () and state.count == 3
+    # The step is data from the owner, never a constant baked in at construction.
+    with pytest.raises(TypeError, match="`step` of bias_correction is set by gbopt.with_step"):
+        gbopt.bias_correction(0.5, step=jnp.asarray(3))
 
 
 def test_bias_correction_in_float32_tracks_float64():

@@ -128,6 +128,12 @@ CASES = [
     ("Adamax", {"lr": 1e-2}),
     ("Adamax", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-2}),
     ("Adamax", {"lr": 1e-2, "weight_decay": 0.1, "maximize": True}),
+    ("RAdam", {"lr": 1e-2}),
+    ("RAdam", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-3}),
+    ("RAdam", {"lr": 1e-2, "betas": (0.9, 0.95)}),
+    ("RAdam", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("RAdam", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("RAdam", {"lr": 1e-2, "eps": 1e-2, "weight_decay": 0.1, "maximize": True}),
 ]
 
 # The options whose rule depends on where the learning rate sits, under LambdaLR.
@@ -142,6 +148,7 @@ SCHEDULE_CASES = [
     ("AdamW", {"lr": 1e-2, "weight_decay": 0.1}),
     ("NAdam", {"lr": 2e-3, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("Adamax", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("RAdam", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True}),
 ]
 
 

@@ -97,7 +97,7 @@ def test_count_past_float32_precision_is_exact():
     b2 = 1 - 1e-7
     with jax.enable_x64(True):
         tx = gbopt.bias_correction(b2)
-        state = gbopt.BiasCorrectionState(jnp.asarray(2**24, jnp.int32))
+        state = gbopt.StepCountState(jnp.asarray(2**24, jnp.int32), ())
         u = {"w": jnp.asarray([1.0, -2.0], jnp.float64)}
         out, state = tx.update(u, state)
         assert int(state.count) == 2**24 + 1
@@ -111,7 +111,7 @@ def test_bias_correction_own_count_saturates():
     decay = 1 - 1e-9
     with jax.enable_x64(True):
         tx = gbopt.bias_correction(decay)
-        state = gbopt.BiasCorrectionState(jnp.asarray(LIMIT - 1, jnp.int32))
+        state = gbopt.StepCountState(jnp.asarray(LIMIT - 1, jnp.int32), ())
         u = {"w": jnp.asarray([3.0], jnp.float64)}
         for _ in range(3):
             out, state = jax.jit(tx.update)(u, state)
@@ -126,7 +126,7 @@ def test_schedule_count_saturates_and_the_schedule_is_read_there():
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.ones(3)}
     for tx, set_count in [
-        (gbopt.sgd(schedule), lambda s: (gbopt.ScaleByLearningRateState(jnp.int32(LIMIT - 1)),)),
+        (gbopt.sgd(schedule), lambda s: (gbopt.StepCountState(jnp.int32(LIMIT - 1), ()),)),
         (
             gbopt.with_step_count(lambda t: gbopt.scale_by_learning_rate(schedule, step=t)),
             lambda s: s._replace(count=jnp.int32(LIMIT - 1)),

@@ -48,7 +48,7 @@ def test_scale_by_schedule_reads_the_count_from_zero_like_optax():
         )
     assert_trees_close(got, want, 0)
     assert_trees_close(shared, want, 0)
-    assert isinstance(state, gbopt.ScaleByScheduleState) and int(state.count) == len(GRADS)
+    assert isinstance(state, gbopt.StepCountState) and int(state.count) == len(GRADS)
 
 
 def test_scale_by_schedule_rejects_a_constant():

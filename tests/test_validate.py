@@ -219,10 +219,10 @@ BAD_TRANSFORMS = [
     (
         lambda: gbopt.with_step_count(3),
         TypeError,
-        r"`build` must be a function `step -> transform`.*got int",
+        r"`transform` must be a gradient transformation.*got int",
     ),
     (
-        lambda: gbopt.with_step_count(lambda t: 3).init({"w": jnp.ones(2)}),
+        lambda: gbopt.with_step_count(lambda t: 3),
         TypeError,
         r"`build\(step\)` must be a gradient transformation.*got int",
     ),

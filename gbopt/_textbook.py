@@ -1,7 +1,8 @@
-r"""The optimizers of the seed document, each a single :func:`gbopt.chain` of primitives.
+r"""The textbook's optimizers, each a single :func:`gbopt.chain` of primitives.
 
 Every rule is the one in Goodfellow, Bengio & Courville, *Deep Learning*, ch. 8
-(Algorithms 8.1-8.7), with the seed document's errata fixed (see ``MATH.md``). Symbols:
+(Algorithms 8.1-8.7); docs/rules.md states each rule and the misprints the textbook's
+common summaries carry. Symbols:
 :math:`\alpha` learning rate, :math:`g` the (minibatch) gradient, :math:`\mu` momentum,
 :math:`\rho` decay, :math:`\delta` ``eps``, :math:`t` the 1-based step.
 
@@ -10,18 +11,33 @@ Every rule is the one in Goodfellow, Bengio & Courville, *Deep Learning*, ch. 8
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import jax
 
-from gbopt import _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, identity
+from gbopt import _maps, _validate
+from gbopt._base import GradientTransformation, ScalarOrSchedule, check_storage_dtype, named
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._moments import accumulate_square, bias_correction, ema, trace
-from gbopt._scaling import add, scale_by_learning_rate, sqrt
-from gbopt._torch_primitives import accumulate_centered_square
+from gbopt._maps import add, bias_correction, identity, scale_by_learning_rate, sqrt
+from gbopt._statistics import (
+    accumulate_centered_square,
+    accumulate_square,
+    ema,
+    nadam_momentum,
+    trace,
+)
 
 
-def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
-    r"""Gradient descent, SGD and minibatch SGD (Alg. 8.1).
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: float | jax.Array | None = None,
+    nesterov: bool = False,
+    accumulator_dtype: Any = None,
+    *,
+    learning_rate_in_velocity: bool = True,
+) -> GradientTransformation:
+    r"""Gradient descent, SGD and minibatch SGD (Alg. 8.1), with optional momentum (8.2, 8.3).
 
     .. math:: w \leftarrow w - \alpha\, g
 
@@ -29,11 +45,28 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     (gradient descent), one random example (SGD) or a random minibatch of :math:`B`
     examples, :math:`g = \frac{1}{B}\sum_i \nabla L_i` (minibatch SGD).
 
+    With ``momentum`` it is :func:`momentum` (or :func:`nesterov` with ``nesterov=True``):
+    :math:`v \leftarrow \mu v - \alpha g,\ w \leftarrow w + v`, the learning rate
+    **inside** the velocity as in the book. ``optax.sgd(lr, momentum, nesterov)`` has the
+    same signature and keeps :math:`\alpha` outside (:math:`b \leftarrow \mu b + g,\
+    w \leftarrow w - \alpha_t b`): with a constant :math:`\alpha` the two are the same
+    rule, under a schedule they differ; ``learning_rate_in_velocity=False`` is optax's
+    rule step for step.
+
     Args:
       learning_rate: :math:`\alpha` (no default; PyTorch's is 1e-3).
+      momentum: :math:`\mu` in [0, 1), or None (default) for plain SGD.
+      nesterov: Nesterov's momentum (needs ``momentum`` in (0, 1)).
+      accumulator_dtype: the storage dtype of the velocity (optax's name); None keeps
+        it in the parameters' dtype, at least float32 (gbopt's dtype policy; optax
+        keeps it in the parameters' dtype, e.g. bfloat16).
+      learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the book,
+        default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
 
     Returns:
-      ``chain(scale_by_learning_rate(learning_rate))``.
+      ``chain(scale_by_learning_rate(learning_rate))``; with ``momentum``,
+      ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=nesterov))``
+      (the two swapped with ``learning_rate_in_velocity=False``).
 
     Example:
       >>> import jax.numpy as jnp, gbopt
@@ -45,13 +78,35 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
       Array([ 0.9, -2.1], dtype=float32)
 
     Raises:
-      ValueError: for a ``learning_rate`` < 0, NaN or infinite, naming the argument.
-      TypeError: for a hyperparameter that is not a real number (or a schedule).
+      ValueError: for a ``learning_rate`` < 0, NaN or infinite, a ``momentum`` outside
+        [0, 1), or ``nesterov=True`` without a ``momentum`` > 0, naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule), a flag
+        that is not a bool, or an ``accumulator_dtype`` that is not a floating dtype.
 
     References:
-      Robbins & Monro, 1951; Goodfellow et al., *Deep Learning*, Alg. 8.1.
+      Robbins & Monro, 1951; Polyak, 1964; Nesterov, 1983; Goodfellow et al.,
+      *Deep Learning*, Alg. 8.1-8.3.
     """
-    return chain(scale_by_learning_rate(learning_rate))
+    _validate.flag("nesterov", nesterov)
+    _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
+    if momentum is None:
+        if nesterov:
+            raise ValueError(
+                "`nesterov=True` needs a `momentum` (e.g. momentum=0.9); got momentum=None."
+            )
+        return named(
+            "sgd", chain(scale_by_learning_rate(learning_rate)), learning_rate=learning_rate
+        )
+    _validate.decay_rate("momentum", momentum)
+    if nesterov:
+        _validate.nesterov_momentum("momentum", momentum)
+    velocity = trace(momentum, nesterov=nesterov, dtype=accumulator_dtype)
+    if learning_rate_in_velocity:
+        tx = chain(scale_by_learning_rate(learning_rate), velocity)
+    else:
+        tx = chain(velocity, scale_by_learning_rate(learning_rate))
+    return named("sgd", tx, learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
 
 
 gd = sgd
@@ -63,6 +118,7 @@ def momentum(
     momentum: float | jax.Array = 0.9,
     *,
     learning_rate_in_velocity: bool = True,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""SGD with momentum (Alg. 8.2), the learning rate inside the velocity.
 
@@ -71,7 +127,7 @@ def momentum(
 
     With a constant :math:`\alpha` this equals PyTorch's ``SGD(lr, momentum)`` and
     ``optax.sgd(lr, momentum)`` (which keep :math:`\alpha` outside the buffer); with a
-    schedule it follows the book, and they do not (CONVENTIONS.md §4.2).
+    schedule it follows the book, and they do not (docs/conventions.md).
 
     With ``learning_rate_in_velocity=False`` the rule is optax's and PyTorch's,
     :math:`b \leftarrow \mu b + g;\ w \leftarrow w - \alpha_t b`:
@@ -81,10 +137,13 @@ def momentum(
 
     Args:
       learning_rate: :math:`\alpha`.
-      momentum: :math:`\mu` in [0, 1) (the seed's :math:`\epsilon`); 0.9 here and in optax's
+      momentum: :math:`\mu` in [0, 1) (the book's :math:`\alpha`); 0.9 here and in optax's
         examples, 0 in PyTorch.
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
+      accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
+        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``, or
@@ -101,9 +160,13 @@ def momentum(
     """
     _validate.decay_rate("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
+    velocity = trace(momentum, dtype=accumulator_dtype)
     if not learning_rate_in_velocity:
-        return chain(trace(momentum), scale_by_learning_rate(learning_rate))
-    return chain(scale_by_learning_rate(learning_rate), trace(momentum))
+        tx = chain(velocity, scale_by_learning_rate(learning_rate))
+    else:
+        tx = chain(scale_by_learning_rate(learning_rate), velocity)
+    return named("momentum", tx, learning_rate=learning_rate, momentum=momentum)
 
 
 def nesterov(
@@ -111,6 +174,7 @@ def nesterov(
     momentum: float | jax.Array = 0.9,
     *,
     learning_rate_in_velocity: bool = True,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""SGD with Nesterov momentum (Alg. 8.3), reformulated to need only :math:`g(w)`.
 
@@ -137,6 +201,9 @@ def nesterov(
       momentum: :math:`\mu` in (0, 1).
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
+      accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
+        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``,
@@ -153,9 +220,13 @@ def nesterov(
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.flag("learning_rate_in_velocity", learning_rate_in_velocity)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
+    velocity = trace(momentum, nesterov=True, dtype=accumulator_dtype)
     if not learning_rate_in_velocity:
-        return chain(trace(momentum, nesterov=True), scale_by_learning_rate(learning_rate))
-    return chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))
+        tx = chain(velocity, scale_by_learning_rate(learning_rate))
+    else:
+        tx = chain(scale_by_learning_rate(learning_rate), velocity)
+    return named("nesterov", tx, learning_rate=learning_rate, momentum=momentum)
 
 
 def adagrad(
@@ -164,6 +235,7 @@ def adagrad(
     *,
     initial_accumulator_value: float = 0.0,
     eps_in_sqrt: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""AdaGrad (Alg. 8.4): divide by the root of the summed squares, :math:`\delta` outside.
 
@@ -184,7 +256,11 @@ def adagrad(
         1e-10 (outside); optax ``adagrad``: 1e-7 **inside** the root with
         :math:`r_0 = 0.1`.
       initial_accumulator_value: :math:`r_0` >= 0; 0 (book, PyTorch), 0.1 (optax).
+        Keyword-only: ``optax.adagrad(lr, initial_accumulator_value, eps)`` takes it
+        second, gbopt takes ``eps`` second (pass both by name to swap freely).
       eps_in_sqrt: put :math:`\delta` inside the root, :math:`\sqrt{r + \delta}` (optax).
+      nu_dtype: storage dtype of :math:`r`, e.g. ``jnp.bfloat16``; None keeps the
+        parameters' dtype, at least float32. The arithmetic stays in at least float32.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(initial_accumulator_value=r0),
@@ -202,12 +278,13 @@ def adagrad(
     """
     _validate.non_negative("eps", eps)
     _validate.flag("eps_in_sqrt", eps_in_sqrt)
-    accumulated = accumulate_square(initial_accumulator_value=initial_accumulator_value)
-    root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
-    return chain(
-        divide(identity(), chain(accumulated, root)),
-        scale_by_learning_rate(learning_rate),
+    check_storage_dtype("nu_dtype", nu_dtype)
+    accumulated = accumulate_square(
+        initial_accumulator_value=initial_accumulator_value, dtype=nu_dtype
     )
+    root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
+    tx = chain(divide(identity(), chain(accumulated, root)), scale_by_learning_rate(learning_rate))
+    return named("adagrad", tx, learning_rate=learning_rate, eps=eps)
 
 
 def rmsprop(
@@ -220,6 +297,8 @@ def rmsprop(
     centered: bool = False,
     momentum: float | jax.Array | None = None,
     nesterov: bool = False,
+    bias_correction: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp (Alg. 8.5): scale by the root of a moving average of squares, :math:`\delta` inside.
 
@@ -236,8 +315,8 @@ def rmsprop(
     root of :math:`r - \bar g^2` (:func:`gbopt.accumulate_centered_square`, clamped at
     0); ``momentum`` adds a velocity *after* the learning rate (lr inside the velocity,
     as in the book's Alg. 8.6 and in optax; PyTorch puts it outside, see
-    :func:`gbopt.pytorch.RMSprop`). optax's ``bias_correction=True`` is not an option
-    here; compose it: ``accumulate_square(decay)`` followed by ``bias_correction(decay)``.
+    :func:`gbopt.pytorch.RMSprop`). ``bias_correction=True`` divides :math:`r` by
+    :math:`1 - \rho^t` before the root, as optax does.
 
     Args:
       learning_rate: :math:`\alpha`; PyTorch's default is 1e-2.
@@ -252,17 +331,24 @@ def rmsprop(
       momentum: :math:`\mu` in [0, 1), or None for no velocity.
       nesterov: Nesterov's form of the velocity (needs ``momentum``); ``rmsprop(lr, decay,
         eps, momentum=mu, nesterov=True)`` is :func:`rmsprop_nesterov`.
+      bias_correction: use :math:`\hat r = r / (1 - \rho^t)` (optax's option; not with
+        ``centered``, whose bias-corrected variance is not a correction of its output).
+      nu_dtype: storage dtype of :math:`r` (and of :math:`\bar g` with ``centered``),
+        e.g. ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
+        arithmetic stays in at least float32.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
       scale_by_learning_rate(learning_rate))``; with the options,
       ``accumulate_centered_square`` for ``centered``, ``sqrt()`` before ``add(eps)``
-      when not ``eps_in_sqrt``, and ``trace(momentum, nesterov=nesterov)`` at the end.
+      when not ``eps_in_sqrt``, ``bias_correction(decay)`` after the statistic with
+      ``bias_correction`` (in :func:`gbopt.with_step_count`), and
+      ``trace(momentum, nesterov=nesterov)`` at the end.
 
     Raises:
       ValueError: for a ``learning_rate``, ``eps`` or ``initial_scale`` < 0, NaN or
-        infinite, ``decay`` or ``momentum`` outside [0, 1), or ``nesterov=True`` without
-        a ``momentum`` > 0, naming the argument.
+        infinite, ``decay`` or ``momentum`` outside [0, 1), ``nesterov=True`` without
+        a ``momentum`` > 0, or ``bias_correction`` with ``centered``, naming the argument.
       TypeError: for a hyperparameter that is not a real number (or a schedule), or an
         option that is not a bool.
 
@@ -277,8 +363,15 @@ def rmsprop(
         ("eps_in_sqrt", eps_in_sqrt),
         ("centered", centered),
         ("nesterov", nesterov),
+        ("bias_correction", bias_correction),
     ]:
         _validate.flag(name, flag)
+    if centered and bias_correction:
+        raise ValueError(
+            "`bias_correction=True` is not available with `centered=True` in gbopt.rmsprop "
+            "(the corrected variance r/(1-ρ^t) - |m/(1-ρ^t)|^2 is not a correction of the "
+            "centered statistic); use one of the two, or optax.rmsprop for both."
+        )
     if nesterov and momentum is None:
         raise ValueError(
             "`nesterov=True` needs a `momentum` (e.g. momentum=0.9); got momentum=None."
@@ -287,18 +380,33 @@ def rmsprop(
         _validate.decay_rate("momentum", momentum)
         if nesterov:
             _validate.nesterov_momentum("momentum", momentum)
+    check_storage_dtype("nu_dtype", nu_dtype)
     if centered:
-        second_moment = accumulate_centered_square(decay, initial_accumulator_value=initial_scale)
+        second_moment = accumulate_centered_square(
+            decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
+        )
     else:
-        second_moment = accumulate_square(decay, initial_accumulator_value=initial_scale)
+        second_moment = accumulate_square(
+            decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
+        )
     root = chain(add(eps), sqrt()) if eps_in_sqrt else chain(sqrt(), add(eps))
+    if bias_correction:
+        second_moment = chain(second_moment, _maps.bias_correction(decay))
     pieces = [
         divide(identity(), chain(second_moment, root)),
         scale_by_learning_rate(learning_rate),
     ]
     if momentum is not None:
         pieces.append(trace(momentum, nesterov=nesterov))
-    return chain(*pieces)
+    tx = with_step_count(chain(*pieces)) if bias_correction else chain(*pieces)
+    return named(
+        "rmsprop",
+        tx,
+        learning_rate=learning_rate,
+        decay=decay,
+        eps=eps,
+        momentum=momentum,
+    )
 
 
 def rmsprop_nesterov(
@@ -306,6 +414,8 @@ def rmsprop_nesterov(
     decay: float | jax.Array = 0.9,
     momentum: float | jax.Array = 0.9,
     eps: float | jax.Array = 1e-6,
+    *,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp with Nesterov momentum (Alg. 8.6), reformulated as :func:`nesterov`.
 
@@ -326,6 +436,7 @@ def rmsprop_nesterov(
       eps: :math:`\delta` >= 0, inside the root (default 1e-6). optax's
         ``rmsprop(lr, decay, eps, momentum=μ, nesterov=True)`` is the same rule; PyTorch
         has no equivalent.
+      nu_dtype: storage dtype of :math:`r`, as in :func:`rmsprop`.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -343,10 +454,19 @@ def rmsprop_nesterov(
     _validate.decay_rate("momentum", momentum)
     _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
-    return chain(
-        divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
+    check_storage_dtype("nu_dtype", nu_dtype)
+    tx = chain(
+        divide(identity(), chain(accumulate_square(decay, dtype=nu_dtype), add(eps), sqrt())),
         scale_by_learning_rate(learning_rate),
         trace(momentum, nesterov=True),
+    )
+    return named(
+        "rmsprop_nesterov",
+        tx,
+        learning_rate=learning_rate,
+        decay=decay,
+        momentum=momentum,
+        eps=eps,
     )
 
 
@@ -355,51 +475,102 @@ def adam(
     b1: float | jax.Array = 0.9,
     b2: float | jax.Array = 0.999,
     eps: float | jax.Array = 1e-8,
+    eps_root: float | jax.Array = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Adam (Alg. 8.7): debiased first moment over the root of the second, :math:`\delta` outside.
 
     .. math::
         t \leftarrow t + 1, \quad
         s \leftarrow \rho_1 s + (1 - \rho_1) g, \quad
-        r \leftarrow \rho_2 r + (1 - \rho_2) g^2, \quad
+        r \leftarrow \rho_2 r + (1 - \rho_2) |g|^2, \quad
         \hat s = \frac{s}{1 - \rho_1^t}, \quad \hat r = \frac{r}{1 - \rho_2^t}, \quad
-        w \leftarrow w - \alpha \frac{\hat s}{\sqrt{\hat r} + \delta}
+        w \leftarrow w - \alpha \frac{\hat s}{\sqrt{\hat r + \epsilon_{root}} + \delta}
 
-    (The seed document prints :math:`1 - \rho` and the gradient at :math:`w + \epsilon v`;
-    both are errata, see MATH.md.) The step count is kept once for both corrections and
-    the schedule (:func:`gbopt.with_step_count`).
+    (Summaries of the book sometimes print :math:`1 - \rho` for the correction, or take
+    the gradient at :math:`w + \mu v`; both are misprints, see docs/rules.md.) The
+    step count is kept once for both corrections and the schedule
+    (:func:`gbopt.with_step_count`). The signature and defaults are ``optax.adam``'s, and
+    so is the rule (the book's is ``eps_root=0``); for complex parameters :math:`r` is
+    real (:math:`|g|^2 = g \bar g`), as in optax.
+
+    With ``nesterov=True`` (NAdam as optax has it, ``optax.nadam``) the numerator is
+    :math:`\rho_1 s_t / (1 - \rho_1^{t+1}) + (1 - \rho_1) g_t / (1 - \rho_1^t)`
+    (:func:`gbopt.nadam_momentum` with a constant momentum); PyTorch's ``NAdam`` adds
+    Dozat's momentum schedule (:func:`gbopt.pytorch.NAdam`).
 
     Args:
       learning_rate: :math:`\alpha`; 1e-3 in the book and PyTorch.
       b1: :math:`\rho_1` in [0, 1); 0.9 everywhere.
       b2: :math:`\rho_2` in [0, 1); 0.999 everywhere.
-      eps: :math:`\delta` >= 0, **outside** the root; 1e-8 (book, PyTorch, optax with
-        ``eps_root=0``); Keras uses 1e-7.
+      eps: :math:`\delta` >= 0, **outside** the root; 1e-8 (book, PyTorch, optax);
+        Keras uses 1e-7.
+      eps_root: :math:`\epsilon_{root}` >= 0, **inside** the root (optax's; 0 by default,
+        the book's rule). A positive value keeps the gradient of the update finite when
+        differentiating through it (meta-learning).
+      mu_dtype: the storage dtype of :math:`s` (optax's name). None keeps it in the
+        parameters' dtype, at least float32 (gbopt's dtype policy; optax keeps it in the
+        parameters' dtype, e.g. bfloat16).
+      nesterov: NAdam's numerator (above), as ``optax.adam(..., nesterov=True)``.
+      nu_dtype: the storage dtype of :math:`r` (not in optax): e.g. ``jnp.bfloat16`` to
+        halve its memory; it is still computed in at least float32.
 
     Returns:
-      ``with_step_count(lambda t: chain(divide(chain(ema(b1), bias_correction(b1, step=t)),
-      chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps))),
-      scale_by_learning_rate(learning_rate, step=t)))``.
+      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
+      chain(accumulate_square(b2), bias_correction(b2), add(eps_root), sqrt(),
+      add(eps))), scale_by_learning_rate(learning_rate)))``, with
+      ``nadam_momentum(b1, math.inf)`` for the numerator when ``nesterov``.
 
     Raises:
-      ValueError: for a ``learning_rate`` or ``eps`` < 0, NaN or infinite, or ``b1`` or
-        ``b2`` outside [0, 1), naming the argument.
-      TypeError: for a hyperparameter that is not a real number (or a schedule).
+      ValueError: for a ``learning_rate``, ``eps`` or ``eps_root`` < 0, NaN or infinite,
+        or ``b1`` or ``b2`` outside [0, 1), naming the argument.
+      TypeError: for a hyperparameter that is not a real number (or a schedule), a
+        ``nesterov`` that is not a bool, or a storage dtype that is not a floating dtype.
 
     References:
       Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+      Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop;
       Goodfellow et al., Alg. 8.7.
     """
     _validate.decay_rate("b1", b1)
     _validate.decay_rate("b2", b2)
     _validate.non_negative("eps", eps)
+    _validate.non_negative("eps_root", eps_root)
     _validate.learning_rate(learning_rate)
-    return with_step_count(
-        lambda t: chain(
+    _validate.flag("nesterov", nesterov)
+    check_storage_dtype("mu_dtype", mu_dtype)
+    check_storage_dtype("nu_dtype", nu_dtype)
+    if nesterov:
+        numerator = nadam_momentum(b1, math.inf, dtype=mu_dtype)
+    else:
+        numerator = chain(ema(b1, dtype=mu_dtype), bias_correction(b1))
+    # add(eps_root) is there also for eps_root=0 (adding 0 to r >= 0 changes no bit): a
+    # state of the same structure whether eps_root is a number or injected as an array.
+    tx = with_step_count(
+        chain(
             divide(
-                chain(ema(b1), bias_correction(b1, step=t)),
-                chain(accumulate_square(b2), bias_correction(b2, step=t), sqrt(), add(eps)),
+                numerator,
+                chain(
+                    accumulate_square(b2, dtype=nu_dtype),
+                    bias_correction(b2),
+                    add(eps_root),
+                    sqrt(),
+                    add(eps),
+                ),
             ),
-            scale_by_learning_rate(learning_rate, step=t),
+            scale_by_learning_rate(learning_rate),
         )
+    )
+    return named(
+        "adam",
+        tx,
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
+        nesterov=nesterov,
     )

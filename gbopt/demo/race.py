@@ -1,4 +1,4 @@
-"""The race behind ``python -m gbopt``: every optimizer of the seed on the built-in problems.
+"""The race behind ``python -m gbopt``: every textbook optimizer on the built-in problems.
 
 One run trains one optimizer on one problem. Its training loop is a ``jax.lax.scan``
 compiled once (ahead of time, so that the compile is not timed) and called on chunks of
@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbopt import _optimizers
-from gbopt._problems import INSTALL_HINT, MissingDependencyError, Problem
+from gbopt import _textbook as _optimizers
 from gbopt._update import apply_updates
+from gbopt.demo.problems import INSTALL_HINT, MissingDependencyError, Problem
 
 OPTIMIZERS: dict[str, Callable[[Any], Any]] = {
     "sgd": _optimizers.sgd,
@@ -40,7 +40,7 @@ OPTIMIZERS: dict[str, Callable[[Any], Any]] = {
     "rmsprop_nesterov": _optimizers.rmsprop_nesterov,
     "adam": _optimizers.adam,
 }
-"""Every optimizer of the seed, by name: ``learning_rate -> transform``, other defaults kept."""
+"""Every textbook optimizer, by name: ``learning_rate -> transform``, other defaults kept."""
 
 
 def _muon(learning_rate):

@@ -1,7 +1,7 @@
 r"""The built-in problems of the main job (``python -m gbopt``): three surfaces and a classifier.
 
 Each :class:`Problem` carries what a race needs: seeded initial parameters, the loss,
-a learning rate tuned for each optimizer of the seed, the number of steps to run and a
+a learning rate tuned for each textbook optimizer, the number of steps to run and a
 tolerance for "steps to reach". The surfaces are two-dimensional (the parameters are one
 array of shape ``(2,)``) so that their paths can be drawn:
 
@@ -19,7 +19,7 @@ with the cross-entropy on the 1,797 handwritten digits that ship inside scikit-l
 (``sklearn.datasets.load_digits``; nothing is downloaded), on random minibatches. Its
 loss is recorded on the whole training set at every step.
 
-The surfaces start from fixed, classic points (the seed does not move them); the seed
+The surfaces start from fixed, classic points (the textbook does not move them); the textbook
 draws the classifier's initial weights and its minibatches.
 
 The learning rates were tuned with a log-spaced sweep (one vmapped run per optimizer, as
@@ -55,7 +55,7 @@ class Problem:
       formula: the objective in plain text (Unicode).
       init: ``init(key) -> params``.
       loss: ``loss(params) -> scalar``, the objective that is recorded and plotted.
-      learning_rates: the tuned learning rate of each optimizer of the seed.
+      learning_rates: the tuned learning rate of each textbook optimizer.
       steps: the default number of steps.
       tolerance: a run has *reached* the tolerance at the first step where
         ``loss - minimum <= tolerance`` (``loss <= tolerance`` when the minimum is unknown).

@@ -1,0 +1,272 @@
+r"""Per-element step sizes that adapt without a global learning rate: Adadelta and Rprop.
+
+Two new statistics:
+
+* :func:`scale_by_update_rms`, Adadelta's "units correction": multiply by the root of a
+  moving average of the squared *outputs* (the past steps), so that the step has the
+  units of the parameters;
+* :func:`rprop_step_sizes`, Rprop's per-element step sizes, grown while the gradient
+  keeps its sign and shrunk when it flips.
+
+::
+
+    adadelta = chain(divide(identity(), chain(accumulate_square(rho), add(eps), sqrt())),
+                     scale_by_update_rms(rho, eps), scale_by_learning_rate(lr))
+    rprop    = chain(rprop_step_sizes(lr, eta_minus, eta_plus, min_step, max_step), scale(-1))
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gbopt import _numerics, _validate
+from gbopt._base import GradientTransformation, ScalarOrSchedule, named, statistic
+from gbopt._combine import chain, divide
+from gbopt._maps import add, identity, scale, scale_by_learning_rate, sqrt
+from gbopt._regularize import add_decayed_weights
+from gbopt._statistics import accumulate_square
+
+
+class ScaleByUpdateRmsState(NamedTuple):
+    r"""State of :func:`scale_by_update_rms`.
+
+    Attributes:
+      e_x: the moving average of the squared outputs :math:`E[\Delta x^2]`, one array per
+        parameter.
+    """
+
+    e_x: Any
+
+
+def scale_by_update_rms(
+    decay: float | jax.Array = 0.9, eps: float | jax.Array = 1e-6
+) -> GradientTransformation:
+    r"""Adadelta's units correction: multiplies by the RMS of the past outputs.
+
+    .. math::
+        \Delta x_t = \sqrt{E[\Delta x^2]_{t-1} + \epsilon}\; u_t, \qquad
+        E[\Delta x^2]_t = \rho E[\Delta x^2]_{t-1} + (1 - \rho)\, \Delta x_t^2, \qquad
+        \text{output} = \Delta x_t
+
+    with :math:`E[\Delta x^2]_0 = 0`. A statistic of its own output: the state is updated
+    after the output is computed.
+
+    Args:
+      decay: :math:`\rho` in [0, 1).
+      eps: :math:`\epsilon` >= 0, inside the root (it sets the first step's size).
+
+    Returns:
+      A transform with state :class:`ScaleByUpdateRmsState`.
+
+    References:
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012, Alg. 1 (step 5-6).
+    """
+    _validate.decay_rate("decay", decay)
+    _validate.non_negative("eps", eps)
+
+    def rule(u, e_x):
+        dx = jnp.sqrt(e_x + jnp.asarray(eps, e_x.dtype)) * u
+        return dx, _numerics.moving_average(e_x, dx * dx, decay)
+
+    return statistic(
+        "scale_by_update_rms",
+        ScaleByUpdateRmsState,
+        rule,
+        hyperparams={"decay": decay, "eps": eps},
+        math=r"\sqrt{E[\Delta x^2] + \epsilon}\, u",
+    )
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule | None = None,
+    rho: float | jax.Array = 0.9,
+    eps: float | jax.Array = 1e-6,
+    weight_decay: float | jax.Array = 0.0,
+    weight_decay_mask: Any = None,
+) -> GradientTransformation:
+    r"""Adadelta: RMSProp's scaling times the RMS of the past steps.
+
+    .. math::
+        E[g^2]_t = \rho E[g^2]_{t-1} + (1 - \rho) g_t^2, \qquad
+        \Delta x_t = \frac{\sqrt{E[\Delta x^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}}\,
+          g_t, \\
+        E[\Delta x^2]_t = \rho E[\Delta x^2]_{t-1} + (1 - \rho) \Delta x_t^2, \qquad
+        w \leftarrow w - \alpha_t \Delta x_t
+
+    (:math:`g` includes :math:`\lambda w` for ``weight_decay`` :math:`\lambda`.) Drop-in for
+    ``optax.adadelta`` (same signature, defaults and rule); the paper has no learning
+    rate (``learning_rate=None``, optax's default; PyTorch's ``lr=1.0`` is the same).
+
+    Args:
+      learning_rate: :math:`\alpha` (a number or a schedule), or None for none.
+      rho: :math:`\rho` in [0, 1).
+      eps: :math:`\epsilon` >= 0, inside both roots.
+      weight_decay: :math:`\lambda` >= 0, L2 (added to the gradient).
+      weight_decay_mask: where the weight decay applies.
+
+    Returns:
+      ``chain(add_decayed_weights(weight_decay, weight_decay_mask), divide(identity(),
+      chain(accumulate_square(rho), add(eps), sqrt())), scale_by_update_rms(rho, eps),
+      [scale_by_learning_rate(learning_rate)])``.
+
+    References:
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
+    """
+    pieces = [
+        add_decayed_weights(weight_decay, weight_decay_mask),
+        divide(identity(), chain(accumulate_square(rho), add(eps), sqrt())),
+        scale_by_update_rms(rho, eps),
+    ]
+    if learning_rate is None:
+        pieces.append(scale(-1.0))
+    else:
+        pieces.append(scale_by_learning_rate(learning_rate))
+    return named(
+        "adadelta",
+        chain(*pieces),
+        learning_rate=learning_rate,
+        rho=rho,
+        eps=eps,
+        weight_decay=weight_decay,
+    )
+
+
+class RpropStepSizesState(NamedTuple):
+    r"""State of :func:`rprop_step_sizes`.
+
+    Attributes:
+      step_sizes: the per-element step sizes :math:`\Delta`, one array per parameter.
+      previous: the previous output :math:`\Delta \operatorname{sign}(g)` (0 where the
+        sign flipped), one array per parameter.
+    """
+
+    step_sizes: Any
+    previous: Any
+
+
+def rprop_step_sizes(
+    learning_rate: float | jax.Array,
+    eta_minus: float | jax.Array = 0.5,
+    eta_plus: float | jax.Array = 1.2,
+    min_step_size: float | jax.Array = 1e-6,
+    max_step_size: float | jax.Array = 50.0,
+    *,
+    clip_unchanged: bool = False,
+) -> GradientTransformation:
+    r"""Rprop's per-element step sizes (iRprop⁻): signed steps that grow while the sign holds.
+
+    With :math:`s = \operatorname{sign}(u_t)\operatorname{sign}(p_{t-1})` (:math:`p` the
+    previous output):
+
+    .. math::
+        \Delta_t = \begin{cases}
+          \operatorname{clip}(\eta^+ \Delta_{t-1}) & s > 0 \\
+          \operatorname{clip}(\eta^- \Delta_{t-1}) & s < 0 \\
+          \Delta_{t-1} & s = 0
+        \end{cases}, \qquad
+        p_t = \text{output} = \begin{cases} 0 & s < 0 \\
+          \Delta_t \operatorname{sign}(u_t) & \text{otherwise} \end{cases}
+
+    with :math:`\Delta_0` = ``learning_rate``, :math:`p_0 = 0`, and clip to
+    [``min_step_size``, ``max_step_size``]. After a sign flip the step is skipped and
+    the next comparison sees :math:`s = 0` (Igel & Hüsken's iRprop⁻). The sign of the
+    product is taken as the product of the signs, which does not underflow (optax and
+    PyTorch multiply the two numbers first; they agree everywhere else).
+
+    Args:
+      learning_rate: :math:`\Delta_0` > 0, the initial step size.
+      eta_minus: :math:`\eta^-` in (0, 1), the factor after a sign flip.
+      eta_plus: :math:`\eta^+` > 1, the factor while the sign holds.
+      min_step_size: the smallest step size.
+      max_step_size: the largest step size.
+      clip_unchanged: also clip where :math:`s = 0` (PyTorch's ``Rprop`` does; optax's
+        ``scale_by_rprop`` does not). It matters only for a ``learning_rate`` outside the
+        bounds.
+
+    Returns:
+      A transform with state :class:`RpropStepSizesState`; it outputs :math:`p_t` (a
+      step to be negated for descent).
+
+    References:
+      Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
+      The RPROP Algorithm", ICNN 1993; Igel & Hüsken, "Empirical evaluation of the
+      improved Rprop learning algorithms", Neurocomputing 2003.
+    """
+    _validate.positive("learning_rate", learning_rate)
+    for name, value in (
+        ("eta_minus", eta_minus),
+        ("eta_plus", eta_plus),
+        ("min_step_size", min_step_size),
+        ("max_step_size", max_step_size),
+    ):
+        _validate.non_negative(name, value)
+    _validate.flag("clip_unchanged", clip_unchanged)
+
+    def rule(u, step_sizes, previous):
+        dtype = step_sizes.dtype
+        s = jnp.sign(u) * jnp.sign(previous)
+        factor = jnp.where(
+            s > 0, jnp.asarray(eta_plus, dtype), jnp.where(s < 0, jnp.asarray(eta_minus, dtype), 1)
+        )
+        clipped = jnp.clip(
+            step_sizes * factor,
+            jnp.asarray(min_step_size, dtype),
+            jnp.asarray(max_step_size, dtype),
+        )
+        new_sizes = clipped if clip_unchanged else jnp.where(s == 0, step_sizes, clipped)
+        out = jnp.where(s < 0, jnp.zeros([], dtype), new_sizes * jnp.sign(u))
+        return out, new_sizes, out
+
+    return statistic(
+        "rprop_step_sizes",
+        RpropStepSizesState,
+        rule,
+        init=(learning_rate, 0.0),
+        hyperparams={
+            "learning_rate": learning_rate,
+            "eta_minus": eta_minus,
+            "eta_plus": eta_plus,
+            "min_step_size": min_step_size,
+            "max_step_size": max_step_size,
+        },
+        math=r"\Delta_t \operatorname{sign}(u_t)\;(0 \text{ after a sign flip})",
+    )
+
+
+def rprop(
+    learning_rate: float | jax.Array,
+    eta_minus: float | jax.Array = 0.5,
+    eta_plus: float | jax.Array = 1.2,
+    min_step_size: float | jax.Array = 1e-6,
+    max_step_size: float | jax.Array = 50.0,
+) -> GradientTransformation:
+    r"""Rprop: per-element step sizes driven by the sign of the gradient alone.
+
+    .. math:: w \leftarrow w - \Delta_t \operatorname{sign}(g_t) \quad
+        (\text{no step where the sign flipped})
+
+    with :math:`\Delta_t` of :func:`rprop_step_sizes`. Drop-in for ``optax.rprop``
+    (same signature, defaults and rule; ``learning_rate`` is the initial step size).
+
+    Returns:
+      ``chain(rprop_step_sizes(learning_rate, eta_minus, eta_plus, min_step_size,
+      max_step_size), scale(-1))``.
+
+    References:
+      Riedmiller & Braun, ICNN 1993; Igel & Hüsken, Neurocomputing 2003.
+    """
+    return named(
+        "rprop",
+        chain(
+            rprop_step_sizes(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size),
+            scale(-1.0),
+        ),
+        learning_rate=learning_rate,
+        eta_minus=eta_minus,
+        eta_plus=eta_plus,
+        min_step_size=min_step_size,
+        max_step_size=max_step_size,
+    )
