@@ -307,3 +307,27 @@ def test_digits_loss_is_the_mean_softmax_cross_entropy():
         ValueError, match=r"`batch_size` must be >= 0 \(0 for the whole set\), got -1"
     ):
         _problems.digits(batch_size=-1)
+
+
+@pytest.mark.slow
+def test_charlm_problem_races_the_matrix_optimizers_only_when_named(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "--problem",
+                "charlm",
+                "--steps",
+                "3",
+                "--optimizers",
+                "adam,muon,sgd",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    sections = parse_sections(capsys.readouterr().out)
+    assert list(sections) == ["charlm"]
+    # sgd has no tuned rate on charlm: it does not run there
+    assert [r["optimizer"] for r in sections["charlm"]["rows"]] == ["adam", "muon"]
+    assert "charlm" not in _problems.PROBLEMS  # not in the default race
