@@ -262,7 +262,7 @@ def format_table(problem: Problem, results: Sequence[RunResult]) -> str:
 
 
 def _color(optimizer: str) -> str:
-    return f"C{list(OPTIMIZERS).index(optimizer) % 10}"
+    return f"C{list(ALL_OPTIMIZERS).index(optimizer) % 10}"
 
 
 def plot_losses(problem: Problem, results: Sequence[RunResult], path: Path) -> Path:
