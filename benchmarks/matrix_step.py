@@ -81,15 +81,21 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compiles", type=int, default=3)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--optimizers", default=None, help="comma-separated subset of the rows")
     parser.add_argument("--smoke", action="store_true", help="d = 64, vocab 512, 1 layer")
     args = parser.parse_args(argv)
-    d, vocab, layers = (64, 512, 1) if args.smoke else (768, 50257, args.layers)
+    d, vocab, layers = (64, 512, 1) if args.smoke else (args.d_model, args.vocab, args.layers)
     shapes = h.transformer_shapes(layers, d, vocab)
     work = h.Workload(f"GPT-2-shaped, {layers} layer(s), d={d}", shapes)
     n_params = work.size
     print("\n".join(h.machine_lines()))
     print(f"\nWorkload: {work.label()}\n")
     facts = factories(shapes)
+    if args.optimizers:
+        keep = args.optimizers.split(",")
+        facts = {k: v for k, v in facts.items() if any(x in k for x in keep)}
 
     def fresh(name):
         params, grads = work.arrays(0)
@@ -120,6 +126,8 @@ def main(argv=None) -> int:
     rows = []
     for n, r in runners.items():
         base = "optax.contrib.muon" if "muon" in n else "gbopt.adam (AdamW)"
+        if base not in runners:
+            base = n
         rows.append(
             [
                 n,
