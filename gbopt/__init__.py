@@ -45,6 +45,8 @@ from gbopt._compensated import StochasticRoundingState as StochasticRoundingStat
 from gbopt._compensated import kahan_summation as kahan_summation
 from gbopt._compensated import round_stochastically as round_stochastically
 from gbopt._compensated import stochastic_rounding as stochastic_rounding
+from gbopt._describe import Description as Description
+from gbopt._describe import describe as describe
 from gbopt._factored import CoverSecondMomentState as CoverSecondMomentState
 from gbopt._factored import FactoredSecondMomentState as FactoredSecondMomentState
 from gbopt._factored import adafactor as adafactor
@@ -53,6 +55,8 @@ from gbopt._factored import cover_second_moment as cover_second_moment
 from gbopt._factored import factored_second_moment as factored_second_moment
 from gbopt._factored import scale_by_param_block_rms as scale_by_param_block_rms
 from gbopt._factored import sm3 as sm3
+from gbopt._fromage import fromage as fromage
+from gbopt._fromage import scale_new_params as scale_new_params
 from gbopt._hyperparams import InjectHyperparamsState as InjectHyperparamsState
 from gbopt._hyperparams import inject_hyperparams as inject_hyperparams
 from gbopt._hyperparams import set_hyperparams as set_hyperparams

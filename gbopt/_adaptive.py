@@ -581,7 +581,7 @@ def yogi(
     .. note:: Zaheer et al.'s Alg. 2 has no bias correction (it divides :math:`m_t` by
        :math:`\sqrt{v_t} + \epsilon`) and starts :math:`m_0 = 0`; optax debiases both. The
        paper's rule is ``chain(divide(ema(b1), chain(accumulate_yogi_square(b2), sqrt(),
-      add(eps))), scale_by_learning_rate(lr))`` (tested against NumPy).
+       add(eps))), scale_by_learning_rate(lr))`` (tested against NumPy).
 
     Args:
       learning_rate: :math:`\alpha`, a number >= 0 or a schedule ``count -> value``.

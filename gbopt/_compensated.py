@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _dtypes, _placement, _tree, _tree_checks
-from gbopt._base import GradientTransformation, expect_state
+from gbopt._base import GradientTransformation, expect_state, with_info
 
 
 def _same_dtype(dtype):
@@ -131,7 +131,13 @@ def kahan_summation() -> GradientTransformation:
         out, comp = _tree.map_leaves(leaf, 2, updates, state.compensation, params)
         return out, KahanSummationState(comp)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "kahan_summation",
+        math=r"y = \mathrm{rd}(c + u);\ u \leftarrow \mathrm{rd}(w + y) - w;\ "
+        r"c \leftarrow \mathrm{rd}(y - u)",
+        state=("compensation",),
+    )
 
 
 class StochasticRoundingState(NamedTuple):
@@ -240,4 +246,9 @@ def stochastic_rounding(key: jax.Array | int = 0) -> GradientTransformation:
         out = [leaf(_dtypes.as_array(u), w, k) for u, w, k in triples]
         return treedef.unflatten(out), StochasticRoundingState(key)
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "stochastic_rounding",
+        math=r"u \leftarrow \mathrm{sr}(w + u) - w",
+        state=("key",),
+    )

@@ -86,6 +86,31 @@ def _default_dtype(tree: Any) -> np.dtype:
     return dtype
 
 
+def _is_tuple_of_hyperparams(value: Any) -> bool:
+    """A tuple of numbers and schedules, such as ``betas=(0.9, 0.999)`` or ``(schedule, 0.999)``.
+
+    A tuple of integers only (an axis, a shape) is not one: it stays static.
+    """
+    return (
+        isinstance(value, tuple)
+        and len(value) > 0
+        and all(_is_number(v) and np.ndim(v) == 0 or callable(v) for v in value)
+        and not all(isinstance(v, (numbers.Integral, np.integer)) for v in value)
+    )
+
+
+def _scheduled(name: str, schedule: Any, count: jax.Array) -> Any:
+    """A schedule's value at ``count``; a tuple's schedules are read element by element."""
+    if not isinstance(schedule, tuple):
+        return _numerics.schedule_value(schedule, count, name)
+    return jnp.stack(
+        [
+            jnp.asarray(_numerics.schedule_value(v, count, f"{name}[{i}]") if callable(v) else v)
+            for i, v in enumerate(schedule)
+        ]
+    )
+
+
 def _as_hyperparam(value: Any, dtype) -> jax.Array:
     """``value`` as a strong array: numbers and floats in ``dtype``, integer arrays as they are."""
     if isinstance(value, (np.ndarray, jax.Array)) and jnp.issubdtype(value.dtype, jnp.integer):
@@ -113,6 +138,10 @@ def inject_hyperparams(
 
       .. math:: h_t = \mathrm{schedule}(t - 1), \qquad t = 1, 2, \dots
 
+    * a **tuple** of numbers and schedules, not all integers (``betas=(0.9, 0.999)``, or
+      ``betas=(schedule, 0.999)`` as PyTorch's ``OneCycleLR`` and ``CyclicLR`` schedule
+      ``betas[0]``) is stored as one array of its length, each schedule read as above,
+      and handed to the factory as a tuple again;
     * anything else (``bool`` flags, ``None``, strings, masks, names in
       ``static_args``) is passed to the factory unchanged, as a constant of the program.
 
@@ -184,7 +213,8 @@ def inject_hyperparams(
             raise TypeError(f"inject_hyperparams({name})(...): {e}") from None
         bound.apply_defaults()
         numeric: dict[str, Any] = {}
-        schedules: dict[str, Callable] = {}
+        schedules: dict[str, Any] = {}
+        tuples: set[str] = set()
         for arg, value in bound.arguments.items():
             variadic = signature.parameters[arg].kind in (
                 inspect.Parameter.VAR_POSITIONAL,
@@ -196,18 +226,30 @@ def inject_hyperparams(
                 numeric[arg] = value
             elif callable(value):
                 schedules[arg] = value
+            elif _is_tuple_of_hyperparams(value):
+                tuples.add(arg)
+                if all(_is_number(v) for v in value):
+                    numeric[arg] = value
+                else:
+                    schedules[arg] = value
         names = [a for a in bound.arguments if a in numeric or a in schedules]
 
         def make(hyperparams: dict[str, Any]) -> GradientTransformation:
             b = inspect.BoundArguments(signature, bound.arguments.copy())
             b.arguments.update(hyperparams)
+            for arg in tuples:  # stored as one array, given to the factory as a tuple
+                b.arguments[arg] = tuple(
+                    b.arguments[arg][i] for i in range(len(bound.arguments[arg]))
+                )
             return as_transform(factory(*b.args, **b.kwargs), argument=f"{name}(...)")
 
         def values_at(count, numbers_, dtype_of):
             values = {}
             for arg in names:
                 if arg in schedules:
-                    values[arg] = _as_hyperparam(schedules[arg](count), dtype_of(arg))
+                    values[arg] = _as_hyperparam(
+                        _scheduled(arg, schedules[arg], count), dtype_of(arg)
+                    )
                 else:
                     values[arg] = numbers_[arg]
             return values
@@ -281,13 +323,26 @@ def _is_inject_state(x: Any) -> bool:
     return isinstance(x, InjectHyperparamsState)
 
 
-def set_hyperparams(state: Any, **values: Any) -> Any:
+def set_hyperparams(state: Any, *, group: Any = None, **values: Any) -> Any:
     r"""Returns ``state`` with new values for hyperparameters stored by :func:`inject_hyperparams`.
 
     Each value is cast to the dtype of the stored one and must have its shape, so a
     jitted step called with the new state is not traced again. ``state`` may be the
     state of an injected transform or any state containing exactly one
     (e.g. ``chain(clip_by_global_norm(1.0), inject_hyperparams(adam)(1e-3))``).
+
+    **Parameter groups.** In the state of a :func:`gbopt.multi_transform` whose groups
+    are injected transforms (PyTorch's parameter groups), ``set_hyperparams(state,
+    lr=...)`` sets the value in every group, as ``for g in opt.param_groups: g["lr"] =
+    ...`` does, and ``set_hyperparams(state, group="no_decay", lr=...)`` in one group
+    (named by its label)::
+
+        tx = gbopt.multi_transform(
+            {"decay": gbopt.inject_hyperparams(gbopt.pytorch.AdamW)(lr=1e-3),
+             "no_decay": gbopt.inject_hyperparams(gbopt.pytorch.AdamW)(lr=1e-3, weight_decay=0.0)},
+            param_labels)
+        state = gbopt.set_hyperparams(state, lr=5e-4)                    # every group
+        state = gbopt.set_hyperparams(state, group="no_decay", lr=1e-4)  # one group
 
     A scheduled hyperparameter is overwritten by its schedule at the next update;
     set only the constant ones.
@@ -303,7 +358,10 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     rate, NaN or inf for ``b2 = 1``); check them before tracing.
 
     Args:
-      state: an optimizer state containing one :class:`InjectHyperparamsState`.
+      state: an optimizer state containing one :class:`InjectHyperparamsState`, or one
+        per group of a :func:`gbopt.multi_transform`.
+      group: the label of the one group to change; ``None`` (default) changes the
+        only injected state, or every group's.
       **values: new values by name, e.g. ``learning_rate=3e-4``: numbers, or arrays of
         the stored shape (traced values are fine, e.g. under ``jax.vmap`` or ``jax.grad``,
         but not checked).
@@ -313,8 +371,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
 
     Raises:
       TypeError: when no value is given, or a value is not a real number or array.
-      ValueError: when ``state`` holds no injected hyperparameters or several sets of
-        them, when a name is not one of them, when a shape differs from the stored one,
+      ValueError: when ``state`` holds no injected hyperparameters, or several sets of
+        them that are not one per group, when ``group`` names no group, when a name is
+        not one of them (in every group changed), when a shape differs from the stored one,
         or when a concrete value is outside what the factory accepts (above), naming it.
 
     Example:
@@ -329,35 +388,20 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
             "set_hyperparams needs at least one hyperparameter by name, e.g. "
             "`gbopt.set_hyperparams(state, learning_rate=1e-4)`."
         )
-    found = [
-        path
-        for path, leaf in jax.tree_util.tree_flatten_with_path(state, is_leaf=_is_inject_state)[0]
-        if _is_inject_state(leaf)
-    ]
-    if not found:
-        raise ValueError(
-            f"`state` ({type(state).__name__}) holds no injected hyperparameters. Build the "
-            "optimizer with gbopt.inject_hyperparams, e.g. "
-            "`gbopt.inject_hyperparams(gbopt.adam)(learning_rate=1e-3)`."
-        )
-    if len(found) > 1:
-        where = ", ".join(f"state{_tree.path_str(p)}" for p in found)
-        raise ValueError(
-            f"`state` holds {len(found)} sets of injected hyperparameters (at {where}); "
-            "set_hyperparams cannot tell which to change. Call it on the sub-state you mean "
-            "and put the result back, e.g. with `._replace(...)`."
-        )
+    targets = _addressed(state, group)
 
-    def replace(node: Any) -> Any:
-        if not _is_inject_state(node):
-            return node
+    def replace(node: Any, label: Any) -> Any:
         new = dict(node.hyperparams)
         for name, value in values.items():
             if name not in new:
                 raise ValueError(
-                    f"`{name}` is not an injected hyperparameter of this state; it has "
+                    f"`{name}` is not an injected hyperparameter of this state"
+                    + ("" if label is None else f" (group {label!r})")
+                    + f"; it has "
                     f"{sorted(new)}. (Arguments passed as static are constants of the program.)"
                 )
+            if _is_tuple_of_hyperparams(value) and all(_is_number(v) for v in value):
+                value = np.asarray(value, np.float64)  # betas=(0.95, 0.999)
             if not (_is_number(value) or isinstance(value, jax.core.Tracer)):
                 raise TypeError(
                     f"`{name}` must be a real number or a numeric array; got "
@@ -377,4 +421,56 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
             new[name] = cast
         return node._replace(hyperparams=new)
 
-    return jax.tree.map(replace, state, is_leaf=_is_inject_state)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, node: replace(node, _group_of(path)) if path in targets else node,
+        state,
+        is_leaf=_is_inject_state,
+    )
+
+
+def _group_of(path: tuple) -> Any:
+    """The label of the innermost ``multi_transform`` group on ``path``, or None."""
+    label = None
+    for key, nxt in zip(path[:-1], path[1:], strict=True):
+        if getattr(key, "name", None) == "inner_states" and hasattr(nxt, "key"):
+            label = nxt.key
+    return label
+
+
+def _addressed(state: Any, group: Any) -> list[tuple]:
+    """The paths of the injected states that ``set_hyperparams(state, group=...)`` changes.
+
+    One injected state: that one. Several, each in its own ``multi_transform`` group
+    (PyTorch's parameter groups): all of them, or the one of ``group``.
+    """
+    found = [
+        path
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state, is_leaf=_is_inject_state)[0]
+        if _is_inject_state(leaf)
+    ]
+    if not found:
+        raise ValueError(
+            f"`state` ({type(state).__name__}) holds no injected hyperparameters. Build the "
+            "optimizer with gbopt.inject_hyperparams, e.g. "
+            "`gbopt.inject_hyperparams(gbopt.adam)(learning_rate=1e-3)`."
+        )
+    labels = [_group_of(p) for p in found]
+    if group is not None:
+        chosen = [p for p, label in zip(found, labels, strict=True) if label == group]
+        if not chosen:
+            known = sorted({repr(label) for label in labels if label is not None})
+            raise ValueError(
+                f"`group={group!r}` names no group of injected hyperparameters; the state's "
+                f"groups (labels of gbopt.multi_transform) are [{', '.join(known)}]."
+            )
+        found = chosen
+    elif len(found) > 1 and None not in labels and len(set(labels)) == len(labels):
+        return found  # one set per parameter group: change every group, as PyTorch's loop
+    if len(found) > 1:
+        where = ", ".join(f"state{_tree.path_str(p)}" for p in found)
+        raise ValueError(
+            f"`state` holds {len(found)} sets of injected hyperparameters (at {where}); "
+            "set_hyperparams cannot tell which to change. Call it on the sub-state you mean "
+            "and put the result back, e.g. with `._replace(...)`."
+        )
+    return found

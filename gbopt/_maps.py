@@ -119,9 +119,9 @@ def _checking_params(tx: GradientTransformation) -> GradientTransformation:
     )
 
 
-def _schedule_value(schedule: Callable, count: jax.Array, dtype) -> jax.Array:
-    """A schedule's value at ``count``, as a scalar of ``dtype``."""
-    return _dtypes.scalar(schedule(count), dtype)
+def _schedule_value(schedule: Callable, count: jax.Array, dtype, name: str) -> jax.Array:
+    """A schedule's value at ``count`` as a scalar of ``dtype`` (via ``schedule_value``)."""
+    return _dtypes.scalar(_numerics.schedule_value(schedule, count, name), dtype)
 
 
 def scale_by_learning_rate(
@@ -136,7 +136,8 @@ def scale_by_learning_rate(
     Args:
       learning_rate: :math:`\alpha`: a float, a JAX or NumPy scalar or array, or a schedule
         ``count -> value`` (read at the number of updates applied before this one:
-        0 at the first step, as optax's schedules expect).
+        0 at the first step, as optax's schedules expect; an int64 when 64-bit types
+        are enabled, so that it computes in float64).
       flip_sign: multiply by :math:`-\alpha` (default) or by :math:`\alpha`.
       step: kept for code written as ``with_step_count(lambda t: ...(step=t))``. A
         schedule reads the step of an enclosing :func:`gbopt.with_step_count`, or keeps
@@ -181,7 +182,9 @@ def scale_by_learning_rate(
         "scale_by_learning_rate",
         lambda u, pre: u * pre,
         needs_step=True,
-        prepare=lambda dtype, step: sign * _schedule_value(learning_rate, step - 1, dtype),
+        prepare=lambda dtype, step: (
+            sign * _schedule_value(learning_rate, step - 1, dtype, "learning_rate")
+        ),
         hyperparams=hyperparams,
         math=math,
     )
@@ -229,7 +232,7 @@ def scale_by_schedule(
         "scale_by_schedule",
         lambda u, pre: u * pre,
         needs_step=True,
-        prepare=lambda dtype, step: _schedule_value(step_size_fn, step - 1, dtype),
+        prepare=lambda dtype, step: _schedule_value(step_size_fn, step - 1, dtype, "step_size_fn"),
         hyperparams={"step_size_fn": step_size_fn},
         math=r"c(t - 1)\, u",
     )

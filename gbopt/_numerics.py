@@ -42,6 +42,44 @@ def one_minus_power(decay, step: jax.Array, dtype) -> jax.Array:
     return -jnp.expm1(t * jnp.log(decay))
 
 
+_TRACE_ERRORS = (
+    jax.errors.ConcretizationTypeError,  # also TracerBoolConversionError (`if`, `min`)
+    jax.errors.TracerIntegerConversionError,  # `range(count)`, `lst[count]`
+    jax.errors.TracerArrayConversionError,  # `np.cos(count)`
+)
+
+
+def schedule_value(schedule, count: jax.Array, name: str = "schedule"):
+    r"""Calls ``schedule(count)`` the one way gbopt calls every schedule.
+
+    The count is kept as an int32 in the state; a schedule such as ``(count + 1) / 5``
+    computed on it comes out in float32 (JAX divides int32 in float32), which puts a
+    float64 run 1e-9 away from its float64 rule. When 64-bit types are enabled, the
+    schedule receives the count as an int64, so the same expression is computed in
+    float64; otherwise it receives the int32 count.
+
+    A schedule that treats the count as a Python number (``if count < w``,
+    ``math.cos(count)``, ``min(count, T)``) works eagerly but fails under ``jax.jit``,
+    where the count is traced: the error is raised again with the ``jax.numpy`` forms.
+
+    Raises:
+      TypeError: when the schedule cannot be traced, naming ``name``.
+    """
+    if jax.dtypes.canonicalize_dtype(jnp.int64) == jnp.int64:
+        count = jnp.asarray(count).astype(jnp.int64)
+    try:
+        return schedule(count)
+    except _TRACE_ERRORS as e:
+        raise TypeError(
+            f"`{name}` is a schedule that uses the step count as a Python number "
+            f"({type(e).__name__}); gbopt calls schedules inside `update`, where under "
+            "jax.jit the count is a traced array. Write it with jax.numpy: "
+            "`jnp.where(count < w, a, b)` for `a if count < w else b`, `jnp.minimum` for "
+            "`min`, `jnp.cos`/`jnp.exp` for `math.cos`/`math.exp`; e.g. `lambda count: "
+            "jnp.where(count < 10, (count + 1) / 10, 0.5 * (1 + jnp.cos(jnp.pi * count / 100)))`."
+        ) from e
+
+
 def moving_average(old: jax.Array, new: jax.Array, decay: Any) -> jax.Array:
     r"""One step of a moving average, :math:`\rho\,\text{old} + (1 - \rho)\,\text{new}`.
 

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gbopt import _dtypes, _validate
-from gbopt._base import GradientTransformation, as_transform, expect_state
+from gbopt._base import GradientTransformation, as_transform, expect_state, with_info
 
 UNSIGNED_FIELDS: frozenset[str] = frozenset(
     {
@@ -488,4 +488,10 @@ def quantize_state(
         ]
         return updates, QuantizeStateState(t_def.unflatten(packed))
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "quantize_state",
+        "wrapper",
+        hyperparams={"bits": bits, "block_size": block_size, "min_size": min_size},
+        children=(inner,),
+    )

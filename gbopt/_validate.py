@@ -155,6 +155,11 @@ _BY_NAME = {
     "initial_accumulator_value": non_negative,
     "initial_scale": non_negative,
     "max_norm": positive,
+    # gbopt.pytorch's names (PyTorch's): `betas` is checked element by element.
+    "lr": lambda name, value: learning_rate(value, name),
+    "betas": decay_rate,
+    "dampening": non_negative,
+    "lr_decay": non_negative,
 }
 
 

@@ -356,3 +356,112 @@ def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
     assert all(np.all(np.isfinite(np.asarray(p, np.float32))) for p in jax.tree.leaves(params))
     floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and all(x.dtype == jnp.float32 for x in floats)
+
+
+# ---------------------------------------------------------------- the new primitives alone
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"min_norm": 0.5}, {"trust_coefficient": 1e-3, "eps": 1e-2}]
+)
+def test_scale_by_trust_ratio_is_optaxs(kwargs):
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "zero": jnp.zeros(3), "b": jnp.array([0.3])}
+    updates = {"w": jnp.ones((2, 3)), "zero": jnp.ones(3), "b": jnp.zeros(1)}
+    ours = gbopt.scale_by_trust_ratio(**kwargs)
+    theirs = optax.scale_by_trust_ratio(**kwargs)
+    got, _ = ours.update(updates, ours.init(params), params)
+    expected, _ = theirs.update(updates, theirs.init(params), params)
+    chex.assert_trees_all_close(got, expected, rtol=1e-14)
+
+
+def test_trust_ratio_is_the_ratio_of_norms():
+    params = {"w": jnp.array([3.0, 4.0])}  # norm 5
+    tx = gbopt.scale_by_trust_ratio()
+    u, _ = tx.update({"w": jnp.array([0.0, 2.0])}, tx.init(params), params)  # norm 2
+    np.testing.assert_allclose(u["w"], [0.0, 5.0])
+
+
+def test_rectification_alone_keeps_its_own_count_and_follows_rho():
+    b2 = 0.9  # rho_inf = 19; rho_t >= 5 from t = 7 on
+    tx = gbopt.rectification(b2)
+    state = tx.init(jnp.ones(2))
+    assert isinstance(state, gbopt.StepCountState)
+    outs = []
+    for _ in range(8):
+        out, state = tx.update(jnp.full(2, 2.0), state)
+        outs.append(float(out[0]))
+    rho_inf = 2 / (1 - b2) - 1
+    for t, out in enumerate(outs, start=1):
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho >= 5:
+            r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            assert out == pytest.approx(2.0 / r, rel=1e-12)
+        else:
+            assert out == 1.0
+    assert outs[0] == 1.0 and outs[-1] != 1.0
+
+
+def test_layer_square_is_one_scalar_per_leaf_started_at_the_first_norm():
+    params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(4)}
+    tx = gbopt.accumulate_layer_square(0.25)
+    state = tx.init(params)
+    assert jax.tree.map(jnp.shape, state.inner_state.nu) == {"w": (), "b": ()}
+    g = {"w": jnp.ones((2, 3)), "b": jnp.full(4, 2.0)}
+    out, state = tx.update(g, state)
+    np.testing.assert_allclose(out["w"], np.full((2, 3), 6.0))  # |g|^2 = 6, no bias to 0
+    out, state = tx.update(jax.tree.map(lambda x: 0 * x, g), state)
+    np.testing.assert_allclose(out["b"], np.full(4, 0.25 * 16.0))
+
+
+def test_adan_pieces_see_no_difference_at_the_first_step():
+    tx = gbopt.with_step_count(gbopt.chain(gbopt.adan_momentum(0.9, 0.8)))
+    ext = gbopt.adan_extrapolation(0.8)
+    g = jnp.array([1.0, -2.0])
+    out, _ = tx.update(g, tx.init(g))
+    np.testing.assert_allclose(out, g)  # m_hat = g, v = 0
+    e, state = ext.update(g, ext.init(g))
+    np.testing.assert_allclose(e, g)
+    e, _ = ext.update(3 * g, state)
+    np.testing.assert_allclose(e, 3 * g + 0.2 * (2 * g))
+
+
+def test_belief_and_yogi_squares_of_complex_updates_are_real():
+    g = jnp.array([1.0 + 2.0j, -1.0j])
+    for tx in (gbopt.accumulate_belief(0.9, 0.99), gbopt.accumulate_yogi_square(0.99)):
+        out, state = tx.update(g, tx.init(g))
+        assert state.nu.dtype == jnp.float64 and not jnp.iscomplexobj(state.nu)
+    s = 0.01 * np.abs(np.array([1.0 + 2.0j, -1.0j]) * 0.9) ** 2
+    np.testing.assert_allclose(
+        np.real(
+            gbopt.accumulate_belief(0.9, 0.99).update(
+                g, gbopt.accumulate_belief(0.9, 0.99).init(g)
+            )[0]
+        ),
+        s,
+    )
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: gbopt.rectification(1.0), "`b2` must be in \\[0, 1\\)"),
+        (lambda: gbopt.accumulate_belief(0.9, 1.5), "`b2`"),
+        (lambda: gbopt.accumulate_yogi_square(initial_accumulator_value=-1.0), "`initial_acc"),
+        (lambda: gbopt.adan_momentum(-0.1), "`b1`"),
+        (lambda: gbopt.scale_by_trust_ratio(eps=-1.0), "`eps`"),
+        (lambda: gbopt.adamw(1e-3, eps_root=-1.0), "`eps_root`"),
+        (lambda: gbopt.lars(-1.0), "`learning_rate`"),
+        (lambda: gbopt.amsgrad(1e-3, bias_correction_mu=1), "`bias_correction_mu`"),
+        (lambda: gbopt.adamw(1e-3, mu_dtype=jnp.int32), "`dtype`"),
+    ],
+)
+def test_arguments_are_checked(build, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        build()
+
+
+def test_trust_ratio_needs_the_parameters():
+    tx = gbopt.lamb(1e-3)
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="needs the parameters"):
+        tx.update(params, tx.init(params))

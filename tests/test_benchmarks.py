@@ -126,10 +126,11 @@ def test_memory_script_counts_bytes_and_trains():
     text = "\n".join(memory.memory_table(layers=1, width=128, rounds=1))
     for name, counted in (("float32", "8.000"), ("bf16 moments", "4.000")):
         assert f"| {name} | **{counted}** |" in text
-    # the 128 x 128 weight quantized (codes + a float32 scale per block), the bias not
+    # the 128 x 128 weight quantized (codes + a float32 scale per row of 128, the row
+    # being shorter than a block), the bias in float32, the int32 count
     n = 128 * 128 + 128
-    eight = (128 * 128 * (2 + 2 * 4 / 256) + 128 * 8) / n
-    four = (128 * 128 * (1 + 2 * 4 / 128) + 128 * 8) / n
+    eight = (128 * 128 * 2 + 2 * 4 * 128 + 128 * 8 + 4) / n
+    four = (128 * 128 * 1 + 2 * 4 * 128 + 128 * 8 + 4) / n
     assert f"| 8-bit | **{eight:.3f}** |" in text and f"| 4-bit | **{four:.3f}** |" in text
     tx = memory.adam_variants(1e-3)["8-bit"]
     loss = memory.digits_run(tx, seed=0, steps=3, batch=16)

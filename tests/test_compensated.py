@@ -26,6 +26,7 @@ def _stream(rng, n, shape, scale):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_kahan_equals_torch_optimi_bit_for_bit(dtype):
     torch = pytest.importorskip("torch")
@@ -114,6 +115,7 @@ def test_kahan_on_float32_parameters_is_classic_compensated_summation():
     assert params["w"][0] > 1  # plain float32 would stay at exactly 1
 
 
+@pytest.mark.slow
 def test_round_stochastically_is_exact_on_average():
     x = jnp.full((40000,), 1.0 + 2.0**-10, jnp.float32)  # an eighth of the way up an ulp
     r = gbopt.round_stochastically(x, jnp.bfloat16, jax.random.key(0))
@@ -134,6 +136,7 @@ def test_round_stochastically_is_exact_on_average():
     assert set(np.asarray(f16, np.float32).tolist()) <= {1.0, 1 + 2.0**-10}
 
 
+@pytest.mark.slow
 def test_stochastic_rounding_tracks_the_sum_and_is_deterministic():
     params = {"w": jnp.ones((4096,), jnp.bfloat16)}
     tx = gbopt.chain(gbopt.sgd(1.0), gbopt.stochastic_rounding(0))

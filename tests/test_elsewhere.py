@@ -17,7 +17,7 @@ import gbopt
         ("apply_if_finite", "optax.apply_if_finite"),
         ("lookahead", "optax.lookahead"),
         ("contrib", "optax.contrib"),
-        ("scale_by_trust_ratio", "optax.scale_by_trust_ratio"),
+        ("centralize", "optax.centralize"),
     ],
 )
 def test_names_left_to_optax_say_where_they_are(name, where):

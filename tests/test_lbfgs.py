@@ -34,6 +34,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # 100 steps, each with up to 20 line-search evaluations, twice
 @pytest.mark.parametrize("name, build", CASES, ids=[c[0] for c in CASES])
 def test_trajectory_matches_optax(name, build):
     with jax.enable_x64(True):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from trajectories import Problem, deviation, distance_travelled, run
+from trajectories import Problem, deviation, distance_travelled, linear64, run
 
 import gbopt
 
@@ -18,7 +18,7 @@ CASES = [
     {"learning_rate": 1e-4, "key": 0},
     {"learning_rate": 1e-4, "eta": 1.0, "gamma": 0.3, "key": 7},
     {"learning_rate": 3e-4, "eta": 0.1, "gamma": 1.0, "key": "typed"},
-    {"learning_rate": optax.linear_schedule(3e-4, 1e-5, 100), "eta": 0.5, "key": 1},
+    {"learning_rate": linear64(3e-4, 1e-5, 100), "eta": 0.5, "key": 1},
 ]
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from trajectories import Problem, deviation, distance_travelled, run
+from trajectories import Problem, deviation, distance_travelled, linear64, run
 
 import gbopt
 
@@ -20,7 +20,7 @@ CASES = [
     ("optimistic_gradient_descent", {"learning_rate": 3e-4, "alpha": 1.0, "beta": 0.0}),
     (
         "optimistic_gradient_descent",
-        {"learning_rate": optax.linear_schedule(3e-4, 1e-5, 100), "beta": 0.5},
+        {"learning_rate": linear64(3e-4, 1e-5, 100), "beta": 0.5},
     ),
     ("optimistic_adam_v2", {"learning_rate": 1e-2}),
     ("optimistic_adam_v2", {"learning_rate": 1e-2, "alpha": 0.5, "beta": 0.2}),

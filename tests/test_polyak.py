@@ -7,7 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from trajectories import Problem, deviation, distance_travelled, run, starts, updates_along
+from trajectories import (
+    Problem,
+    deviation,
+    distance_travelled,
+    linear64,
+    run,
+    starts,
+    updates_along,
+)
 
 import gbopt
 
@@ -21,7 +29,7 @@ CASES = [
     {"f_min": 1.0, "eps": 1e-2},
     {"f_min": 30.0, "variant": "sps+"},
     {"f_min": 30.0, "variant": "sps"},
-    {"max_learning_rate": 0.1, "scaling": optax.linear_schedule(1.0, 0.1, 100)},
+    {"max_learning_rate": 0.1, "scaling": linear64(1.0, 0.1, 100)},
 ]
 
 

@@ -127,3 +127,105 @@ def test_asgd_average_matches_torchs_ax(kwargs, torch_float64):
 def test_arguments_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+# ---------------------------------------------------------------- LBFGS
+def _torch_lbfgs(kwargs, steps):
+    params = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in X0.items()}
+    opt = torch.optim.LBFGS(list(params.values()), **kwargs)
+    a, c = torch.tensor(A), torch.tensor(C)
+
+    def closure():
+        opt.zero_grad()
+        x = torch.cat([params["W"].reshape(-1), params["b"]])
+        loss = 0.5 * x @ a @ x - c @ x + 0.025 * torch.sum(x**4)
+        loss.backward()
+        return loss
+
+    path = []
+    for _ in range(steps):
+        opt.step(closure)
+        path.append({k: v.detach().numpy().copy() for k, v in params.items()})
+    return path, opt.state[params["W"]]
+
+
+def _objective(p):
+    x = jnp.concatenate([p["W"].reshape(-1), p["b"]])
+    return 0.5 * x @ jnp.asarray(A) @ x - jnp.asarray(C) @ x + 0.025 * jnp.sum(x**4)
+
+
+def _gbopt_lbfgs(kwargs, steps, pass_value=True):
+    tx = gpt.LBFGS(**kwargs)
+    params = {k: jnp.asarray(v) for k, v in X0.items()}
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(_objective)(params)
+        extra = {"value": value} if pass_value else {}
+        updates, state = tx.update(grads, state, params, value_fn=_objective, **extra)
+        return gbopt.apply_updates(params, updates), state
+
+    path = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        path.append({k: np.asarray(v) for k, v in params.items()})
+    return path, state
+
+
+LBFGS_CASES = [
+    {"max_iter": 1, "lr": 0.1},
+    {},
+    {"line_search_fn": "strong_wolfe"},
+    {"max_iter": 1, "line_search_fn": "strong_wolfe"},
+    {"max_iter": 5, "lr": 0.5, "history_size": 3},
+    # (history_size=2 here: 4.7e-12 after 30 steps, the dot products' rounding grows)
+    {"max_iter": 7, "max_eval": 9, "history_size": 4, "line_search_fn": "strong_wolfe"},
+    {"tolerance_grad": 1e-3, "tolerance_change": 1e-4},
+]
+
+
+@pytest.mark.slow  # 30 torch steps of up to 20 iterations each, then the same in gbopt
+@pytest.mark.parametrize(
+    "kwargs", LBFGS_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "default"
+)
+def test_lbfgs_one_update_is_one_torch_step(kwargs):
+    """Each update is one ``step(closure)`` with its inner iterations: trajectories per step
+    and the number of objective evaluations agree with torch (float64, 30 steps)."""
+    expected, torch_state = _torch_lbfgs(kwargs, 30)
+    with jax.enable_x64(True):
+        got, state = _gbopt_lbfgs(kwargs, 30)
+    assert deviation(got, expected) <= TOL
+    assert int(state.func_evals) == torch_state["func_evals"]
+    assert int(state.n_iter) == torch_state["n_iter"]
+    assert max(np.max(np.abs(expected[-1][k] - X0[k])) for k in X0) > 1.0
+
+
+def test_lbfgs_options_change_torchs_trajectory():
+    base, _ = _torch_lbfgs({"max_iter": 3}, 3)
+    for kwargs in [
+        {"max_iter": 3, "line_search_fn": "strong_wolfe"},
+        {"max_iter": 3, "lr": 0.5},
+        {"max_iter": 3, "history_size": 1},
+    ]:
+        assert deviation(_torch_lbfgs(kwargs, 3)[0], base) > 1e-6
+
+
+def test_lbfgs_value_is_optional_and_value_fn_required():
+    with jax.enable_x64(True):
+        got, _ = _gbopt_lbfgs({"max_iter": 4}, 3, pass_value=False)
+    expected, _ = _torch_lbfgs({"max_iter": 4}, 3)
+    assert deviation(got, expected) <= TOL
+    tx = gpt.LBFGS()
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="value_fn=loss_fn"):
+        tx.update(params, tx.init(params), params)
+
+
+def test_lbfgs_arguments_are_checked():
+    with pytest.raises(ValueError, match="`line_search_fn` must be None or 'strong_wolfe'"):
+        gpt.LBFGS(line_search_fn="wolfe")
+    with pytest.raises(ValueError, match="`history_size`"):
+        gpt.LBFGS(history_size=0)
+    with pytest.raises(ValueError, match="`lr`"):
+        gpt.LBFGS(lr=-1.0)

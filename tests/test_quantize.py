@@ -53,6 +53,7 @@ def test_code_books_have_their_documented_shape():
     assert not code_book(8, True).flags.writeable
 
 
+@pytest.mark.slow
 def test_code_books_equal_bitsandbytes_and_torchao():
     functional = pytest.importorskip("bitsandbytes.functional")
     for signed in (True, False):
@@ -142,6 +143,7 @@ def test_the_field_name_is_the_states_not_the_parameters():
     assert np.all(np.asarray(adam.nu["mu"]["x"].codes) == 0)  # unsigned: a second moment
 
 
+@pytest.mark.slow
 def test_quantized_adam_matches_float32_adam_closely():
     rng = np.random.default_rng(0)
     target = _tree(rng, {"w": (32, 256)})
@@ -192,6 +194,7 @@ def test_every_optimizer_runs_quantized_under_jit(name, bits):
     assert codes or name in ("sgd", "gd")
 
 
+@pytest.mark.slow
 def test_a_bfloat16_statistic_comes_back_in_bfloat16():
     # optax keeps mu in mu_dtype: the inner update sees the dtype it built
     seen = []
@@ -208,6 +211,7 @@ def test_a_bfloat16_statistic_comes_back_in_bfloat16():
     assert seen == [jnp.bfloat16]
 
 
+@pytest.mark.slow
 def test_vmap_equals_one_by_one():
     rng = np.random.default_rng(2)
     batch = _tree(rng, {"w": (3, 4, 128)})
@@ -238,6 +242,7 @@ SPECS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit], ids=lambda a: a.name)
 def test_state_follows_the_sharding_and_blocks_stay_within_a_shard(axis_type):
     mesh = _mesh(axis_type)
@@ -272,6 +277,7 @@ def test_state_follows_the_sharding_and_blocks_stay_within_a_shard(axis_type):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), 0, 0)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_is_bit_for_bit():
     serialization = pytest.importorskip("flax.serialization")
     rng = np.random.default_rng(4)
@@ -300,6 +306,7 @@ def test_checkpoint_round_trip_is_bit_for_bit():
 # Parity with torchao's 8-bit and 4-bit AdamW (same map, block size and minimum size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits", [8, 4])
 def test_parity_with_torchao_adamw_step_by_step(bits, monkeypatch):
     torch = pytest.importorskip("torch")

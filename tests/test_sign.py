@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from trajectories import Problem, deviation, distance_travelled, run
+from trajectories import Problem, deviation, distance_travelled, linear64, run
 
 import gbopt
 
@@ -16,7 +16,7 @@ TOL = 1e-10
 
 CASES = [
     ("sign_sgd", {"learning_rate": 1e-2}),
-    ("sign_sgd", {"learning_rate": optax.linear_schedule(2e-2, 1e-3, 100)}),
+    ("sign_sgd", {"learning_rate": linear64(2e-2, 1e-3, 100)}),
     ("signum", {"learning_rate": 1e-2}),
     ("signum", {"learning_rate": 1e-2, "beta": 0.5}),
     ("signum", {"learning_rate": 3e-3, "beta": 0.99, "accumulator_dtype": jnp.float64}),

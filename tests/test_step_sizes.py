@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from trajectories import Problem, deviation, distance_travelled, run
+from trajectories import Problem, deviation, distance_travelled, linear64, run
 
 import gbopt
 
@@ -28,7 +28,7 @@ CASES = [
         "adadelta",
         {"learning_rate": 1.0, "eps": 1e-2, "weight_decay": 0.1, "weight_decay_mask": _decay_mask},
     ),
-    ("adadelta", {"learning_rate": optax.linear_schedule(2.0, 0.5, 100), "eps": 1e-2}),
+    ("adadelta", {"learning_rate": linear64(2.0, 0.5, 100), "eps": 1e-2}),
 ]
 
 RPROP_CASES = [

@@ -42,12 +42,16 @@ def test_scale_by_schedule_reads_the_count_from_zero_like_optax():
     schedule = optax.linear_schedule(1.0, 0.0, 20)
     with jax.enable_x64(True):
         got, state = outputs(gbopt.scale_by_schedule(schedule))
-        want, _ = outputs(optax.scale_by_schedule(schedule))
+        # gbopt hands schedules an int64 count under x64 (float64 values); optax an int32.
+        want, _ = outputs(optax.scale_by_schedule(lambda c: schedule(c.astype(jnp.int64))))
+        int32, _ = outputs(optax.scale_by_schedule(schedule))
         shared, _ = outputs(
             gbopt.with_step_count(lambda t: gbopt.scale_by_schedule(schedule, step=t))
         )
     assert_trees_close(got, want, 0)
     assert_trees_close(shared, want, 0)
+    with pytest.raises(AssertionError):  # float32 schedule values: 1e-8 relative
+        assert_trees_close(got, int32, 1e-10)
     assert isinstance(state, gbopt.StepCountState) and int(state.count) == len(GRADS)
 
 

@@ -187,3 +187,18 @@ def updates_along(tx, problem: Problem, path: list, *, extra: str | None = None)
 def starts(problem: Problem, path: list) -> list:
     """The parameters before each step of ``path`` (the start, then all but the last)."""
     return [problem.tree(problem.x0), *path[:-1]]
+
+
+def linear64(start: float, end: float, steps: int):
+    """A linear schedule computed in float64 whatever the count's dtype.
+
+    gbopt reads schedules in the parameters' precision; optax's own schedules compute in
+    the count's float32, 1e-8 apart in a float64 run. This one gives both libraries the
+    same values, so that a comparison tests the optimizers, not the schedules.
+    """
+
+    def schedule(count):
+        c = jnp.minimum(jnp.asarray(count).astype(jnp.float64), steps)
+        return start + (end - start) * c / steps
+
+    return schedule

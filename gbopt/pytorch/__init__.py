@@ -1,8 +1,11 @@
 r"""``torch.optim``'s optimizers, rule for rule, as gbopt transforms.
 
 Each constructor has the name of a ``torch.optim`` class and its arguments, with the
-same names and defaults, less ``params`` and the implementation flags (``foreach``,
-``fused``, ``capturable``, ``differentiable``; XLA fuses the update on its own).
+same names and defaults, less ``params``: the parameters go to ``init``, and passing
+them first (``AdamW(model.parameters(), lr=1e-3)``) raises a one-line error that says
+so. The implementation flags (``foreach``, ``fused``, ``capturable``,
+``differentiable``) are accepted and ignored: XLA fuses the update and compiles it for
+any device, and every gbopt transform is differentiable, so the rule is the same.
 It returns a :class:`gbopt.GradientTransformation` that follows PyTorch's update rule
 exactly: in float64, 200 steps of each stay within 1e-12 of ``torch.optim`` on CPU
 (``tests/test_pytorch.py``), including with a learning-rate schedule::
@@ -14,9 +17,11 @@ Each is a :func:`gbopt.chain` of gbopt primitives (printed in its docstring), so
 be rebuilt or changed piece by piece.
 
 **Learning-rate schedules.** ``lr`` may be a schedule ``count -> lr`` (``count`` is 0
-at the first step). ``LambdaLR(optimizer, lr_lambda)`` stepped once per optimizer
-step is ``lr=lambda count: base_lr * lr_lambda(count)``; any other scheduler stepped
-once per step is its learning rate as a function of the number of steps taken before.
+at the first step); :mod:`gbopt.pytorch.lr_scheduler` has PyTorch's schedulers as
+such functions (``lr=lr_scheduler.StepLR(0.1, step_size=30)``). ``momentum`` and each
+of ``betas`` may be schedules too, as ``OneCycleLR`` and ``CyclicLR`` make them
+(``betas=(one_cycle.momentum, 0.999)``): each is read at the count, as the learning
+rate is.
 
 **Where the conventions differ** (docs/conventions.md): PyTorch keeps the learning rate
 outside the momentum buffer (``SGD``, ``RMSprop``), as ``optax.sgd`` does but the
@@ -37,7 +42,9 @@ and optax use one real :math:`|g|^2` per complex element instead.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -50,6 +57,7 @@ from gbopt import _validate
 from gbopt._averaging import averaged_iterate
 from gbopt._base import GradientTransformation, ScalarOrSchedule
 from gbopt._combine import chain, divide, with_step_count
+from gbopt._hyperparams import inject_hyperparams
 from gbopt._maps import (
     add,
     bias_correction,
@@ -72,6 +80,8 @@ from gbopt._statistics import (
 )
 from gbopt._statistics_adaptive import rectification
 from gbopt._step_sizes import rprop_step_sizes, scale_by_update_rms
+from gbopt._torch_lbfgs import lbfgs_step
+from gbopt.pytorch import lr_scheduler as lr_scheduler
 
 __all__ = [
     "RAdam",
@@ -85,6 +95,7 @@ __all__ = [
     "Adadelta",
     "ASGD",
     "Rprop",
+    "LBFGS",
 ]
 
 Number = float | jax.Array
@@ -110,6 +121,111 @@ def _betas(betas: Any) -> tuple[Any, Any]:
     _validate.decay_rate("betas[0]", b1)
     _validate.decay_rate("betas[1]", b2)
     return b1, b2
+
+
+def _has_schedule(value: Any) -> bool:
+    """Whether ``momentum`` or ``betas`` holds a schedule (``OneCycleLR(...).momentum``)."""
+    if isinstance(value, (tuple, list)):
+        return any(callable(v) for v in value)
+    return callable(value)
+
+
+# ``torch.optim``'s implementation flags, accepted and ignored (keyword-only here).
+_FLAG_DEFAULTS = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+_FLAGS = {
+    "SGD": ("foreach", "differentiable", "fused"),
+    "Adagrad": ("foreach", "differentiable", "fused"),
+    "RMSprop": ("capturable", "foreach", "differentiable"),
+    "Adam": ("foreach", "capturable", "differentiable", "fused"),
+    "AdamW": ("foreach", "capturable", "differentiable", "fused"),
+    "NAdam": ("foreach", "capturable", "differentiable"),
+    "Adamax": ("foreach", "differentiable", "capturable"),
+    "RAdam": ("foreach", "capturable", "differentiable"),
+    "Adadelta": ("foreach", "capturable", "differentiable"),
+    "ASGD": ("foreach", "differentiable", "capturable"),
+    "Rprop": ("capturable", "foreach", "differentiable"),
+    "LBFGS": (),
+}
+
+
+def _parameters_kind(x: Any) -> str | None:
+    """What ``x`` is when it looks like PyTorch's ``params`` argument, else None."""
+    module = type(x).__module__ or ""
+    if module.startswith("torch"):
+        return f"a {type(x).__name__}"
+    if hasattr(x, "parameters") and callable(x.parameters):
+        return f"a module ({type(x).__name__})"
+    if isinstance(x, (list, tuple)):
+        if x and all(isinstance(g, dict) for g in x):
+            return f"a list of {len(x)} parameter groups (dicts)"
+        return f"a {type(x).__name__} of {len(x)} items"
+    if isinstance(x, dict):
+        return f"a dict of {len(x)} entries"
+    if isinstance(x, collections.abc.Iterator):
+        return f"an iterator ({type(x).__name__})"
+    return None
+
+
+def _torch_optimizer(factory: Callable) -> Callable:
+    """Gives a constructor PyTorch's calling habits, with one-line errors where they fail.
+
+    Adds ``torch.optim``'s implementation flags of the class (``foreach``, ``fused``,
+    ``capturable``, ``differentiable``) as keyword-only arguments that are checked and
+    ignored: XLA fuses the update and traces it for any device, and every gbopt
+    transform is differentiable, so each flag's setting gives the same rule. A first
+    argument that is the parameters (PyTorch's ``params``) raises a TypeError that says
+    they go to ``init``. A schedule as ``momentum`` or in ``betas`` makes the optimizer
+    ``inject_hyperparams(optimizer)(...)``: its state then shows their current values.
+    """
+    name = factory.__name__
+    flags = _FLAGS[name]
+    signature = inspect.signature(factory)
+    parameters = list(signature.parameters.values()) + [
+        inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=_FLAG_DEFAULTS[f])
+        for f in flags
+    ]
+    full = signature.replace(parameters=parameters)
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        kind = _parameters_kind(args[0]) if args else None
+        if kind is not None:
+            groups = "parameter groups" in kind
+            raise TypeError(
+                f"gbopt.pytorch.{name} got the parameters ({kind}) as its first argument; "
+                + (
+                    f"parameter groups become gbopt.multi_transform({{label: "
+                    f"gbopt.pytorch.{name}(...)}}, param_labels) (docs/pytorch.md, "
+                    "'Parameter groups'), and the parameters go to `init`."
+                    if groups
+                    else f"build it without them, tx = gbopt.pytorch.{name}(lr=...), and "
+                    "pass the parameters to `init`: state = tx.init(params)."
+                )
+            )
+        try:
+            bound = full.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"gbopt.pytorch.{name}: {e}") from None
+        for flag in flags:
+            value = bound.arguments.pop(flag, None)
+            if not (value is None or isinstance(value, bool)):
+                raise TypeError(
+                    f"`{flag}` must be True, False or None, got {type(value).__name__}: "
+                    f"{value!r}. (gbopt accepts it and ignores it: XLA fuses the update.)"
+                )
+        scheduled = [k for k in ("momentum", "betas") if _has_schedule(bound.arguments.get(k))]
+        if scheduled:
+            # PyTorch's OneCycleLR and CyclicLR rewrite momentum or betas[0] before each
+            # step: inject_hyperparams reads the schedule at the count, keeps its value in
+            # the state, and builds the rule with it (the other arguments stay as given).
+            if isinstance(bound.arguments.get("betas"), list):
+                bound.arguments["betas"] = tuple(bound.arguments["betas"])
+            static = [k for k in full.parameters if k not in scheduled]
+            return inject_hyperparams(build, static_args=static)(*bound.args, **bound.kwargs)
+        return factory(*bound.args, **bound.kwargs)
+
+    build.__signature__ = full
+    return build
 
 
 def _is_complex(x: Any) -> bool:
@@ -186,6 +302,7 @@ def _gradient(weight_decay: Any, maximize: bool) -> list[GradientTransformation]
     return pieces
 
 
+@_torch_optimizer
 @_torch_semantics
 def SGD(
     lr: ScalarOrSchedule = 1e-3,
@@ -216,7 +333,8 @@ def SGD(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      momentum: :math:`\mu` in [0, 1) (PyTorch also accepts values >= 1, which diverge).
+      momentum: :math:`\mu` in [0, 1) (PyTorch also accepts values >= 1, which diverge),
+        or a schedule ``count -> momentum`` (e.g. ``OneCycleLR(...).momentum``).
       dampening: :math:`\tau` in [0, 1].
       weight_decay: :math:`\lambda` >= 0 (L2: added to the gradient).
       nesterov: use Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
@@ -283,6 +401,7 @@ def _lr_decay_schedule(lr: ScalarOrSchedule, lr_decay: Number) -> ScalarOrSchedu
     return lambda count: base(count) / (1 + count * lr_decay)
 
 
+@_torch_optimizer
 @_torch_semantics
 def Adagrad(
     lr: ScalarOrSchedule = 1e-2,
@@ -350,6 +469,7 @@ def Adagrad(
     )
 
 
+@_torch_optimizer
 @_torch_semantics
 def RMSprop(
     lr: ScalarOrSchedule = 1e-2,
@@ -387,7 +507,7 @@ def RMSprop(
       alpha: :math:`\alpha` in [0, 1), the decay of the moving averages.
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0 (L2).
-      momentum: :math:`\mu` in [0, 1).
+      momentum: :math:`\mu` in [0, 1), or a schedule ``count -> momentum``.
       centered: divide by the root of the estimated variance instead of the second
         moment (Graves, 2013).
       maximize: ascend the objective instead of descending.
@@ -422,6 +542,7 @@ def RMSprop(
     return chain(*pieces)
 
 
+@_torch_optimizer
 @_torch_semantics
 def Adam(
     lr: ScalarOrSchedule = 1e-3,
@@ -457,7 +578,8 @@ def Adam(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0.
       amsgrad: divide by the root of the largest second moment so far.
@@ -511,6 +633,7 @@ def _decayed(direction, lr, t, weight_decay, maximize, decoupled) -> GradientTra
     return chain(*_gradient(weight_decay, maximize), direction, scale_by_learning_rate(lr, step=t))
 
 
+@_torch_optimizer
 def AdamW(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -535,7 +658,8 @@ def AdamW(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0, decoupled.
       amsgrad: as in :func:`Adam`.
@@ -555,6 +679,7 @@ def AdamW(
     )
 
 
+@_torch_optimizer
 @_torch_semantics
 def NAdam(
     lr: ScalarOrSchedule = 2e-3,
@@ -589,7 +714,8 @@ def NAdam(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, outside the root.
       weight_decay: :math:`\lambda` >= 0.
       momentum_decay: :math:`\psi` >= 0 (``math.inf`` gives :math:`\mu_t = \beta_1`).
@@ -627,6 +753,7 @@ def NAdam(
     return with_step_count(build)
 
 
+@_torch_optimizer
 @_torch_semantics
 def Adamax(
     lr: ScalarOrSchedule = 2e-3,
@@ -649,7 +776,8 @@ def Adamax(
 
     Args:
       lr: :math:`\gamma` >= 0, or a schedule ``count -> lr``. PyTorch's default is 2e-3.
-      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1) or a schedule ``count -> beta``
+        (``OneCycleLR`` and ``CyclicLR`` schedule :math:`\beta_1`).
       eps: :math:`\epsilon` >= 0, inside the maximum.
       weight_decay: :math:`\lambda` >= 0 (L2).
       maximize: ascend the objective instead of descending.
@@ -701,6 +829,7 @@ def _root_bias_correction(b2: Any) -> Callable[[jax.Array], jax.Array]:
     return factor
 
 
+@_torch_optimizer
 def RAdam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Number, Number] = (0.9, 0.999),
@@ -783,6 +912,7 @@ def RAdam(
     return with_step_count(build)
 
 
+@_torch_optimizer
 def Adadelta(
     lr: ScalarOrSchedule = 1.0,
     rho: Number = 0.9,
@@ -845,6 +975,7 @@ def _asgd_step_size(lr: Number, lambd: Number, alpha: Number) -> Callable:
     return schedule
 
 
+@_torch_optimizer
 def ASGD(
     lr: Number = 1e-2,
     lambd: Number = 1e-4,
@@ -917,6 +1048,7 @@ def _pair(name: str, value: Any, example: str) -> tuple[Any, Any]:
     return low, high
 
 
+@_torch_optimizer
 def Rprop(
     lr: Number = 1e-2,
     etas: tuple[Number, Number] = (0.5, 1.2),
@@ -968,4 +1100,80 @@ def Rprop(
         *_gradient(0, maximize),
         rprop_step_sizes(lr, eta_minus, eta_plus, low, high, clip_unchanged=True),
         scale(-1.0),
+    )
+
+
+@_torch_optimizer
+def LBFGS(
+    lr: Number = 1,
+    max_iter: int = 20,
+    max_eval: int | None = None,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    history_size: int = 100,
+    line_search_fn: str | None = None,
+) -> GradientTransformation:
+    r"""``torch.optim.LBFGS``: **one** ``update`` **is one** ``step(closure)``.
+
+    PyTorch's step runs up to ``max_iter`` L-BFGS iterations, re-evaluating the objective
+    through the closure; here the closure is the objective passed as ``value_fn``::
+
+        # torch: loss = opt.step(closure)
+        updates, state = tx.update(grads, state, params, value=loss, value_fn=loss_fn)
+        params = gbopt.apply_updates(params, updates)
+
+    (``grads`` and ``value`` are the gradient and loss at ``params``: the closure's first
+    call, which torch makes inside ``step``; ``value`` may be left out.) Each iteration:
+
+    .. math::
+        y = g - g_{-}, \quad s = t_{-} d_{-}, \quad
+        \text{keep } (y, s) \text{ if } y^\top s > 10^{-10}, \quad
+        d = -H g \;\text{(two-loop recursion, } H_0 = \tfrac{y^\top s}{y^\top y} I),
+        \quad \theta \leftarrow \theta + t d
+
+    with :math:`t = \min(1, 1/\|g\|_1)\,` ``lr`` at the very first iteration and ``lr``
+    after, or the strong-Wolfe line search's :math:`t` (``line_search_fn="strong_wolfe"``,
+    PyTorch's ``_strong_wolfe`` ported). The stopping rules are PyTorch's: no step when
+    :math:`\max|g| \le` ``tolerance_grad``; stop after ``max_iter`` iterations or
+    ``max_eval`` evaluations, or when :math:`g^\top d > -` ``tolerance_change``, or when the
+    step or the change of the loss is below ``tolerance_change``. The loop is a
+    ``jax.lax.while_loop``, so the update compiles once.
+
+    Not a chain of per-gradient primitives (each iteration evaluates the objective
+    anew); for optax's one-gradient-per-update L-BFGS, see :func:`gbopt.lbfgs`.
+
+    Args:
+      lr: the step length before (or without) the line search.
+      max_iter: iterations per update.
+      max_eval: objective evaluations per update (default ``max_iter * 5 // 4``).
+      tolerance_grad: stop when the largest gradient element is at most this.
+      tolerance_change: stop when the step, the loss change or the slope is below this.
+      history_size: the pairs kept.
+      line_search_fn: None or ``"strong_wolfe"``.
+
+    Returns:
+      A transform with state :class:`gbopt._torch_lbfgs.TorchLbfgsState`; ``update``
+      needs ``params`` and ``value_fn``.
+
+    References:
+      Nocedal & Wright, *Numerical Optimization*, Alg. 7.4, 7.5, 3.5, 3.6;
+      ``torch.optim.LBFGS`` (PyTorch 2.13).
+    """
+    _validate.learning_rate(lr, "lr")
+    if callable(lr):
+        raise TypeError("`lr` of LBFGS must be a number (PyTorch reads it at each step).")
+    max_iter = _validate.whole_number("max_iter", max_iter, 1)
+    if max_eval is None:
+        max_eval = max_iter * 5 // 4
+    max_eval = _validate.whole_number("max_eval", max_eval, 1)
+    _validate.non_negative("tolerance_grad", tolerance_grad)
+    _validate.non_negative("tolerance_change", tolerance_change)
+    history_size = _validate.whole_number("history_size", history_size, 1)
+    if line_search_fn not in (None, "strong_wolfe"):
+        raise ValueError(
+            f"`line_search_fn` must be None or 'strong_wolfe' (as torch.optim.LBFGS); got "
+            f"{line_search_fn!r}."
+        )
+    return lbfgs_step(
+        lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn
     )
