@@ -261,7 +261,13 @@ def refine_eigenbasis(matrix: jax.Array, basis: jax.Array) -> tuple[jax.Array, j
 
 
 def project(g: jax.Array, q_left: jax.Array | None, q_right: jax.Array | None) -> jax.Array:
-    r"""A matrix in the eigenbases: :math:`Q_L^T G Q_R` (a ``None`` basis is the identity)."""
+    r"""A matrix in the eigenbases: :math:`Q_L^T G Q_R` (a ``None`` basis is the identity).
+
+    .. math:: G' = Q_L^T G Q_R
+
+    References:
+      Vyas et al., "SOAP", arXiv:2409.11321 (Algorithm 1, line "project").
+    """
     if q_left is not None:
         g = jnp.swapaxes(q_left, -1, -2) @ g
     if q_right is not None:
@@ -270,7 +276,13 @@ def project(g: jax.Array, q_left: jax.Array | None, q_right: jax.Array | None) -
 
 
 def project_back(g: jax.Array, q_left: jax.Array | None, q_right: jax.Array | None) -> jax.Array:
-    r"""Back from the eigenbases: :math:`Q_L G Q_R^T` (a ``None`` basis is the identity)."""
+    r"""Back from the eigenbases: :math:`Q_L G Q_R^T` (a ``None`` basis is the identity).
+
+    .. math:: G = Q_L G' Q_R^T
+
+    References:
+      Vyas et al., "SOAP", arXiv:2409.11321 (Algorithm 1, line "project back").
+    """
     if q_left is not None:
         g = q_left @ g
     if q_right is not None:

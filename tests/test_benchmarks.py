@@ -135,3 +135,27 @@ def test_memory_script_counts_bytes_and_trains():
     tx = memory.adam_variants(1e-3)["8-bit"]
     loss = memory.digits_run(tx, seed=0, steps=3, batch=16)
     assert 0 < loss < 5
+
+
+def _script(name):
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+def test_matrix_step_smoke_prints_the_table(capsys):
+    assert _script("matrix_step").main(["--smoke", "--rounds", "1", "--compiles", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("optax.contrib.muon", "gbopt.muon", "gbopt.shampoo", "gbopt.soap"):
+        assert f"| {name} |" in out
+    assert "state B/param" in out
+
+
+def test_matrix_lm_smoke_prints_the_table(tmp_path, capsys):
+    assert _script("matrix_lm").main(["--smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("adamw", "muon", "shampoo", "soap"):
+        assert f"| {name} |" in out
+    assert (tmp_path / "matrix_lm_loss.png").exists()

@@ -61,6 +61,7 @@ def test_initial_loss_is_about_log_256(corpus):
     assert abs(float(value) - math.log(256)) < 0.1
 
 
+@pytest.mark.slow
 def test_training_lowers_the_validation_loss(corpus):
     config = charlm.TINY
     params = charlm.init_params(jax.random.key(0), config)

@@ -139,7 +139,8 @@ def test_help_lists_options_problems_and_optimizers(capsys):
     [
         (
             ["--optimizers", "adamw"],
-            "unknown optimizer 'adamw'; valid optimizers: " + ", ".join(OPTIMIZER_NAMES),
+            "unknown optimizer 'adamw'; valid optimizers: "
+            + ", ".join([*OPTIMIZER_NAMES, "muon", "shampoo", "soap"]),
         ),
         (["--optimizers", "sgd,Nadam"], "unknown optimizer 'nadam'"),
         (
@@ -353,3 +354,27 @@ def test_out_must_be_a_writable_folder(tmp_path, capsys, monkeypatch):
     new = tmp_path / "a" / "b"
     monkeypatch.setattr(race, "race", lambda *a, **k: 0)
     assert main(["--out", str(new), "--problem", "quadratic"]) == 0
+
+
+@pytest.mark.slow
+def test_charlm_problem_races_the_matrix_optimizers_only_when_named(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "--problem",
+                "charlm",
+                "--steps",
+                "3",
+                "--optimizers",
+                "adam,muon,sgd",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    sections = parse_sections(capsys.readouterr().out)
+    assert list(sections) == ["charlm"]
+    # sgd has no tuned rate on charlm: it does not run there
+    assert [r["optimizer"] for r in sections["charlm"]["rows"]] == ["adam", "muon"]
+    assert "charlm" not in _problems.PROBLEMS  # not in the default race

@@ -32,6 +32,7 @@ def _grads(params, k):
 # Muon against optax.contrib.muon (float64, 100 steps).
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -321,6 +322,7 @@ def test_bad_hyperparameters_name_the_argument():
 # Training: all three reduce the language model's loss (tiny model, a few steps).
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["muon", "shampoo", "soap"])
 def test_trains_the_tiny_language_model(name):
     corpus = charlm.load_corpus(20_000, seed=0)
@@ -371,6 +373,7 @@ def _mlp_loss(params, x, y):
     return jnp.mean(jnp.square(h - y))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(OPTS))
 def test_data_parallel_equals_one_device(name):
     # float64: Shampoo's inverse roots of ill-conditioned factors amplify the float32
@@ -416,6 +419,7 @@ def _data_parallel(name):
 COLLECTIVE = re.compile(r"(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(OPTS))
 def test_model_parallel_state_follows_and_results_equal_unsharded(name):
     tx = OPTS[name]()

@@ -15,6 +15,8 @@ import pytest
 
 import gbopt
 
+pytestmark = pytest.mark.slow  # 50 jitted float64 steps per case
+
 HERE = os.path.join(os.path.dirname(__file__), "fixtures", "matrix")
 STEPS = 50
 

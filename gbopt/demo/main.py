@@ -91,7 +91,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``python -m gbopt``."""
-    problems = "\n".join(f"  {name:<12}{doc}" for name, doc in _problems.SUMMARIES.items())
+    summaries = {**_problems.SUMMARIES, **_problems.EXTRA_SUMMARIES}
+    problems = "\n".join(f"  {name:<12}{doc}" for name, doc in summaries.items())
     parser = _Parser(
         prog="python -m gbopt",
         description=(
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
             "write loss curves and paths on the 2-D surfaces as PNG files."
         ),
         epilog=(
-            f"problems:\n{problems}\n\noptimizers:\n  {', '.join(_race.OPTIMIZERS)}\n\n"
+            f"problems:\n{problems}\n\noptimizers:\n  {', '.join(_race.ALL_OPTIMIZERS)}\n\n"
             "examples:\n"
             "  python -m gbopt\n"
             "  python -m gbopt --problem rosenbrock --optimizers momentum,nesterov --steps 500\n"
@@ -222,14 +223,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    problems = _names(parser, args.problem, list(_problems.PROBLEMS), "problem")
-    optimizers = _names(parser, args.optimizers, list(_race.OPTIMIZERS), "optimizer")
+    every_problem = [*_problems.PROBLEMS, *_problems.EXTRA_PROBLEMS]
+    problems = (
+        _names(parser, args.problem, every_problem, "problem")
+        if args.problem
+        else list(_problems.PROBLEMS)  # the extra problems train models: only when named
+    )
+    optimizers = _names(parser, args.optimizers, list(_race.ALL_OPTIMIZERS), "optimizer")
     _check_steps(parser, args.steps, problems, optimizers, args.batch_size)
     _check_out(parser, args.out)
 
     def make_problem(name: str) -> _problems.Problem:
         if name == "digits":
             return _problems.digits(batch_size=args.batch_size)
+        if name == "charlm":
+            size = args.batch_size if args.batch_size not in (0, _BATCH_SIZE) else 16
+            return _problems.charlm(batch_size=size)
         return _problems.PROBLEMS[name]()
 
     return _race.race(

@@ -311,3 +311,56 @@ SUMMARIES: dict[str, str] = {
     "digits": "a 64-32-10 MLP on scikit-learn's 1,797 handwritten digits, on minibatches",
 }
 """One line on each problem, for ``--help`` (without building the problems)."""
+
+
+def charlm(batch_size: int = 16) -> Problem:
+    """A small character-level transformer on the standard library's source (gbopt.demo.charlm).
+
+    The model (2 layers, width 64, context 64, about 110 k parameters) reads bytes of
+    the standard library's ``.py`` files (200 kB, the last 10 % held out); the recorded
+    loss is the validation cross-entropy (nats per byte) on 16 fixed held-out windows;
+    the gradient is taken on ``batch_size`` random training windows. Not part of the
+    default race (``python -m gbopt --problem charlm``); its optimizers are AdamW, Muon,
+    Shampoo and SOAP. The tolerance is a validation loss of 2.6 nats per byte.
+
+    Args:
+      batch_size: the number of windows per step.
+    """
+    from gbopt.demo import charlm as lm
+
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1 for charlm, got {batch_size}.")
+    config = lm.CharLMConfig(seq_len=64, d_model=64, n_layers=2, n_heads=4)
+    corpus = lm.load_corpus(200_000, seed=0)
+    train = jnp.asarray(corpus.train)
+    valid = lm.eval_batch(corpus.valid, config.seq_len, 16)
+    offsets = jnp.arange(config.seq_len + 1)
+
+    def loss(params):
+        return lm.loss(params, valid, config)
+
+    def batch_loss(params, indices):
+        window = train[indices[:, None] + offsets].astype(jnp.int32)
+        return lm.loss(params, {"inputs": window[:, :-1], "targets": window[:, 1:]}, config)
+
+    return Problem(
+        name="charlm",
+        title="Char LM",
+        formula="next-byte cross-entropy of a 2-layer transformer on Python's stdlib source",
+        init=lambda key: lm.init_params(key, config),
+        loss=loss,
+        learning_rates={"adam": 3e-3, "muon": 0.02, "shampoo": 3e-3, "soap": 3e-3},
+        steps=150,
+        tolerance=2.6,
+        examples=int(train.shape[0]) - config.seq_len - 1,
+        batch_loss=batch_loss,
+        batch_size=batch_size,
+    )
+
+
+EXTRA_PROBLEMS: dict[str, Callable[..., Problem]] = {"charlm": charlm}
+"""Problems run only when named (``--problem charlm``): they train a model."""
+
+EXTRA_SUMMARIES: dict[str, str] = {
+    "charlm": "a small transformer LM on Python's own source (AdamW, Muon, Shampoo, SOAP)",
+}

@@ -42,6 +42,34 @@ OPTIMIZERS: dict[str, Callable[[Any], Any]] = {
 }
 """Every textbook optimizer, by name: ``learning_rate -> transform``, other defaults kept."""
 
+
+def _muon(learning_rate):
+    from gbopt._matrix_optimizers import muon
+
+    return muon(learning_rate, adam_learning_rate=3e-3)  # AdamW's rate for the rest
+
+
+def _shampoo(learning_rate):
+    from gbopt._matrix_optimizers import shampoo
+
+    return shampoo(learning_rate)
+
+
+def _soap(learning_rate):
+    from gbopt._matrix_optimizers import soap
+
+    return soap(learning_rate)
+
+
+MATRIX_OPTIMIZERS: dict[str, Callable[[Any], Any]] = {
+    "muon": _muon,
+    "shampoo": _shampoo,
+    "soap": _soap,
+}
+"""The matrix-aware optimizers (run on the problems that tune a rate for them)."""
+
+ALL_OPTIMIZERS = {**OPTIMIZERS, **MATRIX_OPTIMIZERS}
+
 MAX_CHUNK = 1000
 """The most steps one call of a compiled loop runs."""
 
@@ -88,7 +116,7 @@ def _make_loop(problem: Problem, optimizer: str, length: int) -> Callable:
     ``indices`` is ``(length, batch_size)`` minibatch indices on a stochastic problem,
     else ``None``.
     """
-    make = OPTIMIZERS[optimizer]
+    make = ALL_OPTIMIZERS[optimizer]
 
     def loop(carry, learning_rate, indices):
         tx = make(learning_rate)
@@ -141,7 +169,7 @@ def run(
     lr = problem.learning_rates[optimizer] if learning_rate is None else learning_rate
     init_key, data_key = jax.random.split(jax.random.key(seed))
     params = problem.init(init_key)
-    carry = (params, OPTIMIZERS[optimizer](lr).init(params))
+    carry = (params, ALL_OPTIMIZERS[optimizer](lr).init(params))
     lr_array = jnp.asarray(lr, jnp.float32)
 
     n_chunks, length = _chunks(steps)
@@ -234,7 +262,7 @@ def format_table(problem: Problem, results: Sequence[RunResult]) -> str:
 
 
 def _color(optimizer: str) -> str:
-    return f"C{list(OPTIMIZERS).index(optimizer) % 10}"
+    return f"C{list(ALL_OPTIMIZERS).index(optimizer) % 10}"
 
 
 def plot_losses(problem: Problem, results: Sequence[RunResult], path: Path) -> Path:
@@ -371,10 +399,12 @@ def race(
     written, compile_seconds = [], 0.0
     for problem in problems:
         n = steps or problem.steps
-        bar = _progress_bar(n * len(optimizers), problem.name, stderr)
+        # without one rate for all, an optimizer runs where the problem tunes a rate for it
+        names = [o for o in optimizers if learning_rate is not None or o in problem.learning_rates]
+        bar = _progress_bar(n * len(names), problem.name, stderr)
         results = []
         try:
-            for name in optimizers:
+            for name in names:
                 result = run(
                     problem,
                     name,
