@@ -236,6 +236,8 @@ class _Builder:
             if self.title is None:
                 self.title = _call(info.name, info.hyperparams)
                 self.optimizer_hyperparams = dict(info.hyperparams)
+            if not info.children:  # a loop rather than a chain (gbopt.pytorch.LBFGS)
+                return self._name_intermediate(rf"\operatorname{{{_tex_name(info.name)}}}({x})")
             return self._walk(info.children[0], x)
         if info.name == "with_step_count":
             self.uses_step = True

@@ -187,8 +187,10 @@ def test_rule_matches_the_docstring_formula(name):
         if hat in doc_math and not defined and arg in symbols:
             in_formula.add(arg)
             doc_statistics.add(hat)
-    nonzero = {
-        a for a in in_formula if not (isinstance(defaults.get(a), float) and defaults[a] == 0)
+    nonzero = {  # None and 0.0 mean "not used" (adam's eps_root)
+        a
+        for a in in_formula
+        if not (defaults.get(a) is None or (isinstance(defaults[a], float) and defaults[a] == 0))
     }
     # ... are the arguments the derived rule shows, by name (describe pairs each symbol of
     # the chain with the optimizer's argument of that value).

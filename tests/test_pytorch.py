@@ -553,8 +553,9 @@ def test_parameters_as_first_argument_say_they_go_to_init(name, form):
 )
 def test_a_learning_rate_first_is_not_taken_for_parameters(lr):
     for name in gpt.__all__:
-        if name in ("ASGD", "Rprop") and callable(lr):
-            continue  # their lr is a number (ASGD schedules it itself; Rprop's initial step)
+        if name in ("ASGD", "Rprop", "LBFGS") and callable(lr):
+            continue  # their lr is a number (ASGD schedules it itself; Rprop's initial step;
+            # LBFGS reads it at each inner iteration, as PyTorch does)
         assert isinstance(getattr(gpt, name)(lr), gbopt.GradientTransformation), name
     assert isinstance(gpt.SGD(gpt.lr_scheduler.StepLR(0.1, 3)), gbopt.GradientTransformation)
 
