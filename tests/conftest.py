@@ -15,3 +15,36 @@ if "xla_force_host_platform_device_count" not in _flags:
 # LAPACK's threads spin-wait on a busy machine (eigh of 256 x 256: 5 s instead of 57 ms).
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+
+# Step-by-step reference suites (against torch.optim, optax and NumPy, over every option and
+# dtype) are part of the full run; the quick local run (`-m "not slow"`) keeps the contract,
+# the kit, the primitives and the optimizers' own tests.
+REFERENCE_SUITES = {
+    "test_pytorch.py",
+    "test_pytorch_more.py",
+    "test_pytorch_lr_scheduler.py",
+    "test_low_precision.py",
+    "test_complex.py",
+    "test_adaptive.py",
+    "test_factored.py",
+    "test_quantize.py",
+    "test_optimizers_optax.py",
+    "test_interop_optax.py",
+    "test_invariants.py",
+    "test_checkpoint.py",
+    "test_stacking.py",
+    "test_describe.py",
+    "test_main.py",
+    "test_properties.py",
+    "test_charlm.py",
+    "test_matrix.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        if item.path.name in REFERENCE_SUITES:
+            item.add_marker(pytest.mark.slow)
