@@ -305,8 +305,8 @@ def test_skip_nonfinite_skips_any_fault_and_passes_clean_steps(optimizer, fault,
     state = tx.init(params)
     clean = _make(layout, rng, dtype)
     updates, after_clean = tx.update(clean, state, params)
-    # skip_nonfinite runs the inner step as one compiled computation (inside a lax.cond),
-    # so a clean step equals the inner transform's compiled step, to the bit.
+    # skip_nonfinite runs the inner step as one compiled computation (even op by op), so
+    # a clean step equals the inner transform's compiled step, to the bit.
     inner_updates, inner_state = jax.jit(inner.update)(clean, inner.init(params), params)
     assert _same_bits(updates, inner_updates)
     assert _same_bits(after_clean.inner_state, inner_state)
