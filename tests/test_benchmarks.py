@@ -56,6 +56,21 @@ def test_adam_step_smoke_prints_the_ratio(scripts, capsys):
     assert len(re.findall(r"\*\*\d+\.\d\d×\*\*", text)) == 2  # one ratio per tree
 
 
+def test_skip_nonfinite_smoke_prints_its_table(capsys):
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import skip_nonfinite
+    finally:
+        sys.path.remove(BENCHMARKS)
+    assert skip_nonfinite.main(["--smoke", "--rounds", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "| parameters | transform | wall | / adam | CPU | / adam |" in text
+    for name in skip_nonfinite.TRANSFORMS:
+        assert text.count(f"| {name} |") == 2  # one row per tree
+    assert len(re.findall(r"\*\*\d+\.\d\d×\*\*", text)) == 8
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+
+
 def test_small_leaves_smoke_compares_four_layouts(scripts, capsys):
     *_, small_leaves = scripts
     assert small_leaves.main(["--smoke"]) == 0
