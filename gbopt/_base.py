@@ -342,13 +342,15 @@ def _compute_dtype(stored: Any, like: Any) -> np.dtype:
     return jnp.promote_types(wide, _dtypes.real_dtype(like))
 
 
-def _context(step: Any, prepare: Callable | None, cache: dict, dtype: Any) -> dict:
+def _context(
+    step: Any, prepare: Callable | None, cache: dict, dtype: Any, shared: dict | None = None
+) -> dict:
     """A leaf rule's keywords: ``pre`` (from ``prepare``, once per dtype) or ``step``."""
     ctx = {} if step is None else {"step": step}
     if prepare is None:
         return ctx
     if dtype not in cache:
-        cache[dtype] = prepare(dtype, **ctx)
+        cache[dtype] = prepare(dtype, **ctx, **(shared or {}))
     return {"pre": cache[dtype]}
 
 
@@ -398,10 +400,11 @@ def statistic(
       needs_step: the rule reads ``step``: shared with an enclosing step owner, or kept
         in a :class:`StepCountState` around the statistics when used alone.
       needs_params: the rule reads ``param``; ``update`` must then be given ``params``.
-      prepare: ``prepare(dtype, step=...) -> value`` (``step`` when ``needs_step``),
-        computed once per compute dtype and update, not per leaf: scalars derived from
-        the step or the hyperparameters (a schedule's value, a bias correction), which
-        would otherwise be traced and compiled once per leaf.
+      prepare: ``prepare(dtype, step=..., **shared) -> value`` (``step`` when
+        ``needs_step``; each ``shared`` field's current value, by name), computed once per
+        compute dtype and update, not per leaf: scalars derived from the step, the
+        hyperparameters or a shared statistic (a schedule's value, a bias correction,
+        NAdam's coefficients), which would otherwise be traced and compiled once per leaf.
       hyperparams: the hyperparameters, by name, for :func:`gbopt.describe`.
       math: the rule in LaTeX (``u`` the input), for :func:`gbopt.describe`.
 
@@ -474,10 +477,11 @@ def statistic(
             u = _dtypes.as_array(u)
             stats_ = rest[: len(fields)]
             wide = _compute_dtype(u.dtype, stats_[0].dtype) if stats_ else u.dtype
-            ctx = _context(step if needs_step else None, prepare, cache, wide)
+            args = [_dtypes.cast(s, _compute_dtype(s.dtype, wide)) for s in stats_]
+            now = {f: a for f, a in zip(fields, args, strict=True) if f in shared}
+            ctx = _context(step if needs_step else None, prepare, cache, wide, now)
             if needs_params:
                 ctx["param"] = rest[len(fields)]
-            args = [_dtypes.cast(s, _compute_dtype(s.dtype, wide)) for s in stats_]
             out, *new = rule(_dtypes.cast(u, wide), *args, **ctx)
             new = [_dtypes.cast(n, s.dtype) for n, s in zip(new, stats_, strict=True)]
             return (_dtypes.cast(out, u.dtype), *new)

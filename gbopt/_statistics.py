@@ -445,13 +445,17 @@ def nadam_momentum(
     else:
         log_decay = jnp.asarray(momentum_decay) * math.log(0.96)
 
-    def rule(u, m, product, step):
-        dtype_ = product.dtype
+    def prepare(dtype_, step, mu_product):
+        # Once per update, in the product's (widest) dtype: the coefficients and the new
+        # product are scalars that every leaf shares.
+        dtype_ = mu_product.dtype
         mu_t = _momentum_at(b1, log_decay, step, dtype_)
         mu_next = _momentum_at(b1, log_decay, step + 1, dtype_)
-        product = product * mu_t
-        coef_grad = (1 - mu_t) / (1 - product)
-        coef_mu = mu_next / (1 - product * mu_next)
+        product = mu_product * mu_t
+        return (1 - mu_t) / (1 - product), mu_next / (1 - product * mu_next), product
+
+    def rule(u, m, product, pre):
+        coef_grad, coef_mu, product = pre
         m = _numerics.moving_average(m, u, b1)
         return coef_grad * u + coef_mu * m, m, product
 
@@ -463,6 +467,7 @@ def nadam_momentum(
         dtype=(dtype, None),
         shared=("mu_product",),
         needs_step=True,
+        prepare=prepare,
         hyperparams={"b1": b1, "momentum_decay": momentum_decay},
         math=r"\mu_t = \beta_1 (1 - \tfrac12 0.96^{t\psi});\quad m \leftarrow \beta_1 m + "
         r"(1 - \beta_1) u;\quad u \leftarrow \frac{1 - \mu_t}{1 - \prod_{k \le t} \mu_k} u + "
