@@ -89,6 +89,7 @@ def lion_momentum(
         LionMomentumState,
         rule,
         dtype=dtype,
+        follows_params=("mu",),
         hyperparams={"b1": b1, "b2": b2},
         math=r"\beta_1 m + (1-\beta_1) u;\; m \leftarrow \beta_2 m + (1-\beta_2) u",
     )

@@ -74,6 +74,7 @@ def trace(
         TraceState,
         rule,
         dtype=dtype,
+        follows_params=("trace",),
         hyperparams={"decay": decay, "nesterov": nesterov},
         math=(r"v \leftarrow \mu v + u;\quad u \leftarrow u + \mu v")
         if nesterov
@@ -129,6 +130,7 @@ def ema(
             rule,
             init=initial_value,
             dtype=dtype,
+            follows_params=("mu",),
             hyperparams={"decay": decay},
             math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
         )
@@ -143,6 +145,7 @@ def ema(
         debiased,
         init=initial_value,
         dtype=dtype,
+        follows_params=("mu",),
         needs_step=True,
         prepare=lambda dtype_, step: _numerics.one_minus_power(
             decay, step, _dtypes.real_dtype(dtype_)
@@ -461,6 +464,7 @@ def nadam_momentum(
         rule,
         init=(0.0, 1.0),
         dtype=(dtype, None),
+        follows_params=("mu",),
         shared=("mu_product",),
         needs_step=True,
         hyperparams={"b1": b1, "momentum_decay": momentum_decay},
