@@ -318,7 +318,7 @@ def _load(s: jax.Array, wide: Any, paired: bool) -> jax.Array:
     """
     if paired:
         c = _dtypes.from_pairs(s, jnp.result_type(_dtypes.state_dtype(s.dtype), jnp.complex64))
-        return _dtypes.cast(c, jnp.promote_types(c.dtype, wide))
+        return _dtypes.cast(c, _dtypes.promote(c.dtype, wide))
     if jnp.issubdtype(s.dtype, jnp.complexfloating) and not jnp.issubdtype(
         wide, jnp.complexfloating
     ):
@@ -384,8 +384,9 @@ def check_storage_dtype(name: str, dtype: Any) -> None:
     if resolved is None or not jnp.issubdtype(resolved, jnp.inexact):
         raise TypeError(
             f"`{name}` must be a floating-point dtype (e.g. jnp.bfloat16, jnp.float32) or "
-            f"None (the parameters' dtype, at least float32); got {dtype!r}. Statistics are "
-            "fractions: an integer or boolean dtype cannot hold them."
+            f"None (the default storage: the parameters' dtype for a first moment, at least "
+            f"float32 for any other statistic); got {dtype!r}. Statistics are fractions: an "
+            "integer or boolean dtype cannot hold them."
         )
 
 
@@ -401,8 +402,8 @@ def _compute_dtype(stored: Any, like: Any) -> np.dtype:
     """The dtype a stored statistic is computed in: widened, and at least ``like``'s precision."""
     wide = _dtypes.state_dtype(stored)
     if jnp.issubdtype(wide, jnp.complexfloating):
-        return jnp.promote_types(wide, like)
-    return jnp.promote_types(wide, _dtypes.real_dtype(like))
+        return _dtypes.promote(wide, like)
+    return _dtypes.promote(wide, _dtypes.real_dtype(like))
 
 
 def _context(step: Any, prepare: Callable | None, cache: dict, dtype: Any) -> dict:

@@ -91,6 +91,17 @@ def real_dtype(dtype) -> np.dtype:
     return dtype
 
 
+@functools.cache
+def promote(a, b) -> np.dtype:
+    """The dtype both ``a`` and ``b`` fit in, by JAX's standard promotion.
+
+    Also when the user runs with ``jax_numpy_dtype_promotion="strict"``, which refuses to
+    promote float32 and bfloat16 (here: float32).
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.dtype(jnp.promote_types(a, b))
+
+
 def to_pairs(x: jax.Array, dtype) -> jax.Array:
     """A complex ``x`` as its real and imaginary parts on a new last axis, in the real ``dtype``."""
     return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1).astype(dtype)

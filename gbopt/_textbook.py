@@ -299,6 +299,7 @@ def rmsprop(
     nesterov: bool = False,
     bias_correction: bool = False,
     nu_dtype: Any = None,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp (Alg. 8.5): scale by the root of a moving average of squares, :math:`\delta` inside.
 
@@ -336,6 +337,9 @@ def rmsprop(
       nu_dtype: storage dtype of :math:`r` (and of :math:`\bar g` with ``centered``),
         e.g. ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
         arithmetic stays in at least float32.
+      accumulator_dtype: storage dtype of the velocity (with ``momentum``); None keeps
+        the parameters' dtype (bfloat16 for bfloat16 parameters: a first moment follows
+        the parameters, docs/conventions.md).
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -381,6 +385,7 @@ def rmsprop(
         if nesterov:
             _validate.nesterov_momentum("momentum", momentum)
     check_storage_dtype("nu_dtype", nu_dtype)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
     if centered:
         second_moment = accumulate_centered_square(
             decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
@@ -397,7 +402,7 @@ def rmsprop(
         scale_by_learning_rate(learning_rate),
     ]
     if momentum is not None:
-        pieces.append(trace(momentum, nesterov=nesterov))
+        pieces.append(trace(momentum, nesterov=nesterov, dtype=accumulator_dtype))
     tx = with_step_count(chain(*pieces)) if bias_correction else chain(*pieces)
     return named(
         "rmsprop",
@@ -416,6 +421,7 @@ def rmsprop_nesterov(
     eps: float | jax.Array = 1e-6,
     *,
     nu_dtype: Any = None,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp with Nesterov momentum (Alg. 8.6), reformulated as :func:`nesterov`.
 
@@ -437,6 +443,7 @@ def rmsprop_nesterov(
         ``rmsprop(lr, decay, eps, momentum=μ, nesterov=True)`` is the same rule; PyTorch
         has no equivalent.
       nu_dtype: storage dtype of :math:`r`, as in :func:`rmsprop`.
+      accumulator_dtype: storage dtype of the velocity :math:`v`, as in :func:`rmsprop`.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -455,10 +462,11 @@ def rmsprop_nesterov(
     _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
     check_storage_dtype("nu_dtype", nu_dtype)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
     tx = chain(
         divide(identity(), chain(accumulate_square(decay, dtype=nu_dtype), add(eps), sqrt())),
         scale_by_learning_rate(learning_rate),
-        trace(momentum, nesterov=True),
+        trace(momentum, nesterov=True, dtype=accumulator_dtype),
     )
     return named(
         "rmsprop_nesterov",
