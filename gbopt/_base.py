@@ -333,14 +333,18 @@ def _store(new: jax.Array, s: jax.Array, paired: bool) -> jax.Array:
     return _dtypes.cast(new, s.dtype)
 
 
-def _is_paired(u: jax.Array, s: jax.Array, name: str, field: str) -> bool:
-    """Whether the stored ``s`` holds the complex statistic of ``u`` as pairs; checks it."""
+def _is_paired(u: jax.Array, s: jax.Array, name: str, field: str, shaped: bool) -> bool:
+    """Whether the stored ``s`` holds the complex statistic of ``u`` as pairs; checks it.
+
+    ``shaped``: the statistic is shaped like the parameter (then ``s`` must be ``u``'s
+    shape and 2); otherwise only its last axis is known to be 2.
+    """
     if not (
         jnp.issubdtype(u.dtype, jnp.complexfloating)
         and not jnp.issubdtype(s.dtype, jnp.complexfloating)
     ):
         return False
-    if np.shape(s)[-1:] != (2,):
+    if np.shape(s) != (*np.shape(u), 2) if shaped else np.shape(s)[-1:] != (2,):
         raise ValueError(
             f"{name}: the state's `{field}` holds real values of shape {np.shape(s)}, but the "
             f"updates are complex ({u.dtype}); a complex statistic stored in a real dtype "
@@ -570,7 +574,9 @@ def statistic(
             if needs_params:
                 ctx["param"] = rest[len(fields)]
             paired = [
-                not layout["real"] and f not in shared and _is_paired(u, s, name, f)
+                not layout["real"]
+                and f not in shared
+                and _is_paired(u, s, name, f, shaped_like_params)
                 for s, f, layout in zip(stats_, fields, layouts, strict=True)
             ]
             args = [_load(s, wide, p) for s, p in zip(stats_, paired, strict=True)]
