@@ -199,7 +199,10 @@ def accumulate_belief(
     the average squared distance between the gradient and its prediction :math:`m_t`, so
     that it takes large steps where the gradient is as predicted (its "belief") and small
     ones where it is not. The statistic keeps its own :math:`m` (the numerator's
-    :func:`gbopt.ema` keeps another: the two are the same number).
+    :func:`gbopt.ema` keeps another: the two are the same number, up to its storage
+    rounding for bfloat16 parameters). Both statistics are stored in at least float32:
+    :math:`m` feeds :math:`|g - m|^2`, where its rounding error would be squared into a
+    small second moment, so it does not follow the parameters' dtype.
 
     Args:
       b1: :math:`\beta_1` in [0, 1), the decay of the prediction :math:`m`.

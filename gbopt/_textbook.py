@@ -58,8 +58,8 @@ def sgd(
       momentum: :math:`\mu` in [0, 1), or None (default) for plain SGD.
       nesterov: Nesterov's momentum (needs ``momentum`` in (0, 1)).
       accumulator_dtype: the storage dtype of the velocity (optax's name); None keeps
-        it in the parameters' dtype, at least float32 (gbopt's dtype policy; optax
-        keeps it in the parameters' dtype, e.g. bfloat16).
+        it in the parameters' dtype, bfloat16 included, as optax does (a first moment
+        follows the parameters; the arithmetic stays in at least float32).
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the book,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
 
@@ -142,8 +142,9 @@ def momentum(
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
       accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
-        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
-        arithmetic stays in at least float32 either way.
+        ``jnp.float32`` for bfloat16 parameters; None keeps the parameters' dtype
+        (bfloat16 included: a first moment follows the parameters). The arithmetic
+        stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``, or
@@ -202,8 +203,9 @@ def nesterov(
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
       accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
-        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
-        arithmetic stays in at least float32 either way.
+        ``jnp.float32`` for bfloat16 parameters; None keeps the parameters' dtype
+        (bfloat16 included: a first moment follows the parameters). The arithmetic
+        stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``,
@@ -522,11 +524,15 @@ def adam(
         before it existed still restore). A positive value keeps the gradient of the
         update finite when differentiating through it (meta-learning).
       mu_dtype: the storage dtype of :math:`s` (optax's name). None keeps it in the
-        parameters' dtype, at least float32 (gbopt's dtype policy; optax keeps it in the
-        parameters' dtype, e.g. bfloat16).
+        parameters' dtype, bfloat16 included, as optax does (a first moment follows the
+        parameters; :math:`r` stays in at least float32, unlike optax's, see
+        ``nu_dtype``). A real dtype for complex parameters stores the real and imaginary
+        parts of :math:`s` (optax drops the imaginary part).
       nesterov: NAdam's numerator (above), as ``optax.adam(..., nesterov=True)``.
       nu_dtype: the storage dtype of :math:`r` (not in optax): e.g. ``jnp.bfloat16`` to
-        halve its memory; it is still computed in at least float32.
+        halve its memory; it is still computed in at least float32. None: the
+        parameters' dtype, at least float32 (a bfloat16 :math:`r` stops moving once
+        :math:`(1 - \rho_2) < 2^{-9}` of it is below half an ulp).
 
     Returns:
       ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
