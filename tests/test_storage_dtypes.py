@@ -248,3 +248,27 @@ def test_a_bfloat16_first_moment_of_complex_parameters_rounds_each_part():
         stored = np.asarray(gbopt.state_get(state, "mu"), np.float64)
         np.testing.assert_array_equal(stored[:, 0], m.real)
         np.testing.assert_array_equal(stored[:, 1], m.imag)
+
+
+def test_hand_written_matrix_statistics_follow_the_same_policy():
+    """Muon's and Shampoo's momenta follow the parameters; SOAP's statistics (its first
+    moment lives in a rotating eigenbasis, re-projected at each refresh) and every
+    Kronecker factor stay float32."""
+    params = {"w": jnp.asarray(np.linspace(-1, 1, 48).reshape(8, 6), jnp.bfloat16)}
+    grads = {"w": jnp.asarray(np.linspace(1, -1, 48).reshape(8, 6), jnp.bfloat16)}
+    cases = {
+        "nesterov_ema": (gbopt.nesterov_ema(0.95), {"mu": _B16}),
+        "shampoo": (
+            gbopt.scale_by_shampoo(),
+            {"momentum": _B16, "graft_momentum": _B16, "left": _F32, "graft": _F32},
+        ),
+        "soap": (gbopt.scale_by_soap(), {"mu": _F32, "nu": _F32, "left": _F32}),
+    }
+    for name, (tx, want) in cases.items():
+        state = tx.init(params)
+        for _ in range(2):
+            updates, state = tx.update(grads, state, params)
+            assert updates["w"].dtype == jnp.bfloat16, name
+        for field, dtype in want.items():
+            leaves = jax.tree.leaves(getattr(state, field))
+            assert leaves and all(x.dtype == dtype for x in leaves), (name, field)
