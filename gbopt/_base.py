@@ -302,12 +302,16 @@ def _storage(spec: Any, param_dtype: Any, real: bool = False, follows: bool = Fa
     parameters (:math:`|g|^2`) is stored in the real dtype of its precision; a complex
     statistic asked in a real dtype is stored as pairs of that dtype (:func:`_pairs`).
     """
-    return _dtypes.storage(param_dtype, spec, real=real, follows=follows)[0]
+    return _dtypes.storage(jnp.dtype(param_dtype), _spec(spec), real=real, follows=follows)[0]
+
+
+def _spec(spec: Any) -> np.dtype | None:
+    return None if spec is None else jnp.dtype(spec)
 
 
 def _pairs(spec: Any, param_dtype: Any, real: bool = False, follows: bool = False) -> bool:
     """Whether the statistic is complex but stored as (real, imaginary) pairs of ``spec``."""
-    return _dtypes.storage(param_dtype, spec, real=real, follows=follows)[1]
+    return _dtypes.storage(jnp.dtype(param_dtype), _spec(spec), real=real, follows=follows)[1]
 
 
 def _load(s: jax.Array, wide: Any, paired: bool) -> jax.Array:
@@ -354,20 +358,27 @@ def _is_paired(u: jax.Array, s: jax.Array, name: str, field: str, shaped: bool) 
     return True
 
 
+def _is_complex(x: Any) -> bool:
+    return getattr(getattr(x, "dtype", None), "kind", "") == "c"
+
+
 def _unpaired(updates: Any, reference: Any) -> Any:
     """``reference`` with each leaf stored as pairs for a complex update shown unpaired.
 
     For the shape check against the updates: a paired leaf has one more axis, of size 2.
+    Real updates (the common case) return ``reference`` after one flatten of ``updates``.
     """
     u_leaves, u_def = jax.tree.flatten(updates)
+    if not any(_is_complex(u) for u in u_leaves):
+        return reference
     r_leaves, r_def = jax.tree.flatten(reference)
-    if u_def != r_def or not any(jnp.iscomplexobj(u) for u in u_leaves):
+    if u_def != r_def:
         return reference
 
     def view(u, r):
         if (
-            jnp.iscomplexobj(u)
-            and not jnp.iscomplexobj(r)
+            _is_complex(u)
+            and not _is_complex(r)
             and np.ndim(r) == np.ndim(u) + 1
             and np.shape(r)[-1] == 2
         ):
