@@ -321,7 +321,7 @@ def _load(s: jax.Array, wide: Any, paired: bool) -> jax.Array:
     parameter (a complex storage dtype asked for) gives its real part.
     """
     if paired:
-        c = _dtypes.from_pairs(s, jnp.result_type(_dtypes.state_dtype(s.dtype), jnp.complex64))
+        c = _dtypes.from_pairs(s, _dtypes.promote(_dtypes.state_dtype(s.dtype), jnp.complex64))
         return _dtypes.cast(c, _dtypes.promote(c.dtype, wide))
     if jnp.issubdtype(s.dtype, jnp.complexfloating) and not jnp.issubdtype(
         wide, jnp.complexfloating

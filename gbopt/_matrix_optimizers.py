@@ -117,7 +117,7 @@ def nesterov_ema(
 
 
 def _compute_dtype(dtype):
-    return jnp.promote_types(dtype, jnp.float32)
+    return _dtypes.promote(dtype, jnp.float32)  # also under strict dtype promotion
 
 
 def orthogonalize(
@@ -197,7 +197,8 @@ def scale_by_shape(consistent_rms: float | None = None) -> GradientTransformatio
                 factor = max(1.0, n / m) ** 0.5 if m else 1.0
             else:
                 factor = consistent_rms * max(m, n) ** 0.5
-            return (u * jnp.asarray(factor, _compute_dtype(u.dtype))).astype(u.dtype)
+            wide = _compute_dtype(u.dtype)
+            return (u.astype(wide) * jnp.asarray(factor, wide)).astype(u.dtype)
 
         return jax.tree.map(leaf, updates), state
 

@@ -272,3 +272,34 @@ def test_hand_written_matrix_statistics_follow_the_same_policy():
         for field, dtype in want.items():
             leaves = jax.tree.leaves(getattr(state, field))
             assert leaves and all(x.dtype == dtype for x in leaves), (name, field)
+
+
+@pytest.mark.parametrize(
+    "params_dtype, storage",
+    [
+        (jnp.bfloat16, None),
+        (jnp.float16, None),
+        (jnp.bfloat16, jnp.float32),
+        (jnp.bfloat16, jnp.complex64),
+        (jnp.float32, jnp.complex64),
+    ],
+)
+def test_every_storage_runs_under_strict_dtype_promotion(params_dtype, storage):
+    """Narrow or complex storage adds no implicit promotion (float32 with bfloat16 is one)."""
+    builds = [
+        gbopt.adam(0.1, mu_dtype=storage),
+        gbopt.sgd(0.1, momentum=0.9, accumulator_dtype=storage),
+        gbopt.rmsprop(0.1, momentum=0.9, centered=True, accumulator_dtype=storage),
+        gbopt.lion(0.1, mu_dtype=storage),
+        gbopt.adan(0.1),
+        gbopt.nadam(0.1),
+        gbopt.muon(0.1),
+        gbopt.optimistic_gradient_descent(0.1),
+    ]
+    params = {"w": jnp.ones((3, 2), params_dtype), "b": jnp.ones(2, params_dtype)}
+    with jax.numpy_dtype_promotion("strict"):
+        for tx in builds:
+            state = tx.init(params)
+            for _ in range(2):
+                updates, state = tx.update(params, state, params)
+            assert all(u.dtype == params_dtype for u in jax.tree.leaves(updates))
