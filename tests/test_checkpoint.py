@@ -314,7 +314,7 @@ FORMAT_0 = {
     "schedule_own_count": lambda: gbopt.momentum(
         schedules.linear(1e-2, 1e-3, 10), accumulator_dtype=F32
     ),
-    "inject_hyperparams": lambda: gbopt.inject_hyperparams(gbopt.adam, static_args="mu_dtype")(
+    "inject_hyperparams": lambda: gbopt.inject_hyperparams(gbopt.adam)(
         learning_rate=schedules.warmup_cosine_decay(0.0, 1e-2, 3, 20), b2=0.99, mu_dtype=F32
     ),
     "multi_transform": lambda: gbopt.multi_transform(
