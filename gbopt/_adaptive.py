@@ -138,8 +138,8 @@ def adamw(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root (for meta-gradients).
-      mu_dtype: the dtype :math:`m` is stored in; ``None``: the parameters' dtype promoted
-        to at least float32.
+      mu_dtype: the dtype :math:`m` is stored in; ``None``: the parameters' dtype,
+        bfloat16 included (a first moment follows the parameters).
       weight_decay: :math:`\lambda` >= 0, or a schedule ``count -> value``.
       mask: where to decay (see the module docstring); ``None``: everywhere.
       nesterov: Dozat's Nesterov momentum (NAdamW).
@@ -204,7 +204,7 @@ def nadam(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root.
-      mu_dtype: the dtype :math:`m` is stored in (``None``: at least float32).
+      mu_dtype: the dtype :math:`m` is stored in (``None``: the parameters' dtype).
       nesterov: keep True (optax's ``nadam`` is a partial of ``adam`` with this flag).
 
     Returns:
@@ -256,7 +256,7 @@ def nadamw(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root.
-      mu_dtype: the dtype :math:`m` is stored in (``None``: at least float32).
+      mu_dtype: the dtype :math:`m` is stored in (``None``: the parameters' dtype).
       weight_decay: :math:`\lambda` >= 0, or a schedule (optax's default 1e-4).
       mask: where to decay; ``None``: everywhere.
       nesterov: keep True (optax's ``nadamw`` is a partial of ``adamw`` with this flag).
@@ -397,7 +397,7 @@ def amsgrad(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root.
-      mu_dtype: the dtype :math:`m` is stored in (``None``: at least float32).
+      mu_dtype: the dtype :math:`m` is stored in (``None``: the parameters' dtype).
       bias_correction_mu: debias :math:`m_t`.
       bias_correction_nu: debias :math:`v_t` before the maximum.
 

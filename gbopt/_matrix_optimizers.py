@@ -37,11 +37,18 @@ class NesterovEmaState(NamedTuple):
 
     Attributes:
       count: the number of updates so far (int32, saturating).
-      mu: the moving average, one array per parameter.
+      mu: the moving average, one array per parameter, stored in the parameter's dtype
+        (bfloat16 included: a first moment follows the parameters) and updated in at
+        least float32.
     """
 
     count: jax.Array
     mu: Any
+
+
+def _follows_params(dtype):
+    """A first moment's storage: the parameters' own dtype (see gbopt._dtypes.storage)."""
+    return _dtypes.storage(dtype, follows=True)[0]
 
 
 def nesterov_ema(
@@ -75,7 +82,9 @@ def nesterov_ema(
     _validate.flag("debias", debias)
 
     def init_fn(params):
-        return NesterovEmaState(_placement.zero_count(params), _placement.zeros_like(params))
+        return NesterovEmaState(
+            _placement.zero_count(params), _placement.zeros_like(params, _follows_params)
+        )
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -83,7 +92,8 @@ def nesterov_ema(
         _tree_checks.check_matches(updates, state.mu, what="updates", reference_name="state's `mu`")
         count = _numerics.safe_increment(state.count)
 
-        def leaf(u, m):
+        def leaf(u, stored):
+            m = _dtypes.cast(stored, _dtypes.state_dtype(stored.dtype))  # at least float32
             b = _dtypes.scalar(decay, m.dtype)
             g = _dtypes.cast(u, m.dtype)
             m = b * m + (1 - b) * g
@@ -98,7 +108,7 @@ def nesterov_ema(
                 out = m / _numerics.one_minus_power(decay, count, m.dtype)
             else:
                 out = m
-            return _dtypes.cast(out, u.dtype), m
+            return _dtypes.cast(out, u.dtype), _dtypes.cast(m, stored.dtype)
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
         return out, NesterovEmaState(count, mu)
@@ -107,7 +117,7 @@ def nesterov_ema(
 
 
 def _compute_dtype(dtype):
-    return jnp.promote_types(dtype, jnp.float32)
+    return _dtypes.promote(dtype, jnp.float32)  # also under strict dtype promotion
 
 
 def orthogonalize(
@@ -187,7 +197,8 @@ def scale_by_shape(consistent_rms: float | None = None) -> GradientTransformatio
                 factor = max(1.0, n / m) ** 0.5 if m else 1.0
             else:
                 factor = consistent_rms * max(m, n) ** 0.5
-            return (u * jnp.asarray(factor, _compute_dtype(u.dtype))).astype(u.dtype)
+            wide = _compute_dtype(u.dtype)
+            return (u.astype(wide) * jnp.asarray(factor, wide)).astype(u.dtype)
 
         return jax.tree.map(leaf, updates), state
 
@@ -323,8 +334,9 @@ class ShampooState(NamedTuple):
       left_root: :math:`L^{-1/p}` (same).
       right_root: :math:`R^{-1/p}` (same).
       graft: the grafting rule's accumulator (like the parameter; ``None`` for SGD).
-      momentum: the momentum of the Shampoo direction.
-      graft_momentum: the momentum of the grafting direction.
+      momentum: the momentum of the Shampoo direction, stored in the parameter's dtype
+        (bfloat16 included: a first moment follows the parameters).
+      graft_momentum: the momentum of the grafting direction, stored likewise.
     """
 
     count: jax.Array
@@ -465,8 +477,8 @@ def scale_by_shampoo(
             left_root=tree(lambda x: roots(x, 0)),
             right_root=tree(lambda x: roots(x, 1)),
             graft=(tree(lambda x: None) if graft_type == "sgd" else _placement.zeros_like(params)),
-            momentum=_placement.zeros_like(params),
-            graft_momentum=_placement.zeros_like(params),
+            momentum=_placement.zeros_like(params, _follows_params),
+            graft_momentum=_placement.zeros_like(params, _follows_params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -484,7 +496,8 @@ def scale_by_shampoo(
         mom = treedef.flatten_up_to(state.momentum)
         gmom = treedef.flatten_up_to(state.graft_momentum)
         ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
-        grads = [u.astype(m.dtype) for u, m in zip(leaves, mom, strict=True)]
+        # Computed in at least float32; the momenta are stored in the parameters' dtype.
+        grads = [u.astype(_dtypes.state_dtype(m.dtype)) for u, m in zip(leaves, mom, strict=True)]
         plans = [plan(g) for g in grads]
         blocks = [_matrix.split_blocks(g, pl) for g, pl in zip(grads, plans, strict=True)]
 
@@ -567,14 +580,14 @@ def scale_by_shampoo(
             if weight_decay:
                 wd = weight_decay * ps[i].astype(g.dtype)
                 s, s_hat = s + wd, s_hat + wd
-            m = beta1 * mom[i] + w_m * s
-            mh = beta1 * gmom[i] + w_m * s_hat
+            m = beta1 * mom[i].astype(g.dtype) + w_m * s
+            mh = beta1 * gmom[i].astype(g.dtype) + w_m * s_hat
             mom_upd = jnp.where(run, m, mh)
             wd_upd = jnp.where(run, s, s_hat)
             out = w_m * wd_upd + beta1 * mom_upd if nesterov else mom_upd
             outs.append(out.astype(leaves[i].dtype))
-            new_mom.append(m)
-            new_gmom.append(mh)
+            new_mom.append(m.astype(mom[i].dtype))
+            new_gmom.append(mh.astype(gmom[i].dtype))
 
         def tree(xs):
             return treedef.unflatten(xs)

@@ -81,6 +81,7 @@ def optimistic_gradient(
         "optimistic_gradient",
         OptimisticGradientState,
         rule,
+        follows_params=("previous",),
         needs_step=True,
         prepare=prepare,
         hyperparams={"alpha": alpha, "beta": beta},

@@ -4,7 +4,9 @@ Each replaces the incoming updates by a running statistic of them and keeps that
 in its state. Each is a leaf rule handed to :func:`gbopt._base.statistic`, which does the
 rest (state checks, initial state, dtype policy, step count): a new statistic is its rule,
 its state type and its docstring. ``dtype=`` sets a statistic's storage dtype; the rule
-still computes in at least float32.
+still computes in at least float32. By default a first moment (:func:`trace`, :func:`ema`,
+:func:`nadam_momentum`'s :math:`m`) is stored in the parameters' dtype, bfloat16 included,
+and every other statistic in at least float32 (:func:`gbopt._dtypes.storage`).
 
 Symbols: :math:`u_t` the incoming update, :math:`\rho` a decay, :math:`t` the 1-based step.
 """
@@ -49,7 +51,8 @@ def trace(
     Args:
       decay: :math:`\mu`, in [0, 1).
       nesterov: return :math:`u_t + \mu v_t` instead of :math:`v_t`.
-      dtype: the storage dtype of :math:`v` (None: the parameters', at least float32).
+      dtype: the storage dtype of :math:`v` (None: the parameters' dtype, bfloat16
+        included: a first moment follows the parameters).
 
     Returns:
       A transform with state :class:`TraceState`; :math:`v_0 = 0`.
@@ -74,6 +77,7 @@ def trace(
         TraceState,
         rule,
         dtype=dtype,
+        follows_params=("trace",),
         hyperparams={"decay": decay, "nesterov": nesterov},
         math=(r"v \leftarrow \mu v + u;\quad u \leftarrow u + \mu v")
         if nesterov
@@ -106,7 +110,8 @@ def ema(
       decay: :math:`\rho`, in [0, 1).
       debias: return :math:`s_t / (1 - \rho^t)` (what :func:`gbopt.bias_correction` after
         it returns), with the step of an enclosing step owner or a count of its own.
-      dtype: the storage dtype of :math:`s` (optax's ``mu_dtype``).
+      dtype: the storage dtype of :math:`s` (optax's ``mu_dtype``); None: the
+        parameters' dtype, bfloat16 included (a first moment follows the parameters).
       initial_value: :math:`s_0`, a finite number (0; optax's ``yogi`` starts from 1e-6).
 
     Returns:
@@ -129,6 +134,7 @@ def ema(
             rule,
             init=initial_value,
             dtype=dtype,
+            follows_params=("mu",),
             hyperparams={"decay": decay},
             math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
         )
@@ -143,6 +149,7 @@ def ema(
         debiased,
         init=initial_value,
         dtype=dtype,
+        follows_params=("mu",),
         needs_step=True,
         prepare=lambda dtype_, step: _numerics.one_minus_power(
             decay, step, _dtypes.real_dtype(dtype_)
@@ -245,7 +252,12 @@ def accumulate_centered_square(
       decay: :math:`\rho` in [0, 1) (PyTorch's ``alpha``).
       initial_accumulator_value: :math:`r_0` >= 0 (optax's ``initial_scale``); 0 in
         PyTorch. :math:`\bar g_0 = 0` always.
-      dtype: the storage dtype of both statistics.
+      dtype: the storage dtype of both statistics; None: the parameters' dtype, at least
+        float32, for both. :math:`\bar g` is a first moment but only feeds the variance
+        :math:`r - |\bar g|^2`, where the subtraction cancels leading digits: a bfloat16
+        :math:`\bar g` (relative error up to :math:`2^{-8}`, so :math:`2^{-7}` in
+        :math:`\bar g^2`) can swamp a small variance, so it does not follow the
+        parameters.
 
     Returns:
       A transform with state :class:`AccumulateCenteredSquareState`.
@@ -465,6 +477,7 @@ def nadam_momentum(
         rule,
         init=(0.0, 1.0),
         dtype=(dtype, None),
+        follows_params=("mu",),
         shared=("mu_product",),
         needs_step=True,
         prepare=prepare,

@@ -199,7 +199,10 @@ def accumulate_belief(
     the average squared distance between the gradient and its prediction :math:`m_t`, so
     that it takes large steps where the gradient is as predicted (its "belief") and small
     ones where it is not. The statistic keeps its own :math:`m` (the numerator's
-    :func:`gbopt.ema` keeps another: the two are the same number).
+    :func:`gbopt.ema` keeps another: the two are the same number, up to its storage
+    rounding for bfloat16 parameters). Both statistics are stored in at least float32:
+    :math:`m` feeds :math:`|g - m|^2`, where its rounding error would be squared into a
+    small second moment, so it does not follow the parameters' dtype.
 
     Args:
       b1: :math:`\beta_1` in [0, 1), the decay of the prediction :math:`m`.
@@ -368,6 +371,7 @@ def adan_momentum(
         "adan_momentum",
         AdanMomentumState,
         rule,
+        follows_params=AdanMomentumState._fields,
         needs_step=True,
         prepare=prepare,
         hyperparams={"b1": b1, "b2": b2},
@@ -421,6 +425,7 @@ def adan_extrapolation(b2: float | jax.Array = 0.92, *, step: Any = None) -> Gra
         "adan_extrapolation",
         AdanExtrapolationState,
         rule,
+        follows_params=("previous",),
         needs_step=True,
         hyperparams={"b2": b2},
         math=r"u + (1 - \beta_2)(u - u_{-1})",

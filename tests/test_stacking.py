@@ -102,7 +102,7 @@ def test_leaves_of_different_dtypes_are_not_stacked_together():
     state = gbopt.stack_leaves(gbopt.momentum(0.1, 0.9)).init(params)
     trace = state.inner[1].trace
     assert [s.shape for s in trace.stacks] == [(2, 4)]  # a and c
-    assert [x.dtype for x in trace.leaves] == [jnp.float32]  # b's momentum (>= float32)
+    assert [x.dtype for x in trace.leaves] == [jnp.bfloat16]  # b's momentum follows b
 
 
 def test_updates_keep_the_parameters_structure_dtypes_and_shapes():
