@@ -318,6 +318,8 @@ class _Builder:
 
         out = x
         if not assigned:  # a map: an expression in u
+            if len(_INPUT.findall(_strip_text(math))) > 1:  # name an input used twice
+                x = self._name_intermediate(x)
             return _simplify(subst(math))
         for part in parts:
             if r"\leftarrow" in part:
