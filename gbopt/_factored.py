@@ -170,8 +170,10 @@ def factored_second_moment(
         # The fields in order: R (v_row), C (v_col), V (v).
         math=r"\hat\beta_t = 1 - (t - t_0)^{-c};\quad "
         r"R \leftarrow \hat\beta_t R + (1 - \hat\beta_t) \operatorname{mean}_b(|u|^2 + \delta);"
-        r"\quad C \leftarrow \hat\beta_t C + (1 - \hat\beta_t) \operatorname{mean}_a(|u|^2 + \delta);"
-        r"\quad V \leftarrow \hat\beta_t V + (1 - \hat\beta_t)(|u|^2 + \delta) \text{ (not factored)};"
+        r"\quad C \leftarrow \hat\beta_t C "
+        r"+ (1 - \hat\beta_t) \operatorname{mean}_a(|u|^2 + \delta);"
+        r"\quad V \leftarrow \hat\beta_t V "
+        r"+ (1 - \hat\beta_t)(|u|^2 + \delta) \text{ (not factored)};"
         r"\quad u \leftarrow \frac{R C}{\operatorname{mean}_a R} \text{ (factored) or } V",
     )
 

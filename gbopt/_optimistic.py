@@ -268,9 +268,7 @@ def optimistic_adam(
     return named(
         "optimistic_adam",
         with_step_count(
-            chain(
-                direction, optimistic_gradient(learning_rate, optimism), scale(-1.0)
-            )
+            chain(direction, optimistic_gradient(learning_rate, optimism), scale(-1.0))
         ),
         learning_rate=learning_rate,
         optimism=optimism,

@@ -616,9 +616,7 @@ def scale_by_adan(
         m = _numerics.moving_average(m, u, b1)
         v = _numerics.moving_average(v, difference, b2)
         extrapolated = u + _dtypes.complement(b2, n.dtype).astype(u.dtype) * difference
-        n = _numerics.moving_average(
-            n, _numerics.abs_square(extrapolated), b3, keep_infinite=True
-        )
+        n = _numerics.moving_average(n, _numerics.abs_square(extrapolated), b3, keep_infinite=True)
         numerator = m / c1.astype(m.dtype) + c2.astype(v.dtype) * v
         denominator = jnp.sqrt(n / c3.astype(n.dtype) + _dtypes.scalar(eps_root, n.dtype))
         denominator = denominator + _dtypes.scalar(eps, n.dtype)
