@@ -127,41 +127,7 @@ def test_every_optimizer_is_found():
     } <= set(OPTIMIZERS)
 
 
-# Where the derived rule and the docstring's formula differ in structure today. Strict: when
-# either is fixed the test fails until the entry is removed.
-KNOWN_DIFFERENCES = {
-    "adabelief": "the chain keeps the first moment twice (ema's `mu` and accumulate_belief's "
-    "own mean, also named `mu`); the formula has one m",
-    "adamaxw": "the formula is written on u_t and \\hat m_t without defining them",
-    "adan": "the formula's Delta_t = g_t - g_{t-1} is kept as two statistics (`delta`, "
-    "`previous`) and describe pairs no symbol of adan_momentum with b1",
-    "radam": "describe pairs no symbol of `rectification` with `threshold` (tau)",
-    "nadam": "the formula uses m_t without its recurrence, and nadam_momentum keeps the "
-    "product of its momentum schedule (`mu_product`) as a statistic",
-    "nadamw": "as nadam",
-    "adadelta": "describe shows weight_decay (0 by default, as lambda) that the formula omits",
-    "adafactor": "describe shows clipping_threshold, which the formula leaves out",
-    "lbfgs": "the formula is prose-level (no argument's symbol appears in it)",
-    "noisy_sgd": "describe pairs no symbol of add_noise with eta and gamma",
-    "optimistic_adam": "the formula names no argument's symbol; describe pairs alpha with "
-    "`nesterov`",
-    "optimistic_adam_v2": "describe pairs no symbol with alpha and beta",
-    "optimistic_gradient_descent": "describe pairs no symbol with alpha and beta",
-    "rprop": "the formula writes the step sizes without a recurrence (0 statistics, 2 kept)",
-    "sm3": "the formula writes one statistic, the chain keeps two (the cover and momentum)",
-}
-
-
-def _params():
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DIFFERENCES[n]))
-        if n in KNOWN_DIFFERENCES
-        else n
-        for n in OPTIMIZERS
-    ]
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_rule_matches_the_docstring_formula(name):
     """Structure, not strings: the same arguments in the formula, as many statistics."""
     factory = getattr(gbopt, name)
