@@ -40,7 +40,8 @@ _NAME_SYMBOLS = {
     "value": r"\delta", "step_size": "c", "max_norm": "c", "weight_decay": r"\lambda",
     "b1": r"\beta_1", "b2": r"\beta_2", "b3": r"\beta_3", "trust_coefficient": r"\eta",
     "threshold": r"\tau", "eta": r"\eta", "gamma": r"\gamma", "alpha": r"\alpha",
-    "beta": r"\beta",
+    "beta": r"\beta", "beta1": r"\beta_1", "beta2": r"\beta_2",
+    "diagonal_epsilon": r"\delta", "matrix_epsilon": r"\epsilon",
 }  # fmt: skip
 
 
@@ -461,6 +462,8 @@ def _call(name: str, hyperparams: dict) -> str:
 def _format(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, str):  # an option such as graft_type="rmsprop"
+        return repr(value)
     if callable(value):
         return "schedule"
     if isinstance(value, tuple | list) and not all(isinstance(v, numbers.Number) for v in value):
@@ -525,7 +528,9 @@ def _cases(match: re.Match) -> str:
 
 def _text(tex: str) -> str:
     """A small LaTeX-to-Unicode rendering for terminals."""
-    tex = re.sub(r"\\begin\{cases\}(.*?)\\end\{cases\}", _cases, tex)
+    innermost = re.compile(r"\\begin\{cases\}((?:(?!\\begin\{cases\}).)*?)\\end\{cases\}")
+    while innermost.search(tex):  # cases inside cases (a piecewise rule in a group)
+        tex = innermost.sub(_cases, tex)
     out, i = [], 0
     while i < len(tex):
         if tex.startswith(r"\frac", i) or tex.startswith(r"\tfrac", i):

@@ -124,6 +124,9 @@ def test_every_optimizer_is_found():
         "adamw",
         "lion",
         "adafactor",
+        "muon",
+        "shampoo",
+        "soap",
     } <= set(OPTIMIZERS)
 
 
@@ -169,9 +172,32 @@ def test_rule_matches_the_docstring_formula(name):
     # As many statistics, each kept in a state field reached by that name.
     statistics = {s for s in described.statistics if s != "t"}
     assert len(doc_statistics) == len(statistics), (doc_statistics, str(described))
-    state = tx.init({"w": jnp.ones(3)})
+    groups = _groups(tx)
+    params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)} if groups else {"w": jnp.ones(3)}
+    state = tx.init(params)
     for field in set(described.statistics.values()):
-        gbopt.state_get(state, field)
+        if not groups:
+            gbopt.state_get(state, field)
+        else:  # a field of one parameter group, or of each (a step count, a moment)
+            assert any(_in_group(state, field, g) for g in groups), (field, groups)
+
+
+def _groups(tx) -> tuple:
+    """The labels of the parameter groups of ``tx`` (a multi_transform inside), or ()."""
+    info = tx.info
+    while info is not None:
+        if info.hyperparams.get("groups"):
+            return tuple(info.hyperparams["groups"])
+        info = info.children[0].info if len(info.children) == 1 else None
+    return ()
+
+
+def _in_group(state, field, group) -> bool:
+    try:
+        gbopt.state_get(state, field, group=group)
+    except KeyError:
+        return False
+    return True
 
 
 def test_adam_is_bias_corrected_with_one_step_count():
