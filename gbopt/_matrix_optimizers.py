@@ -1032,7 +1032,7 @@ def scale_by_soap(
 
     # The rule at Adam step t (the first call only sets L, R and the bases), with the
     # statistics in the order of the state's fields: m, v, L, R, Q_L, Q_R.
-    beta_s = r"\beta_2" if shampoo_beta < 0 else r"\beta_s"
+    beta_s_tex = r"\beta_2" if shampoo_beta < 0 else r"\beta_s"
     scale_tex = r"\frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t} " if correct_bias else ""
     out_tex = rf"{scale_tex}Q_L \frac{{m}}{{\sqrt{{v}} + \delta}} Q_R^T"
     if normalize_grads:
@@ -1042,8 +1042,8 @@ def scale_by_soap(
         r"m \leftarrow \beta_1 m + (1 - \beta_1) G'",
         r"v \leftarrow \beta_2 v + (1 - \beta_2) G'^2",
         rf"o = {out_tex}",
-        rf"L \leftarrow {beta_s} L + (1 - {beta_s}) u u^T",
-        rf"R \leftarrow {beta_s} R + (1 - {beta_s}) u^T u",
+        rf"L \leftarrow {beta_s_tex} L + (1 - {beta_s_tex}) u u^T",
+        rf"R \leftarrow {beta_s_tex} R + (1 - {beta_s_tex}) u^T u",
         r"Q_L \leftarrow \text{eigenbasis of } L \text{ every } f \text{ steps}",
         r"Q_R \leftarrow \text{eigenbasis of } R \text{ every } f \text{ steps}",
         r"u \leftarrow o",

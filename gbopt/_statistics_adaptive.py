@@ -203,8 +203,9 @@ def accumulate_belief(
     Adam divides by the root of the average :math:`u^2`; AdaBelief divides by the root of
     the average squared distance between the gradient and its prediction :math:`m_t`, so
     that it takes large steps where the gradient is as predicted (its "belief") and small
-    ones where it is not. The statistic keeps its own :math:`m` (the numerator's
-    :func:`gbopt.ema` keeps another: the two are the same number).
+    ones where it is not. The statistic keeps its own :math:`m`: divided into an
+    :func:`gbopt.ema`, the first moment is kept twice (the same number);
+    :func:`scale_by_belief`, which :func:`gbopt.adabelief` uses, keeps it once for both.
 
     Args:
       b1: :math:`\beta_1` in [0, 1), the decay of the prediction :math:`m`.
@@ -505,7 +506,9 @@ def adan_extrapolation(b2: float | jax.Array = 0.92, *, step: Any = None) -> Gra
 
     Followed by ``accumulate_square(b3)``, ``bias_correction(b3)``, ``add(eps_root)``,
     ``sqrt()`` and ``add(eps)`` it is Adan's denominator
-    :math:`\sqrt{\hat n_t + \epsilon_r} + \epsilon`.
+    :math:`\sqrt{\hat n_t + \epsilon_r} + \epsilon`. Divided into :func:`adan_momentum`
+    it keeps the previous update a second time; :func:`scale_by_adan`, which
+    :func:`gbopt.adan` uses, keeps it once.
 
     Args:
       b2: :math:`\beta_2` in [0, 1) (the same as :func:`adan_momentum`'s).
