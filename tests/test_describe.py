@@ -178,8 +178,13 @@ def test_rule_matches_the_docstring_formula(name):
     for field in set(described.statistics.values()):
         if not groups:
             gbopt.state_get(state, field)
-        else:  # a field of one parameter group, or of each (a step count, a moment)
-            assert any(_in_group(state, field, g) for g in groups), (field, groups)
+            continue
+        # A field of one parameter group, or of each (a step count, a moment): once in
+        # every group that has it, and read there by name.
+        per_group = _per_group(state, field)
+        assert per_group and set(per_group.values()) == {1}, (field, per_group)
+        for group in per_group:
+            gbopt.state_get(state, field, group=group)
 
 
 def _groups(tx) -> tuple:
@@ -192,12 +197,20 @@ def _groups(tx) -> tuple:
     return ()
 
 
-def _in_group(state, field, group) -> bool:
-    try:
-        gbopt.state_get(state, field, group=group)
-    except KeyError:
-        return False
-    return True
+def _per_group(state, field) -> dict:
+    """How many times ``field`` occurs in each parameter group of ``state``."""
+    counts = {}
+    for path, _ in optax.tree_utils.tree_get_all_with_path(state, field):
+        group = next(
+            (
+                key.key
+                for prev, key in zip(path, path[1:], strict=False)
+                if getattr(prev, "name", None) == "inner_states" and hasattr(key, "key")
+            ),
+            None,
+        )
+        counts[group] = counts.get(group, 0) + 1
+    return counts
 
 
 def test_adam_is_bias_corrected_with_one_step_count():
