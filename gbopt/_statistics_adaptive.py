@@ -561,7 +561,7 @@ def scale_by_adan(
     b2: float | jax.Array = 0.92,
     b3: float | jax.Array = 0.99,
     eps: float | jax.Array = 1e-8,
-    eps_root: float | jax.Array = 1e-8,
+    eps_root: float | jax.Array = 0.0,
     *,
     step: Any = None,
 ) -> GradientTransformation:
@@ -586,7 +586,8 @@ def scale_by_adan(
       b2: :math:`\beta_2` in [0, 1), the decay of the difference average (0.92).
       b3: :math:`\beta_3` in [0, 1), the decay of the squared extrapolated update (0.99).
       eps: :math:`\epsilon` >= 0, outside the root.
-      eps_root: :math:`\epsilon_r` >= 0, inside the root.
+      eps_root: :math:`\epsilon_r` >= 0, inside the root (0, as optax's
+        ``scale_by_adan``; :func:`gbopt.adan`'s default is 1e-8, as optax's ``adan``).
       step: kept for code written as ``with_step_count(lambda t: ...(step=t))``; the step
         comes from an enclosing :func:`gbopt.with_step_count`, or the transform keeps its
         own count when used alone.
