@@ -482,10 +482,23 @@ def nadam_momentum(
         needs_step=True,
         prepare=prepare,
         hyperparams={"b1": b1, "momentum_decay": momentum_decay},
-        math=r"\mu_t = \beta_1 (1 - \tfrac12 0.96^{t\psi});\quad m \leftarrow \beta_1 m + "
-        r"(1 - \beta_1) u;\quad u \leftarrow \frac{1 - \mu_t}{1 - \prod_{k \le t} \mu_k} u + "
-        r"\frac{\mu_{t+1}}{1 - \prod_{k \le t+1} \mu_k} m",
+        math=_NADAM_CONSTANT_MATH
+        if isinstance(momentum_decay, numbers.Real) and math.isinf(momentum_decay)
+        else _NADAM_MATH,
     )
+
+
+# The state's fields in order: m (``mu``), then the product pi (``mu_product``).
+_NADAM_MATH = (
+    r"\mu_t = \beta_1 (1 - \tfrac12 0.96^{t\psi});\quad m \leftarrow \beta_1 m + "
+    r"(1 - \beta_1) u;\quad \pi \leftarrow \pi \mu_t;\quad "
+    r"u \leftarrow \frac{1 - \mu_t}{1 - \pi} u + \frac{\mu_{t+1}}{1 - \pi \mu_{t+1}} m"
+)
+# With momentum_decay=inf, mu_t = b1 and pi = b1^t.
+_NADAM_CONSTANT_MATH = (
+    r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad \pi \leftarrow \beta_1 \pi;\quad "
+    r"u \leftarrow \frac{(1 - \beta_1) u}{1 - \pi} + \frac{\beta_1 m}{1 - \beta_1 \pi}"
+)
 
 
 def _validate_momentum_decay(value: Any) -> None:

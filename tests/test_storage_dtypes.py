@@ -164,7 +164,12 @@ DEFAULT_STORAGE = {
         lambda: gbopt.factored_second_moment(),
         {"v_row": _F32, "v_col": _F32, "v": _F32},
     ),
-    "cover_second_moment": (lambda: gbopt.cover_second_moment(), {"mu": _F32}),
+    "cover_second_moment": (lambda: gbopt.cover_second_moment(), {"nu": _F32}),
+    "scale_by_belief": (lambda: gbopt.scale_by_belief(), {"mu": _F32, "nu": _F32}),
+    "scale_by_adan": (
+        lambda: gbopt.scale_by_adan(),
+        {"mu": _B16, "delta": _B16, "nu": _F32, "previous": _B16},
+    ),
 }
 
 
@@ -270,7 +275,7 @@ def test_hand_written_matrix_statistics_follow_the_same_policy():
             updates, state = tx.update(grads, state, params)
             assert updates["w"].dtype == jnp.bfloat16, name
         for field, dtype in want.items():
-            leaves = jax.tree.leaves(getattr(state, field))
+            leaves = jax.tree.leaves(getattr(_fields(state), field))
             assert leaves and all(x.dtype == dtype for x in leaves), (name, field)
 
 
