@@ -159,3 +159,6 @@ def test_matrix_lm_smoke_prints_the_table(tmp_path, capsys):
     for name in ("adamw", "muon", "shampoo", "soap"):
         assert f"| {name} |" in out
     assert (tmp_path / "matrix_lm_loss.png").exists()
+    # the JSON of each optimizer is what --report reads back
+    assert _script("matrix_lm").main(["--smoke", "--out", str(tmp_path), "--report"]) == 0
+    assert "| soap |" in capsys.readouterr().out
