@@ -148,8 +148,11 @@ def _script(name):
 def test_matrix_step_smoke_prints_the_table(capsys):
     assert _script("matrix_step").main(["--smoke", "--rounds", "1", "--compiles", "1"]) == 0
     out = capsys.readouterr().out
-    for name in ("optax.contrib.muon", "gbopt.muon", "gbopt.shampoo", "gbopt.soap"):
+    for name in ("optax.contrib.muon", "gbopt.muon", "adamw"):
         assert f"| {name} |" in out
+    for name in ("shampoo", "soap"):
+        for row in ("step without refresh", "step with refresh", "amortised (refresh every 10)"):
+            assert f"{name}, {row}" in out
     assert "state B/param" in out
 
 
