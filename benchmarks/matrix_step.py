@@ -130,6 +130,7 @@ def interleaved(runners: dict, rounds: int, rng) -> dict[str, list[float]]:
         rng.shuffle(order)
         for n in order:
             times[n].append(runners[n].run())
+            print(f"  {n}: {h.ms(times[n][-1])}", flush=True)
     return times
 
 
@@ -153,8 +154,10 @@ def muon_rows(facts, params, grads, n_params, args, rng):
                     h.step_fn(tx, optax.apply_updates), params, tx.init(params), grads
                 ).total_s
             )
-    for r in runners.values():  # one warm-up step each
-        r.run()
+    print(f"  compiles: { {n: [round(c, 1) for c in v] for n, v in compiles.items()} }", flush=True)
+    for _ in range(args.warmup):
+        for r in runners.values():
+            r.run()
     times = interleaved(runners, args.rounds, rng)
     base = "optax.contrib.muon"
     rows = []
@@ -178,15 +181,18 @@ def muon_rows(facts, params, grads, n_params, args, rng):
 
 def preconditioned_rows(name, facts, params, grads, n_params, args, rng):
     adamw = Runner(facts["adamw"](), params, grads)
-    adamw.run()
+    for _ in range(args.warmup):
+        adamw.run()
     default_tx = facts[name](K)
     compile_default = h.compile_step(
         h.step_fn(default_tx, optax.apply_updates), params, default_tx.init(params), grads
     ).total_s
     # no refresh: frequency 10^9, from step K + 1
     tx = facts[name](NEVER)
+    print(f"  compile: {name} (every {K}) {compile_default:.1f} s", flush=True)
     plain = Runner(tx, params, grads, set_count(tx.init(params), K + 1))
-    plain.run()
+    for _ in range(args.warmup):
+        plain.run()
     t_plain = interleaved({"adamw": adamw, "plain": plain}, args.rounds, rng)
     state_bytes, temp = plain.state_bytes, plain.step.temp_bytes
     params_now, state_now = plain.params, plain.state
@@ -239,6 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compiles", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--vocab", type=int, default=50257)
     parser.add_argument("--context", type=int, default=1024)
