@@ -13,7 +13,9 @@ batch 16, 300 steps: 0.87M parameters) is what runs the whole comparison, sweeps
 included, in about 20 minutes on 2 CPU cores.
 
 Each optimizer runs a three-point learning-rate grid: its family's usual rate times 1/3,
-1 and 3 (AdamW, Shampoo, SOAP: 3e-3; Muon's matrices: 0.02, with AdamW's part at 3e-3); AdamW's and
+1 and 3 (AdamW, Shampoo, SOAP: 3e-3; Muon's matrices: 0.02, with AdamW's part at 3e-3);
+where the best rate is at an edge of the grid, the grid is extended by a factor of 3
+past that edge (up to ``--extend`` times) so that the best rate is bracketed; AdamW's and
 Muon's sweeps run as one ``jax.vmap`` over the rates (Shampoo's and SOAP's preconditioner
 refresh is a ``lax.cond`` on the step, which ``vmap`` would turn into a refresh at every
 step, so their rates run one after another). The best rate is the one with the lowest
@@ -157,6 +159,17 @@ def run_optimizer(name, args, config, train, valid, params) -> dict:
     _, sweep, vmappable = OPTIMIZERS[name]
     load_before = load_average()
     marks, losses, sweep_s = run(name, sweep, args, config, train, valid, params, vmappable)
+    sweep = list(sweep)
+    for _ in range(args.extend):
+        final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
+        best = int(np.argmin(final))
+        if 0 < best < len(sweep) - 1 or len(sweep) == 1:
+            break
+        lr = sweep[0] / 3 if best == 0 else sweep[-1] * 3  # the best is on an edge: extend
+        _, more, more_s = run(name, [lr], args, config, train, valid, params, vmappable)
+        sweep = [lr, *sweep] if best == 0 else [*sweep, lr]
+        losses = np.concatenate([more, losses] if best == 0 else [losses, more])
+        sweep_s += more_s
     final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
     best = int(np.argmin(final))
     times, compile_s = time_steps(name, sweep[best], args, config, train, params)
@@ -292,6 +305,9 @@ def main(argv=None) -> int:
     parser.add_argument("--bytes", type=int, default=1_000_000)
     parser.add_argument("--time-steps", type=int, default=3 * K, help="steps timed alone")
     parser.add_argument("--target", default="adamw", help="validation loss (nats/byte), or 'adamw'")
+    parser.add_argument(
+        "--extend", type=int, default=2, help="rates added where the best is on an edge"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="gbopt-out")
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
