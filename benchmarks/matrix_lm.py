@@ -233,8 +233,8 @@ def report(results: list[dict], target_arg: str, out: str) -> int:
         rows.append(
             [
                 r["name"],
-                " / ".join(f"{lr:g}" for lr in lrs) + (" (vmap)" if r["vmapped"] else ""),
-                f"{lrs[best]:g}",
+                " / ".join(f"{lr:.3g}" for lr in lrs) + (" (vmap)" if r["vmapped"] else ""),
+                f"{lrs[best]:.3g}",
                 f"{curve[-1]:.3f}",
                 "not reached" if reached is None else str(reached),
                 "—" if reached is None else f"{reached * mean:.1f} s",
@@ -255,7 +255,7 @@ def report(results: list[dict], target_arg: str, out: str) -> int:
     print("\nfinal validation loss of every rate:")
     for r in results:
         pairs = zip(r["learning_rates"], r["losses"], strict=True)
-        finals = ", ".join(f"{lr:g}: {loss[-1]:.3f}" for lr, loss in pairs)
+        finals = ", ".join(f"{lr:.3g}: {loss[-1]:.3f}" for lr, loss in pairs)
         print(f"  {r['name']}: {finals}  (load average {' -> '.join(r['load_average'])})")
     try:
         import matplotlib
@@ -278,7 +278,7 @@ def report(results: list[dict], target_arg: str, out: str) -> int:
                 color=f"C{k}",
                 lw=2.0 if j == r["best"] else 1.0,
                 alpha=1.0 if j == r["best"] else 0.35,
-                label=f"{r['name']} {lr:g}",
+                label=f"{r['name']} {lr:.3g}",
             )
     ax.axhline(target, color="gray", ls=":", lw=1)
     ax.set_xlabel("step")
