@@ -262,7 +262,8 @@ def main(argv=None) -> int:
     n_matrix = sum(math.prod(s) for k, s in shapes.items() if is_matrix(k))
     print("\n".join(h.machine_lines()))
     print(
-        f"\nWorkload: {work.label()}: {n_params / 1e6:.1f}M parameters, {n_matrix / 1e6:.1f}M "
+        f"\nWorkload: {work.name}, {len(shapes)} leaves: {n_params / 1e6:.1f}M parameters, "
+        f"{n_matrix / 1e6:.1f}M "
         f"in {sum(map(is_matrix, shapes))} matrices; load average {load()}\n",
         flush=True,
     )
