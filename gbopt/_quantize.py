@@ -151,15 +151,6 @@ def code_book(bits: int, signed: bool) -> np.ndarray:
     return book
 
 
-def _lookup(table: jax.Array, index: jax.Array) -> jax.Array:
-    """``table[index]``, sharded like ``index`` (needed on meshes with ``Explicit`` axes)."""
-    sharding = jax.typeof(index).sharding
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is not None and jax.sharding.AxisType.Explicit in getattr(mesh, "axis_types", ()):
-        return table.at[index].get(out_sharding=sharding)
-    return table[index]
-
-
 @functools.cache
 def _dynamic_layout(bits: int, signed: bool) -> tuple:
     """Constants of the arithmetic nearest-code search in a dynamic map (float64 numbers).
@@ -234,6 +225,136 @@ def _encode(y: jax.Array, bits: int, signed: bool) -> jax.Array:
     return _encode_dynamic(y, bits, signed)
 
 
+@functools.cache
+def _grid_steps(bits: int, signed: bool) -> tuple:
+    """Per decade of a dynamic map, the float32 grid step of :func:`_grid` in units of 2**-31.
+
+    Every step and 0.1 (in float32) are whole multiples of 2**-31, and so is each grid
+    point: :func:`_decode` rebuilds the grid in exact integer arithmetic.
+    """
+    exponent_bits, c = _dynamic_layout(bits, signed)[:2]
+    steps = []
+    for e in range(exponent_bits):
+        step = (np.float32(1.0) - np.float32(0.1)) / np.float32(2 ** (e + c))
+        units = float(step) * 2.0**31
+        assert units == int(units)
+        steps.append(int(units))
+    return tuple(steps)
+
+
+_POINT_ONE = int(float(np.float32(0.1)) * 2.0**31)  # float32(0.1) in units of 2**-31
+assert _POINT_ONE == float(np.float32(0.1)) * 2.0**31
+
+
+def _decode(codes: jax.Array, bits: int, signed: bool) -> jax.Array:
+    r"""``code_book(bits, signed)[codes]`` in float32, computed element-wise (no table).
+
+    A table look-up is a gather, which XLA:CPU does not fuse into the arithmetic that
+    uses it: each dequantized statistic would be a float32 temporary the size of the
+    parameters. Instead, a code's decade :math:`e` and position :math:`k` in it come from
+    integer arithmetic (the decade is the bit length of the position among the positive
+    values), and the value is rebuilt the way :func:`_dynamic_map` builds it: the two
+    grid points around it, each the exact sum :math:`0.1 + k\,\delta_e` (or
+    :math:`1 - (K_e - k)\,\delta_e`) in units of :math:`2^{-31}`, converted to float32
+    (one rounding to nearest, as NumPy's float64-to-float32 conversion), then their
+    float32 mean times :math:`10^{e - E + 1}`. Every code of every map gives the
+    table's value bit for bit (``tests/test_quantize.py`` checks all of them).
+    """
+    i32, u32, f32 = jnp.int32, jnp.uint32, jnp.float32
+    code = codes.astype(i32)
+    if bits == 4 and not signed:  # the linear map (k + 1) / 16, exact in float32
+        return (code + 1).astype(f32) * np.float32(1 / 16)
+    exponent_bits, c, n_pos = _dynamic_layout(bits, signed)[:3]
+    steps = _grid_steps(bits, signed)
+    if signed:  # n_pos is 0; the sign multiplies the magnitude's value (0 for code n_pos)
+        offset = code - n_pos
+        magnitude, sign = jnp.abs(offset), jnp.sign(offset).astype(f32)
+    else:
+        magnitude, sign = code, None
+    j = jnp.maximum(magnitude - 1, 0)  # position among the positive values below 1
+    e = 31 - jax.lax.clz(jnp.right_shift(j, c) + 1)  # decade e holds 2**(e + c) values
+    size = jnp.left_shift(1, e + c)
+    k = j - (size - (1 << c))
+    # the code for 1 is position 0 of a decade E with a zero step: float32(0.1) * 10 is 1
+    step = jnp.full(code.shape, steps[0], i32)
+    power = jnp.full(code.shape, np.float32(10.0 ** (1 - exponent_bits)), f32)
+    for d in range(1, exponent_bits + 1):
+        step = jnp.where(e == d, steps[d] if d < exponent_bits else 0, step)
+        power = jnp.where(e == d, np.float32(10.0 ** (d - exponent_bits + 1)), power)
+    half = jnp.right_shift(size + 1, 1)
+
+    def grid(i):  # _grid's i-th point: from 0.1 in the first half, from 1 in the second
+        units = jnp.where(
+            i < half,
+            (_POINT_ONE + step * i).astype(u32),
+            np.uint32(2**31) - (step * (size - i)).astype(u32),
+        )
+        return units.astype(f32) * np.float32(2.0**-31)
+
+    value = (grid(k) + grid(k + 1)) / np.float32(2) * power
+    return value * sign if signed else jnp.where(code == 0, np.float32(0), value)
+
+
+def _magnitude_bits(x: jax.Array) -> jax.Array:
+    """``|x|``'s bit pattern as a signed integer: ordered as the magnitudes (NaN on top)."""
+    ints = jnp.dtype(f"int{8 * x.dtype.itemsize}")
+    return jax.lax.bitcast_convert_type(x, ints) & np.asarray(np.iinfo(ints).max, ints)
+
+
+def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
+    """The largest magnitude of each block of ``b`` along the last axis, as bit patterns.
+
+    Computed so that XLA fuses it with the arithmetic that produces ``x``. On XLA:CPU a
+    floating-point ``max`` reduction goes to a library kernel, or to a tree of
+    reduce-windows, that reads a materialized input: the new statistic would be a
+    float32 temporary the size of the parameters. The magnitudes' bit patterns, as
+    integers, order as the magnitudes do (NaN above infinity, as ``max`` propagates
+    it); an integer maximum over at most 64 numbers fuses with its producer (XLA splits a
+    longer one, and does not duplicate the producer into more than a few sub-blocks).
+    So a block of ``b`` (a power of two) is cut into four sub-blocks whose element-wise
+    maximum is reduced (blocks longer than 256: chunks of 256, then the maximum of their
+    maxima), and a last, shorter block into slices of 64. No padding: a padded copy
+    would be materialized too.
+    """
+    lead, n = x.shape[:-1], x.shape[-1]
+    full, rest = divmod(n, b)
+    maxima = []
+    if full:
+        chunk = min(b, 256)
+        parts = min(chunk, 4)
+        sub = x[..., : full * b].reshape(*lead, full * (b // chunk), parts, chunk // parts)
+        top = functools.reduce(jnp.maximum, [_magnitude_bits(sub[..., i, :]) for i in range(parts)])
+        top = jnp.max(top, axis=-1)
+        if b > chunk:
+            top = jnp.max(top.reshape(*lead, full, b // chunk), axis=-1)
+        maxima.append(top)
+    if rest:
+        tail = x[..., full * b :]
+        slices = [
+            jnp.max(_magnitude_bits(tail[..., i : i + 64]), axis=-1) for i in range(0, rest, 64)
+        ]
+        maxima.append(functools.reduce(jnp.maximum, slices)[..., None])
+    return maxima[0] if len(maxima) == 1 else jnp.concatenate(maxima, axis=-1)
+
+
+def _blockwise(op, x: jax.Array, scale: jax.Array, b: int) -> jax.Array:
+    """``op(x, s)`` with each number's block scale ``s``: ``scale`` is (..., ceil(n / b)).
+
+    Whole blocks are reshaped to (..., n // b, b) against ``scale[..., None]``: XLA fuses
+    that into the producers and users (a scale broadcast to the flat shape is not), and
+    a last, shorter block is computed on its own and concatenated (no padding).
+    """
+    lead, n = x.shape[:-1], x.shape[-1]
+    full, rest = divmod(n, b)
+    pieces = []
+    if full:
+        whole = x[..., : full * b].reshape(*lead, full, b)
+        pieces.append(op(whole, scale[..., :full, None]).reshape(*lead, full * b))
+    if rest:
+        pieces.append(op(x[..., full * b :], scale[..., full:]))
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+
+
 def _pow2_divisor(n: int, cap: int) -> int:
     """The largest power of two that divides ``n`` and is at most ``cap``."""
     b = cap
@@ -282,28 +403,19 @@ def _block_from_scale(n: int, blocks: int, block_size: int) -> int:
     return b
 
 
-def _blocked(x: jax.Array, b: int) -> jax.Array:
-    """``x`` (..., n) as (..., ceil(n / b), b), padding the last block with zeros."""
-    n = x.shape[-1]
-    blocks = -(-n // b)
-    if blocks * b != n:
-        pad = [(0, 0)] * (x.ndim - 1) + [(0, blocks * b - n)]
-        x = jnp.pad(x, pad)
-    return x.reshape(*x.shape[:-1], blocks, b)
-
-
 def _quantize(x: jax.Array, bits: int, signed: bool, b: int, scale_dtype) -> QuantizedArray:
-    shape = x.shape
+    n = x.shape[-1]
     wide = _dtypes.cast(x, _dtypes.state_dtype(x.dtype))
-    blocks = _blocked(wide, b)
-    scale = _dtypes.cast(jnp.max(jnp.abs(blocks), axis=-1), scale_dtype)
-    divisor = jnp.maximum(_dtypes.cast(scale, wide.dtype), _TINY)[..., None]
-    codes = _encode((blocks / divisor).reshape(*shape[:-1], -1), bits, signed)
-    codes = codes[..., : shape[-1]]
+    top = _absmax_bits(wide, b)
+    scale = _dtypes.cast(jax.lax.bitcast_convert_type(top, wide.dtype), scale_dtype)
+    divisor = jnp.maximum(_dtypes.cast(scale, wide.dtype), _TINY)
+    y = _blockwise(jnp.divide, wide, divisor, b)
+    codes = _encode(y, bits, signed)
     if bits == 4:
-        if shape[-1] % 2:
-            codes = jnp.pad(codes, [(0, 0)] * (len(shape) - 1) + [(0, 1)])
-        codes = (codes[..., 0::2] << 4) | codes[..., 1::2]
+        high, low = codes[..., 0::2], codes[..., 1::2]
+        if n % 2:
+            low = jnp.pad(low, [(0, 0)] * (x.ndim - 1) + [(0, 1)])
+        codes = (high << 4) | low
     return QuantizedArray(codes, scale)
 
 
@@ -311,14 +423,15 @@ def _dequantize(q: QuantizedArray, like: Any, bits: int, signed: bool, block_siz
     shape, dtype = like.shape, like.dtype
     codes = q.codes
     if bits == 4:
-        codes = jnp.stack([codes >> 4, codes & 0x0F], axis=-1).reshape(*codes.shape[:-1], -1)
+        # each byte twice, shifted by 4 then 0: broadcasts XLA fuses into the users
+        pairs = jnp.broadcast_to(codes[..., None], (*codes.shape, 2))
+        shift = jnp.broadcast_to(np.asarray([4, 0], np.uint8), pairs.shape)
+        codes = (jnp.right_shift(pairs, shift) & np.uint8(0x0F)).reshape(*codes.shape[:-1], -1)
         codes = codes[..., : shape[-1]]
     b = _block_from_scale(shape[-1], q.scale.shape[-1], block_size)
     wide = _dtypes.state_dtype(dtype)
-    values = _lookup(jnp.asarray(code_book(bits, signed)), codes.astype(jnp.int32))
-    values = _blocked(values, b) * _dtypes.cast(q.scale, wide)[..., None]
-    values = values.reshape(*shape[:-1], -1)[..., : shape[-1]]
-    return _dtypes.cast(values, dtype)
+    values = _dtypes.cast(_decode(codes, bits, signed), wide)
+    return _dtypes.cast(_blockwise(jnp.multiply, values, _dtypes.cast(q.scale, wide), b), dtype)
 
 
 def _field_name(path: tuple, param_paths: frozenset) -> str | None:

@@ -21,7 +21,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gbopt
-from gbopt._quantize import _dequantize, _quantize, code_book
+from gbopt._quantize import _decode, _dequantize, _quantize, code_book
 
 COLLECTIVE = re.compile(
     r"\s(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
@@ -99,6 +99,29 @@ def test_codes_are_the_nearest_and_the_error_is_half_an_interval(bits, signed):
     inside = (y >= book[0]) & (y <= book[-1])
     err = np.abs(back - x)[inside]
     assert np.all(err <= (half / 2 * per_elem_scale * (1 + 1e-6) + 1e-30)[inside])
+
+
+@pytest.mark.parametrize("bits, signed", [(8, True), (8, False), (4, True), (4, False)])
+def test_every_code_decodes_to_the_code_books_value_bit_for_bit(bits, signed):
+    # the element-wise decoding rebuilds bitsandbytes' float32 map without a table
+    codes = jnp.arange(2**bits, dtype=jnp.uint8)
+    book = code_book(bits, signed).view(np.int32)
+    for decode in (_decode, jax.jit(_decode, static_argnums=(1, 2))):
+        np.testing.assert_array_equal(np.asarray(decode(codes, bits, signed)).view(np.int32), book)
+
+
+@pytest.mark.parametrize("n, b", [(40, 64), (300, 256), (130, 64), (1024, 512), (96, 32)])
+def test_block_scales_of_whole_and_ragged_blocks(n, b):
+    rng = np.random.default_rng(n)
+    x = (rng.normal(size=(3, n)) * 10.0 ** rng.uniform(-3, 3, size=(3, n))).astype(np.float32)
+    x[0, -1] = -1e4  # a negative number as a block's largest magnitude
+    q = _quantize(jnp.asarray(x), 8, True, b, jnp.float32)
+    blocks = [x[:, i : i + b] for i in range(0, n, b)]
+    np.testing.assert_array_equal(q.scale, np.stack([np.abs(k).max(-1) for k in blocks], -1))
+    back = _dequantize(q, jax.ShapeDtypeStruct(x.shape, jnp.float32), 8, True, b)
+    scale = np.repeat(np.asarray(q.scale), b, axis=-1)[:, :n]
+    expected = code_book(8, True)[np.asarray(q.codes)] * scale
+    np.testing.assert_array_equal(back, expected)
 
 
 def test_an_all_zero_block_comes_back_zero():
