@@ -213,36 +213,76 @@ def _encode_dynamic(y: jax.Array, bits: int, signed: bool) -> jax.Array:
     return code.astype(jnp.uint8)
 
 
-def _encode(y: jax.Array, bits: int, signed: bool) -> jax.Array:
+def _encode(y: jax.Array, bits: int, signed: bool, noise=None) -> jax.Array:
     """The index of the nearest code of ``code_book(bits, signed)`` to each of ``y``.
 
     ``y`` is the value divided by its block's scale; values outside [-1, 1] (a scale
-    rounded down in a narrow dtype) take the end codes.
+    rounded down in a narrow dtype) take the end codes. With ``noise`` (uniform in
+    [0, 1), shaped like ``y``), rounding is stochastic: the nearest code's neighbour on
+    the other side of ``y`` replaces it with probability ``|y - q| / |q' - q|`` (the
+    nearest ``q``, the neighbour ``q'``: both decoded exactly), so that the code's
+    value is ``y`` on average. Outside the map's range (at 4 bits, unsigned: below
+    1/16) the end code stays.
     """
     if bits == 4 and not signed:  # the linear map k / 16, k = 1..16
         k = jnp.floor(y * np.asarray(16, y.dtype) + np.asarray(0.5, y.dtype))
-        return (jnp.clip(k, 1, 16) - 1).astype(jnp.uint8)
-    return _encode_dynamic(y, bits, signed)
+        code = (jnp.clip(k, 1, 16) - 1).astype(jnp.uint8)
+    else:
+        code = _encode_dynamic(y, bits, signed)
+    if noise is None:
+        return code
+    nearest = code.astype(jnp.int32)
+    value = _decode(nearest, bits, signed).astype(y.dtype)
+    other = jnp.clip(jnp.where(y >= value, nearest + 1, nearest - 1), 0, 2**bits - 1)
+    gap = _decode(other, bits, signed).astype(y.dtype) - value
+    away = (y - value) / jnp.where(gap == 0, np.asarray(1, y.dtype), gap)  # 0 where gap is 0
+    return jnp.where(noise.astype(y.dtype) < away, other, nearest).astype(jnp.uint8)
+
+
+def _uniform_noise(y: jax.Array) -> jax.Array:
+    """A pseudo-random number in [0, 1) for each of ``y``, from its bits and its position.
+
+    Stateless and deterministic: an integer hash (Wellons' ``lowbias32``) of the float32
+    bits of each number mixed with its index. A statistic that moves between steps gets
+    fresh bits each step, so the rounding decisions are independent in effect; element-
+    wise, so it fuses with the rest of the quantization.
+    """
+    u32 = jnp.uint32
+    index = jnp.zeros(y.shape, u32)
+    stride = 1
+    for axis in reversed(range(y.ndim)):
+        index = index + jax.lax.broadcasted_iota(u32, y.shape, axis) * np.uint32(stride % 2**32)
+        stride *= y.shape[axis]
+    h = jax.lax.bitcast_convert_type(y.astype(jnp.float32), u32) ^ (index * np.uint32(0x9E3779B9))
+    h = h ^ (h >> 16)
+    h = h * np.uint32(0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = h * np.uint32(0x846CA68B)
+    h = h ^ (h >> 16)
+    return (h >> 8).astype(jnp.float32) * np.float32(2.0**-24)
 
 
 @functools.cache
-def _grid_steps(bits: int, signed: bool) -> tuple:
-    """Per decade of a dynamic map, the float32 grid step of :func:`_grid` in units of 2**-31.
+def _finest_step(bits: int, signed: bool) -> int:
+    """The float32 grid step of a dynamic map's last decade, in units of 2**-31.
 
-    Every step and 0.1 (in float32) are whole multiples of 2**-31, and so is each grid
-    point: :func:`_decode` rebuilds the grid in exact integer arithmetic.
+    Decade ``e`` has ``2**(e + c)`` intervals: its step, ``float32(0.9) / 2**(e + c)``
+    (exact: a power of two), is this one shifted left by ``E - 1 - e``. 0.1 in float32
+    and every step are whole multiples of 2**-31, and so is each grid point:
+    :func:`_decode` rebuilds the grid in exact integer arithmetic.
     """
     exponent_bits, c = _dynamic_layout(bits, signed)[:2]
-    steps = []
+    units = []
     for e in range(exponent_bits):
         step = (np.float32(1.0) - np.float32(0.1)) / np.float32(2 ** (e + c))
-        units = float(step) * 2.0**31
-        assert units == int(units)
-        steps.append(int(units))
-    return tuple(steps)
+        units.append(float(step) * 2.0**31)
+    finest = int(units[-1])
+    assert all(u == finest << (exponent_bits - 1 - e) for e, u in enumerate(units))
+    return finest
 
 
 _POINT_ONE = int(float(np.float32(0.1)) * 2.0**31)  # float32(0.1) in units of 2**-31
+_INT_MIN = np.int32(-(2**31))
 assert _POINT_ONE == float(np.float32(0.1)) * 2.0**31
 
 
@@ -258,14 +298,14 @@ def _decode(codes: jax.Array, bits: int, signed: bool) -> jax.Array:
     :math:`1 - (K_e - k)\,\delta_e`) in units of :math:`2^{-31}`, converted to float32
     (one rounding to nearest, as NumPy's float64-to-float32 conversion), then their
     float32 mean times :math:`10^{e - E + 1}`. Every code of every map gives the
-    table's value bit for bit (``tests/test_quantize.py`` checks all of them).
+    table's value bit for bit (``tests/test_quantize.py`` checks all of them); no
+    product is rounded before an addition, so a fused multiply-add changes nothing.
     """
-    i32, u32, f32 = jnp.int32, jnp.uint32, jnp.float32
+    i32, f32 = jnp.int32, jnp.float32
     code = codes.astype(i32)
     if bits == 4 and not signed:  # the linear map (k + 1) / 16, exact in float32
         return (code + 1).astype(f32) * np.float32(1 / 16)
     exponent_bits, c, n_pos = _dynamic_layout(bits, signed)[:3]
-    steps = _grid_steps(bits, signed)
     if signed:  # n_pos is 0; the sign multiplies the magnitude's value (0 for code n_pos)
         offset = code - n_pos
         magnitude, sign = jnp.abs(offset), jnp.sign(offset).astype(f32)
@@ -275,21 +315,19 @@ def _decode(codes: jax.Array, bits: int, signed: bool) -> jax.Array:
     e = 31 - jax.lax.clz(jnp.right_shift(j, c) + 1)  # decade e holds 2**(e + c) values
     size = jnp.left_shift(1, e + c)
     k = j - (size - (1 << c))
-    # the code for 1 is position 0 of a decade E with a zero step: float32(0.1) * 10 is 1
-    step = jnp.full(code.shape, steps[0], i32)
+    # The code for 1 is position 0 of a decade E whose step is 0 (XLA shifts by a
+    # negative amount to 0): float32(0.1) * 10 rounds to 1.
+    step = jnp.left_shift(_finest_step(bits, signed), exponent_bits - 1 - e)
     power = jnp.full(code.shape, np.float32(10.0 ** (1 - exponent_bits)), f32)
     for d in range(1, exponent_bits + 1):
-        step = jnp.where(e == d, steps[d] if d < exponent_bits else 0, step)
         power = jnp.where(e == d, np.float32(10.0 ** (d - exponent_bits + 1)), power)
     half = jnp.right_shift(size + 1, 1)
 
     def grid(i):  # _grid's i-th point: from 0.1 in the first half, from 1 in the second
-        units = jnp.where(
-            i < half,
-            (_POINT_ONE + step * i).astype(u32),
-            np.uint32(2**31) - (step * (size - i)).astype(u32),
-        )
-        return units.astype(f32) * np.float32(2.0**-31)
+        # 2**31 - x as int32: INT_MIN - x wraps to it, but for x = 0 (the last point, 1),
+        # where it stays INT_MIN, whose magnitude is 2**31 again
+        units = jnp.where(i < half, _POINT_ONE + step * i, _INT_MIN - step * (size - i))
+        return jnp.abs(units.astype(f32)) * np.float32(2.0**-31)
 
     value = (grid(k) + grid(k + 1)) / np.float32(2) * power
     return value * sign if signed else jnp.where(code == 0, np.float32(0), value)
@@ -403,14 +441,16 @@ def _block_from_scale(n: int, blocks: int, block_size: int) -> int:
     return b
 
 
-def _quantize(x: jax.Array, bits: int, signed: bool, b: int, scale_dtype) -> QuantizedArray:
+def _quantize(
+    x: jax.Array, bits: int, signed: bool, b: int, scale_dtype, stochastic: bool = False
+) -> QuantizedArray:
     n = x.shape[-1]
     wide = _dtypes.cast(x, _dtypes.state_dtype(x.dtype))
     top = _absmax_bits(wide, b)
     scale = _dtypes.cast(jax.lax.bitcast_convert_type(top, wide.dtype), scale_dtype)
     divisor = jnp.maximum(_dtypes.cast(scale, wide.dtype), _TINY)
     y = _blockwise(jnp.divide, wide, divisor, b)
-    codes = _encode(y, bits, signed)
+    codes = _encode(y, bits, signed, _uniform_noise(y) if stochastic else None)
     if bits == 4:
         high, low = codes[..., 0::2], codes[..., 1::2]
         if n % 2:
@@ -473,6 +513,7 @@ def quantize_state(
     min_size: int = 4096,
     unsigned: Collection[str] = UNSIGNED_FIELDS,
     scale_dtype: Any = jnp.float32,
+    rounding: str | None = None,
 ) -> GradientTransformation:
     r"""Stores the floating-point statistics of ``transform`` block-wise quantized.
 
@@ -505,12 +546,27 @@ def quantize_state(
       scale_dtype: floating dtype the scales are stored in (float32 by default;
         bfloat16 halves their cost and rounds each scale by up to 0.4 %).
 
+      rounding: how a new statistic is rounded to a code. ``"nearest"``: the nearest
+        code, as bitsandbytes and torchao (their codes, step for step). ``"stochastic"``:
+        one of the two codes around it, the upper with a probability proportional to the
+        distance from the lower, so that the stored statistic is right on average; the
+        random numbers are a hash of each number's bits and position (no key, no
+        state: the same run gives the same codes). ``None`` (default): stochastic at 8
+        bits, nearest at 4. Nearest rounding biases a slowly moving average: Adam's
+        second moment (``b2 = 0.999``) moves by 0.1 % a step, below the map's
+        resolution, so its code sticks while the bias correction keeps shrinking it,
+        and the steps come out larger (on the digits MLP, 8-bit Adam's final loss -3.1 %
+        against float32's, stochastic -0.1 %; ``benchmarks/RESULTS.md``). At 4 bits the
+        second moment's linear map has no code below 1/16 of the block's largest
+        value, which stochastic rounding cannot average away (+8.4 % there, nearest
+        -3.8 %).
+
     Returns:
       A transform with state :class:`QuantizeStateState`.
 
     Raises:
       ValueError: ``bits`` not 4 or 8, ``block_size`` not a positive power of two (or 1
-        with ``bits=4``), ``min_size`` negative.
+        with ``bits=4``), ``min_size`` negative, ``rounding`` not one of the above.
       TypeError: ``transform`` not a transformation, ``scale_dtype`` not a floating
         dtype, ``unsigned`` not a collection of names.
 
@@ -551,6 +607,15 @@ def quantize_state(
         raise TypeError(
             "`scale_dtype` must be a floating dtype such as jnp.float32 or jnp.bfloat16."
         )
+
+    if rounding is None:
+        rounding = "stochastic" if bits == 8 else "nearest"
+    if rounding not in ("nearest", "stochastic"):
+        raise ValueError(
+            f"`rounding` must be 'nearest', 'stochastic' or None (the default for the bit "
+            f"width); got {rounding!r}."
+        )
+    stochastic = rounding == "stochastic"
 
     def chosen(leaf) -> bool:
         dtype = getattr(leaf, "dtype", None) or np.asarray(leaf).dtype
@@ -594,6 +659,7 @@ def quantize_state(
                 sign,
                 _block_from_scale(np.shape(x)[-1], s.scale.shape[-1], block_size),
                 s.scale.dtype,
+                stochastic,
             )
             if _is_quantized(s)
             else x
@@ -605,6 +671,11 @@ def quantize_state(
         GradientTransformation(init_fn, update_fn),
         "quantize_state",
         "wrapper",
-        hyperparams={"bits": bits, "block_size": block_size, "min_size": min_size},
+        hyperparams={
+            "bits": bits,
+            "block_size": block_size,
+            "min_size": min_size,
+            "rounding": rounding,
+        },
         children=(inner,),
     )

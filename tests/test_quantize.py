@@ -124,6 +124,34 @@ def test_block_scales_of_whole_and_ragged_blocks(n, b):
     np.testing.assert_array_equal(back, expected)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("signed", [True, False])
+def test_stochastic_rounding_picks_a_neighbour_and_is_right_on_average(bits, signed):
+    book = code_book(bits, signed).astype(np.float64)
+    rng = np.random.default_rng(10 + bits + signed)
+    # each row: one value repeated over 4,096 positions (its own scale set by a 1 at the end)
+    inner = book[(book > book[0]) & (book < 1)]
+    values = rng.uniform(inner[:-1], inner[1:])[:: max(1, len(inner) // 24)]
+    if 0 in book:  # between 0 and the first positive value
+        values = np.concatenate([values, book[book > 0][:1] * [0.3, 0.7]])
+    values = values if not signed else values * rng.choice([-1, 1], size=values.shape)
+    x = np.repeat(values[:, None], 4097, axis=1).astype(np.float32)
+    x[:, -1] = 1.0
+    q = _quantize(jnp.asarray(x), bits, signed, 8192, jnp.float32, stochastic=True)
+    like = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+    back = np.asarray(_dequantize(q, like, bits, signed, 8192), np.float64)[:, :-1]
+    lower = book[np.clip(np.searchsorted(book, x[:, :1], "right") - 1, 0, None)]
+    upper = book[np.clip(np.searchsorted(book, x[:, :1], "left"), None, len(book) - 1)]
+    assert np.all((back == lower) | (back == upper))  # one of the two codes around it
+    gap = upper[:, 0] - lower[:, 0]
+    # the mean is the value, within 4 standard errors of 4,096 draws (and not the nearest)
+    err = np.abs(back.mean(axis=1) - x[:, 0])
+    bad = err > 4 * gap / 2 / np.sqrt(4096) + 1e-7
+    assert not bad.any(), (x[bad, 0], lower[bad, 0], upper[bad, 0], back.mean(axis=1)[bad])
+    again = _quantize(jnp.asarray(x), bits, signed, 8192, jnp.float32, stochastic=True)
+    np.testing.assert_array_equal(q.codes, again.codes)  # deterministic: no key
+
+
 def test_an_all_zero_block_comes_back_zero():
     for bits in (8, 4):
         q = _quantize(jnp.zeros((2, 8)), bits, False, 8, jnp.float32)
@@ -344,7 +372,10 @@ def test_parity_with_torchao_adamw_step_by_step(bits, monkeypatch):
     lr, wd = 1e-2, 1e-2
     opt = cls([p], lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=wd, block_size=block)
     tx = gbopt.quantize_state(
-        optax.adamw(lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=wd), bits=bits, block_size=block
+        optax.adamw(lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=wd),
+        bits=bits,
+        block_size=block,
+        rounding="nearest",  # torchao's (stochastic rounding is tested on its own)
     )
     state = tx.init({"w": jnp.asarray(w0)})
 
@@ -405,6 +436,7 @@ def test_parity_with_torchao_adamw_step_by_step(bits, monkeypatch):
         ({"scale_dtype": jnp.int8}, TypeError, "`scale_dtype` must be a floating dtype"),
         ({"scale_dtype": "banana"}, TypeError, "`scale_dtype`"),
         ({"unsigned": "nu"}, TypeError, "`unsigned` must be a collection"),
+        ({"rounding": "up"}, ValueError, "`rounding` must be 'nearest', 'stochastic' or None"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, error, match):
