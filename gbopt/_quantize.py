@@ -513,7 +513,7 @@ def quantize_state(
     min_size: int = 4096,
     unsigned: Collection[str] = UNSIGNED_FIELDS,
     scale_dtype: Any = jnp.float32,
-    rounding: str | None = None,
+    rounding: str = "stochastic",
 ) -> GradientTransformation:
     r"""Stores the floating-point statistics of ``transform`` block-wise quantized.
 
@@ -546,20 +546,17 @@ def quantize_state(
       scale_dtype: floating dtype the scales are stored in (float32 by default;
         bfloat16 halves their cost and rounds each scale by up to 0.4 %).
 
-      rounding: how a new statistic is rounded to a code. ``"nearest"``: the nearest
-        code, as bitsandbytes and torchao (their codes, step for step). ``"stochastic"``:
+      rounding: how a new statistic is rounded to a code. ``"stochastic"`` (default):
         one of the two codes around it, the upper with a probability proportional to the
         distance from the lower, so that the stored statistic is right on average; the
         random numbers are a hash of each number's bits and position (no key, no
-        state: the same run gives the same codes). ``None`` (default): stochastic at 8
-        bits, nearest at 4. Nearest rounding biases a slowly moving average: Adam's
-        second moment (``b2 = 0.999``) moves by 0.1 % a step, below the map's
-        resolution, so its code sticks while the bias correction keeps shrinking it,
-        and the steps come out larger (on the digits MLP, 8-bit Adam's final loss -3.1 %
-        against float32's, stochastic -0.1 %; ``benchmarks/RESULTS.md``). At 4 bits the
-        second moment's linear map has no code below 1/16 of the block's largest
-        value, which stochastic rounding cannot average away (+8.4 % there, nearest
-        -3.8 %).
+        state: the same run gives the same codes). ``"nearest"``: the nearest code, as
+        bitsandbytes and torchao (their codes, step for step). Nearest rounding biases
+        a slowly moving average: Adam's second moment (``b2 = 0.999``) moves by 0.1 % a
+        step, below the map's resolution, so its code sticks while the bias correction
+        keeps shrinking it, and the steps come out larger (digits MLP, 6 seeds: final
+        loss against float32's -3.1 % at 8 bits and -3.8 % at 4 bits with nearest
+        rounding, -0.1 % and +2.3 % with stochastic rounding; ``benchmarks/RESULTS.md``).
 
     Returns:
       A transform with state :class:`QuantizeStateState`.
@@ -608,13 +605,8 @@ def quantize_state(
             "`scale_dtype` must be a floating dtype such as jnp.float32 or jnp.bfloat16."
         )
 
-    if rounding is None:
-        rounding = "stochastic" if bits == 8 else "nearest"
     if rounding not in ("nearest", "stochastic"):
-        raise ValueError(
-            f"`rounding` must be 'nearest', 'stochastic' or None (the default for the bit "
-            f"width); got {rounding!r}."
-        )
+        raise ValueError(f"`rounding` must be 'stochastic' or 'nearest'; got {rounding!r}.")
     stochastic = rounding == "stochastic"
 
     def chosen(leaf) -> bool:

@@ -436,7 +436,8 @@ def test_parity_with_torchao_adamw_step_by_step(bits, monkeypatch):
         ({"scale_dtype": jnp.int8}, TypeError, "`scale_dtype` must be a floating dtype"),
         ({"scale_dtype": "banana"}, TypeError, "`scale_dtype`"),
         ({"unsigned": "nu"}, TypeError, "`unsigned` must be a collection"),
-        ({"rounding": "up"}, ValueError, "`rounding` must be 'nearest', 'stochastic' or None"),
+        ({"rounding": "up"}, ValueError, "`rounding` must be 'stochastic' or 'nearest'"),
+        ({"rounding": None}, ValueError, "`rounding`"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, error, match):
