@@ -15,7 +15,17 @@ Quantization of one block :math:`x` of :math:`B` numbers with the sorted code bo
     s = \max_i |x_i|, \qquad c_i = \operatorname*{arg\,min}_k\, |x_i / s - q_k|,
     \qquad \hat x_i = s\, q_{c_i}
 
-so each value is within half a code interval (times :math:`s`) of what it was.
+so each value is within half a code interval (times :math:`s`) of what it was. By
+default the code is rounded stochastically instead (``rounding="stochastic"``): the
+nearest code or its neighbour on the other side of :math:`x_i / s`, with the probabilities
+that make the stored value right on average (see :func:`quantize_state` for why a slowly
+moving second moment needs it).
+
+Everything is element-wise but the block maxima, so that XLA fuses dequantization, the
+inner update and quantization into the loops over each leaf, without a float32
+temporary of the statistics: codes are decoded by arithmetic (:func:`_decode`, bit for
+bit the code book) rather than a table gather, and the block maxima are integer maxima
+of the magnitudes' bit patterns over short sub-blocks (:func:`_absmax_bits`).
 
 Code books (:func:`code_book`): a *signed* dynamic map for statistics that take either
 sign (first moments, momentum) and an *unsigned* one for non-negative statistics (second
