@@ -291,7 +291,9 @@ CATALOG_B = [
         ("rprop", {"learning_rate": LR}, "optax's lags a step (another rule, same work)"),
         ("noisy_sgd", {"learning_rate": LR, "key": 0}, ""),
         ("optimistic_gradient_descent", {"learning_rate": LR}, ""),
+        ("optimistic_adam", {"learning_rate": LR}, ""),
         ("optimistic_adam_v2", {"learning_rate": LR}, ""),
+        ("fromage", {"learning_rate": LR}, ""),
         (
             "lbfgs",
             {"learning_rate": LR, "linesearch": None, "memory_size": 5},

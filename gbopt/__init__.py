@@ -144,12 +144,16 @@ from gbopt._statistics_adaptive import AccumulateLayerSquareState as AccumulateL
 from gbopt._statistics_adaptive import AccumulateYogiSquareState as AccumulateYogiSquareState
 from gbopt._statistics_adaptive import AdanExtrapolationState as AdanExtrapolationState
 from gbopt._statistics_adaptive import AdanMomentumState as AdanMomentumState
+from gbopt._statistics_adaptive import ScaleByAdanState as ScaleByAdanState
+from gbopt._statistics_adaptive import ScaleByBeliefState as ScaleByBeliefState
 from gbopt._statistics_adaptive import accumulate_belief as accumulate_belief
 from gbopt._statistics_adaptive import accumulate_layer_square as accumulate_layer_square
 from gbopt._statistics_adaptive import accumulate_yogi_square as accumulate_yogi_square
 from gbopt._statistics_adaptive import adan_extrapolation as adan_extrapolation
 from gbopt._statistics_adaptive import adan_momentum as adan_momentum
 from gbopt._statistics_adaptive import rectification as rectification
+from gbopt._statistics_adaptive import scale_by_adan as scale_by_adan
+from gbopt._statistics_adaptive import scale_by_belief as scale_by_belief
 from gbopt._statistics_adaptive import scale_by_trust_ratio as scale_by_trust_ratio
 from gbopt._step_sizes import RpropStepSizesState as RpropStepSizesState
 from gbopt._step_sizes import ScaleByUpdateRmsState as ScaleByUpdateRmsState

@@ -41,12 +41,11 @@ from gbopt._statistics import (
     trace,
 )
 from gbopt._statistics_adaptive import (
-    accumulate_belief,
     accumulate_layer_square,
     accumulate_yogi_square,
-    adan_extrapolation,
-    adan_momentum,
     rectification,
+    scale_by_adan,
+    scale_by_belief,
     scale_by_trust_ratio,
 )
 
@@ -138,8 +137,8 @@ def adamw(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root (for meta-gradients).
-      mu_dtype: the dtype :math:`m` is stored in; ``None``: the parameters' dtype promoted
-        to at least float32.
+      mu_dtype: the dtype :math:`m` is stored in; ``None``: the parameters' dtype,
+        bfloat16 included (a first moment follows the parameters).
       weight_decay: :math:`\lambda` >= 0, or a schedule ``count -> value``.
       mask: where to decay (see the module docstring); ``None``: everywhere.
       nesterov: Dozat's Nesterov momentum (NAdamW).
@@ -185,12 +184,17 @@ def nadam(
     r"""NAdam as optax has it: Adam with Dozat's Nesterov momentum and a constant :math:`\beta_1`.
 
     .. math::
-        \tilde m_t = \frac{\beta_1 m_t}{1 - \beta_1^{t+1}}
-          + \frac{(1 - \beta_1) g_t}{1 - \beta_1^t}, \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) |g_t|^2, \quad
+        \pi_t = \beta_1 \pi_{t-1} \;(\pi_0 = 1), \\
+        \tilde m_t = \frac{\beta_1 m_t}{1 - \beta_1 \pi_t}
+          + \frac{(1 - \beta_1) g_t}{1 - \pi_t}, \qquad
         w \leftarrow w - \alpha_t \frac{\tilde m_t}{\sqrt{\hat v_t + \epsilon_r} + \epsilon}
 
-    (:math:`m_t, v_t` as in :func:`adamw`.) optax's ``nadam`` is ``adam`` with
-    ``nesterov=True``; so is this one, and ``nesterov=False`` is Adam.
+    :math:`\pi_t = \beta_1^t` is the product of the momentum coefficients, kept in the
+    state (one scalar; :func:`gbopt.nadam_momentum` keeps it for a momentum schedule,
+    whose product is not a power). optax's ``nadam`` is ``adam`` with ``nesterov=True``;
+    so is this one, and ``nesterov=False`` is Adam.
 
     .. note:: Dozat's paper and PyTorch's ``NAdam`` use a momentum *schedule*
        :math:`\mu_t = \beta_1 (1 - \frac12 0.96^{t\psi})`, which optax does not:
@@ -204,7 +208,7 @@ def nadam(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root.
-      mu_dtype: the dtype :math:`m` is stored in (``None``: at least float32).
+      mu_dtype: the dtype :math:`m` is stored in (``None``: the parameters' dtype).
       nesterov: keep True (optax's ``nadam`` is a partial of ``adam`` with this flag).
 
     Returns:
@@ -245,10 +249,16 @@ def nadamw(
     r"""NAdamW: :func:`nadam` with decoupled weight decay (:func:`adamw` with ``nesterov=True``).
 
     .. math::
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) |g_t|^2, \quad
+        \pi_t = \beta_1 \pi_{t-1} \;(\pi_0 = 1), \\
+        \tilde m_t = \frac{\beta_1 m_t}{1 - \beta_1 \pi_t}
+          + \frac{(1 - \beta_1) g_t}{1 - \pi_t}, \qquad
         w \leftarrow w - \alpha_t \left(\frac{\tilde m_t}{\sqrt{\hat v_t + \epsilon_r}
           + \epsilon} + \lambda w\right)
 
-    with Dozat's :math:`\tilde m_t` of :func:`nadam`.
+    with Dozat's :math:`\tilde m_t` of :func:`nadam` (:math:`\pi_t = \beta_1^t`, kept in
+    the state).
 
     Args:
       learning_rate: :math:`\alpha`, a number >= 0 or a schedule ``count -> value``.
@@ -256,7 +266,7 @@ def nadamw(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root.
-      mu_dtype: the dtype :math:`m` is stored in (``None``: at least float32).
+      mu_dtype: the dtype :math:`m` is stored in (``None``: the parameters' dtype).
       weight_decay: :math:`\lambda` >= 0, or a schedule (optax's default 1e-4).
       mask: where to decay; ``None``: everywhere.
       nesterov: keep True (optax's ``nadamw`` is a partial of ``adamw`` with this flag).
@@ -332,9 +342,12 @@ def adamaxw(
 ) -> GradientTransformation:
     r"""AdamaxW: :func:`adamax` with decoupled weight decay.
 
-    .. math:: w \leftarrow w - \alpha_t \left(\frac{\hat m_t}{u_t} + \lambda w\right)
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        u_t = \max(\beta_2 u_{t-1},\, |g_t| + \epsilon), \qquad
+        w \leftarrow w - \alpha_t \left(\frac{\hat m_t}{u_t} + \lambda w\right)
 
-    with :math:`\hat m_t, u_t` as in :func:`adamax`.
+    as :func:`adamax`, with the decay :math:`\lambda w` added before the learning rate.
 
     Args:
       learning_rate: :math:`\alpha`, a number >= 0 or a schedule ``count -> value``.
@@ -397,7 +410,7 @@ def amsgrad(
       b2: :math:`\beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0, outside the root.
       eps_root: :math:`\epsilon_r` >= 0, inside the root.
-      mu_dtype: the dtype :math:`m` is stored in (``None``: at least float32).
+      mu_dtype: the dtype :math:`m` is stored in (``None``: the parameters' dtype).
       bias_correction_mu: debias :math:`m_t`.
       bias_correction_nu: debias :math:`v_t` before the maximum.
 
@@ -515,14 +528,16 @@ def adabelief(
     .. math::
         m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
         s_t = \beta_2 s_{t-1} + (1 - \beta_2)|g_t - m_t|^2 + \epsilon_r, \quad
-        w \leftarrow w - \alpha_t \frac{\hat m_t}{\sqrt{s_t / (1 - \beta_2^t)} + \epsilon}
+        w \leftarrow w - \alpha_t \frac{m_t / (1 - \beta_1^t)}{\sqrt{s_t / (1 - \beta_2^t)}
+          + \epsilon}
 
-    (``nesterov`` replaces :math:`\hat m_t` as in :func:`nadam`.)
+    (``nesterov`` replaces :math:`m_t / (1 - \beta_1^t)` by Dozat's
+    :math:`\beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) g_t / (1 - \beta_1^t)`, as
+    in :func:`nadam`.) The first moment is kept once, for the numerator and the belief
+    (:func:`gbopt.scale_by_belief`), as in optax.
 
     .. note:: Zhuang et al.'s Alg. 2 uses one :math:`\epsilon` = 1e-8 in both places (and
-       the same placement); optax's defaults are 1e-16 for both. The first moment is kept
-       twice, by the numerator's :func:`gbopt.ema` and by :func:`gbopt.accumulate_belief`
-       (optax keeps it once).
+       the same placement); optax's defaults are 1e-16 for both.
 
     Args:
       learning_rate: :math:`\alpha`, a number >= 0 or a schedule ``count -> value``.
@@ -533,9 +548,8 @@ def adabelief(
       nesterov: Dozat's Nesterov momentum.
 
     Returns:
-      ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),
-      chain(accumulate_belief(b1, b2, eps_root=eps_root), bias_correction(b2),
-      sqrt(), add(eps))), scale_by_learning_rate(learning_rate)))``.
+      ``with_step_count(chain(scale_by_belief(b1, b2, eps, eps_root, nesterov=nesterov),
+      scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -545,18 +559,9 @@ def adabelief(
       Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed
       Gradients", NeurIPS 2020.
     """
-    _validate.non_negative("eps", eps)
     return with_step_count(
         chain(
-            divide(
-                _first_moment(b1, None, nesterov),
-                chain(
-                    accumulate_belief(b1, b2, eps_root=eps_root),
-                    bias_correction(b2),
-                    sqrt(),
-                    add(eps),
-                ),
-            ),
+            scale_by_belief(b1, b2, eps, eps_root, nesterov=nesterov),
             scale_by_learning_rate(learning_rate),
         )
     )
@@ -649,6 +654,9 @@ def adan(
        and this function, add :math:`\lambda w` to the update instead (the two agree to
        first order in :math:`\lambda\alpha`).
 
+    The previous gradient :math:`g_{t-1}` is kept once, for the numerator and the
+    denominator (:func:`gbopt.scale_by_adan`), as in optax.
+
     Args:
       learning_rate: :math:`\alpha`, a number >= 0 or a schedule ``count -> value``.
       b1: :math:`\beta_1` in [0, 1), the momentum's decay.
@@ -660,10 +668,8 @@ def adan(
       mask: where to decay; ``None``: everywhere.
 
     Returns:
-      ``with_step_count(chain(divide(adan_momentum(b1, b2),
-      chain(adan_extrapolation(b2), accumulate_square(b3), bias_correction(b3),
-      add(eps_root), sqrt(), add(eps))), add_decayed_weights(weight_decay),
-      scale_by_learning_rate(learning_rate)))``.
+      ``with_step_count(chain(scale_by_adan(b1, b2, b3, eps, eps_root),
+      add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate)))``.
 
     Raises:
       ValueError: for a hyperparameter out of range (naming it).
@@ -673,21 +679,9 @@ def adan(
       Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
       Models", IEEE TPAMI 2024 (arXiv:2208.06677).
     """
-    _validate.non_negative("eps", eps)
-    _validate.non_negative("eps_root", eps_root)
     return with_step_count(
         chain(
-            divide(
-                adan_momentum(b1, b2),
-                chain(
-                    adan_extrapolation(b2),
-                    accumulate_square(b3),
-                    bias_correction(b3),
-                    add(eps_root),
-                    sqrt(),
-                    add(eps),
-                ),
-            ),
+            scale_by_adan(b1, b2, b3, eps, eps_root),
             _decay(weight_decay, mask),
             scale_by_learning_rate(learning_rate),
         )

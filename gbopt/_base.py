@@ -293,21 +293,99 @@ def check_step_argument(who: str, step: Any) -> None:
 # The kit: a leaf rule becomes a statistic, an element-wise function becomes a map.
 
 
-def _storage(spec: Any, param_dtype: Any, real: bool = False) -> np.dtype:
+def _storage(spec: Any, param_dtype: Any, real: bool = False, follows: bool = False) -> np.dtype:
     """The dtype a statistic is stored in for a parameter of ``param_dtype``.
 
-    ``spec`` is None (the parameter's dtype widened to at least float32) or a floating
-    or complex dtype, which names a precision. For a complex parameter, a real-valued
-    statistic (``real``: :math:`|g|^2`) is stored in the real dtype of that precision, any
-    other in the complex one; a statistic of a real parameter is real (a complex ``spec``
-    such as optax's ``mu_dtype="complex64"`` gives its real counterpart, float32: the
-    imaginary part would always be 0).
+    The policy is :func:`gbopt._dtypes.storage`'s: ``spec`` None gives the parameter's
+    dtype for a statistic that ``follows`` the parameters (a first moment) and that dtype
+    widened to at least float32 for any other; a statistic that is ``real`` for complex
+    parameters (:math:`|g|^2`) is stored in the real dtype of its precision; a complex
+    statistic asked in a real dtype is stored as pairs of that dtype (:func:`_pairs`).
     """
-    base = _dtypes.state_dtype(param_dtype)
-    dtype = base if spec is None else jnp.dtype(spec)
-    if real or not jnp.issubdtype(base, jnp.complexfloating):
-        return _dtypes.real_dtype(dtype)
-    return jnp.dtype(jnp.result_type(dtype, jnp.complex64))
+    return _dtypes.storage(jnp.dtype(param_dtype), _spec(spec), real=real, follows=follows)[0]
+
+
+def _spec(spec: Any) -> np.dtype | None:
+    return None if spec is None else jnp.dtype(spec)
+
+
+def _pairs(spec: Any, param_dtype: Any, real: bool = False, follows: bool = False) -> bool:
+    """Whether the statistic is complex but stored as (real, imaginary) pairs of ``spec``."""
+    return _dtypes.storage(jnp.dtype(param_dtype), _spec(spec), real=real, follows=follows)[1]
+
+
+def _load(s: jax.Array, wide: Any, paired: bool) -> jax.Array:
+    """A stored statistic in the compute dtype of a leaf computed in ``wide``.
+
+    Pairs are reassembled into the complex value; a complex statistic of a real
+    parameter (a complex storage dtype asked for) gives its real part.
+    """
+    if paired:
+        c = _dtypes.from_pairs(s, _dtypes.promote(_dtypes.state_dtype(s.dtype), jnp.complex64))
+        return _dtypes.cast(c, _dtypes.promote(c.dtype, wide))
+    if jnp.issubdtype(s.dtype, jnp.complexfloating) and not jnp.issubdtype(
+        wide, jnp.complexfloating
+    ):
+        s = jnp.real(s)
+    return _dtypes.cast(s, _compute_dtype(s.dtype, wide))
+
+
+def _store(new: jax.Array, s: jax.Array, paired: bool) -> jax.Array:
+    """A new statistic in the layout and dtype of the stored one ``s``."""
+    if paired:
+        return _dtypes.to_pairs(new, s.dtype)
+    return _dtypes.cast(new, s.dtype)
+
+
+def _is_paired(u: jax.Array, s: jax.Array, name: str, field: str, shaped: bool) -> bool:
+    """Whether the stored ``s`` holds the complex statistic of ``u`` as pairs; checks it.
+
+    ``shaped``: the statistic is shaped like the parameter (then ``s`` must be ``u``'s
+    shape and 2); otherwise only its last axis is known to be 2.
+    """
+    if not (
+        jnp.issubdtype(u.dtype, jnp.complexfloating)
+        and not jnp.issubdtype(s.dtype, jnp.complexfloating)
+    ):
+        return False
+    if np.shape(s) != (*np.shape(u), 2) if shaped else np.shape(s)[-1:] != (2,):
+        raise ValueError(
+            f"{name}: the state's `{field}` holds real values of shape {np.shape(s)}, but the "
+            f"updates are complex ({u.dtype}); a complex statistic stored in a real dtype "
+            "keeps its real and imaginary parts on a last axis of size 2. Build the state "
+            "with `init` from the complex parameters."
+        )
+    return True
+
+
+def _is_complex(x: Any) -> bool:
+    return getattr(getattr(x, "dtype", None), "kind", "") == "c"
+
+
+def _unpaired(updates: Any, reference: Any) -> Any:
+    """``reference`` with each leaf stored as pairs for a complex update shown unpaired.
+
+    For the shape check against the updates: a paired leaf has one more axis, of size 2.
+    Real updates (the common case) return ``reference`` after one flatten of ``updates``.
+    """
+    u_leaves, u_def = jax.tree.flatten(updates)
+    if not any(_is_complex(u) for u in u_leaves):
+        return reference
+    r_leaves, r_def = jax.tree.flatten(reference)
+    if u_def != r_def:
+        return reference
+
+    def view(u, r):
+        if (
+            _is_complex(u)
+            and not _is_complex(r)
+            and np.ndim(r) == np.ndim(u) + 1
+            and np.shape(r)[-1] == 2
+        ):
+            return np.broadcast_to(np.zeros((), bool), np.shape(r)[:-1])
+        return r
+
+    return r_def.unflatten([view(u, r) for u, r in zip(u_leaves, r_leaves, strict=True)])
 
 
 def check_storage_dtype(name: str, dtype: Any) -> None:
@@ -321,8 +399,9 @@ def check_storage_dtype(name: str, dtype: Any) -> None:
     if resolved is None or not jnp.issubdtype(resolved, jnp.inexact):
         raise TypeError(
             f"`{name}` must be a floating-point dtype (e.g. jnp.bfloat16, jnp.float32) or "
-            f"None (the parameters' dtype, at least float32); got {dtype!r}. Statistics are "
-            "fractions: an integer or boolean dtype cannot hold them."
+            f"None (the default storage: the parameters' dtype for a first moment, at least "
+            f"float32 for any other statistic); got {dtype!r}. Statistics are fractions: an "
+            "integer or boolean dtype cannot hold them."
         )
 
 
@@ -338,17 +417,19 @@ def _compute_dtype(stored: Any, like: Any) -> np.dtype:
     """The dtype a stored statistic is computed in: widened, and at least ``like``'s precision."""
     wide = _dtypes.state_dtype(stored)
     if jnp.issubdtype(wide, jnp.complexfloating):
-        return jnp.promote_types(wide, like)
-    return jnp.promote_types(wide, _dtypes.real_dtype(like))
+        return _dtypes.promote(wide, like)
+    return _dtypes.promote(wide, _dtypes.real_dtype(like))
 
 
-def _context(step: Any, prepare: Callable | None, cache: dict, dtype: Any) -> dict:
+def _context(
+    step: Any, prepare: Callable | None, cache: dict, dtype: Any, shared: dict | None = None
+) -> dict:
     """A leaf rule's keywords: ``pre`` (from ``prepare``, once per dtype) or ``step``."""
     ctx = {} if step is None else {"step": step}
     if prepare is None:
         return ctx
     if dtype not in cache:
-        cache[dtype] = prepare(dtype, **ctx)
+        cache[dtype] = prepare(dtype, **ctx, **(shared or {}))
     return {"pre": cache[dtype]}
 
 
@@ -360,6 +441,7 @@ def statistic(
     init: float | tuple | Callable = 0.0,
     dtype: Any = None,
     real: tuple[str, ...] = (),
+    follows_params: tuple[str, ...] = (),
     shared: tuple[str, ...] = (),
     needs_step: bool = False,
     needs_params: bool = False,
@@ -387,10 +469,21 @@ def statistic(
         ``init(param) -> tuple`` of one array per field, for statistics not shaped like
         the parameter (factored moments, Kronecker factors).
       dtype: the storage dtype of every statistic (or one per field): None for the
-        parameter's dtype widened to at least float32, or a floating dtype (storage
-        narrows; the rule still computes in at least float32).
+        default below, or a floating or complex dtype (storage narrows; the rule still
+        computes in at least float32). A real dtype for a field that is complex (a
+        complex parameter's first moment) stores its real and imaginary parts on a
+        trailing axis of size 2 and the rule sees the complex value; a complex dtype for
+        a real parameter's field is stored as asked and the rule sees its real part.
       real: the fields that hold real values for a complex parameter (a second moment
         :math:`|g|^2`); the others are complex like the parameter.
+      follows_params: the fields stored by default in the parameter's own dtype, also
+        bfloat16 and float16: statistics linear in the updates (first moments, momentum,
+        copies of a previous update), whose rounding is relative to themselves, as
+        optax stores ``mu``. Every other field is stored by default in the parameter's
+        dtype widened to at least float32: second moments, sums of squares, maxima and
+        step sizes, where a narrow dtype would stop the statistic from moving (Adam's
+        ``nu`` with ``b2 = 0.999`` changes by :math:`10^{-3}` of itself, less than half a
+        bfloat16 ulp). See :func:`gbopt._dtypes.storage`.
       shared: the fields that hold one real scalar for the whole tree rather than one
         array per parameter (NAdam's momentum product): initialised from ``init``, stored
         in the widest statistics dtype of the parameters, replicated where they live;
@@ -398,10 +491,11 @@ def statistic(
       needs_step: the rule reads ``step``: shared with an enclosing step owner, or kept
         in a :class:`StepCountState` around the statistics when used alone.
       needs_params: the rule reads ``param``; ``update`` must then be given ``params``.
-      prepare: ``prepare(dtype, step=...) -> value`` (``step`` when ``needs_step``),
-        computed once per compute dtype and update, not per leaf: scalars derived from
-        the step or the hyperparameters (a schedule's value, a bias correction), which
-        would otherwise be traced and compiled once per leaf.
+      prepare: ``prepare(dtype, step=..., **shared) -> value`` (``step`` when
+        ``needs_step``; each ``shared`` field's current value, by name), computed once per
+        compute dtype and update, not per leaf: scalars derived from the step, the
+        hyperparameters or a shared statistic (a schedule's value, a bias correction,
+        NAdam's coefficients), which would otherwise be traced and compiled once per leaf.
       hyperparams: the hyperparameters, by name, for :func:`gbopt.describe`.
       math: the rule in LaTeX (``u`` the input), for :func:`gbopt.describe`.
 
@@ -424,8 +518,15 @@ def statistic(
     dtypes = dtype if isinstance(dtype, tuple) else (dtype,) * len(fields)
     for field, spec in zip(fields, dtypes, strict=True):
         check_storage_dtype(f"{field}_dtype" if len(fields) > 1 else "dtype", spec)
+    unknown = [f for f in (*real, *follows_params, *shared) if f not in fields]
+    if unknown:
+        raise ValueError(
+            f"{name}: `real`, `follows_params` and `shared` must name fields of "
+            f"{state_type.__name__} {fields}; got {unknown}."
+        )
     shaped_like_params = not callable(init)
     fills = init if isinstance(init, tuple) else (init,) * len(fields)
+    layouts = [{"real": field in real, "follows": field in follows_params} for field in fields]
 
     def init_stats(params):
         if shaped_like_params:
@@ -433,9 +534,12 @@ def statistic(
                 _placement.scalar_like(params, fill, _widest(params))
                 if field in shared
                 else _placement.full_like(
-                    params, fill, functools.partial(_storage, spec, real=field in real)
+                    params,
+                    fill,
+                    functools.partial(_storage, spec, **layout),
+                    pairs_fn=functools.partial(_pairs, spec, **layout),
                 )
-                for field, fill, spec in zip(fields, fills, dtypes, strict=True)
+                for field, fill, spec, layout in zip(fields, fills, dtypes, layouts, strict=True)
             ]
             return state_type(*trees)
         _placement.check_float_params(params)
@@ -443,9 +547,12 @@ def statistic(
 
         def one(p):
             arrays = init(p)
+            dtype = jnp.result_type(p)
             return tuple(
-                _dtypes.cast(a, _storage(spec, jnp.result_type(p), field in real))
-                for a, field, spec in zip(arrays, fields, dtypes, strict=True)
+                _dtypes.to_pairs(a, _storage(spec, dtype, **layout))
+                if _pairs(spec, dtype, **layout)
+                else _dtypes.cast(a, _storage(spec, dtype, **layout))
+                for a, spec, layout in zip(arrays, dtypes, layouts, strict=True)
             )
 
         columns = list(zip(*[one(p) for p in leaves], strict=True)) or [()] * len(fields)
@@ -454,9 +561,12 @@ def statistic(
     def update_stats(updates, stats, params, step, **extra_args):
         del extra_args
         expect_state(stats, state_type, name)
+        reference = getattr(stats, fields[0])
+        if shaped_like_params and not layouts[0]["real"] and fields[0] not in shared:
+            reference = _unpaired(updates, reference)
         _tree_checks.check_matches(
             updates,
-            getattr(stats, fields[0]),
+            reference,
             what="updates",
             reference_name=f"state's `{fields[0]}`",
             check_shapes=shaped_like_params,
@@ -474,12 +584,19 @@ def statistic(
             u = _dtypes.as_array(u)
             stats_ = rest[: len(fields)]
             wide = _compute_dtype(u.dtype, stats_[0].dtype) if stats_ else u.dtype
-            ctx = _context(step if needs_step else None, prepare, cache, wide)
+            paired = [
+                not layout["real"]
+                and f not in shared
+                and _is_paired(u, s, name, f, shaped_like_params)
+                for s, f, layout in zip(stats_, fields, layouts, strict=True)
+            ]
+            args = [_load(s, wide, p) for s, p in zip(stats_, paired, strict=True)]
+            now = {f: a for f, a in zip(fields, args, strict=True) if f in shared}
+            ctx = _context(step if needs_step else None, prepare, cache, wide, now)
             if needs_params:
                 ctx["param"] = rest[len(fields)]
-            args = [_dtypes.cast(s, _compute_dtype(s.dtype, wide)) for s in stats_]
             out, *new = rule(_dtypes.cast(u, wide), *args, **ctx)
-            new = [_dtypes.cast(n, s.dtype) for n, s in zip(new, stats_, strict=True)]
+            new = [_store(n, s, p) for n, s, p in zip(new, stats_, paired, strict=True)]
             return (_dtypes.cast(out, u.dtype), *new)
 
         leaves, treedef = jax.tree.flatten(updates)

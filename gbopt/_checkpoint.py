@@ -11,6 +11,7 @@ structure, on the template's devices.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
@@ -23,6 +24,15 @@ _FIX = (
     "Restore into a template built by the same optimizer for parameters of the same "
     "structure, shapes and dtypes (`tx.init(params)`, or `jax.eval_shape(tx.init, params)` "
     "to allocate nothing)."
+)
+
+
+_FIRST_MOMENTS_FIX = (
+    "States written before first moments followed the parameters' dtype (gbopt 0.1.0) "
+    "keep Adam's `mu` and the momentum `trace` of bfloat16 and float16 parameters in "
+    "float32; build the optimizer with that storage to restore them, e.g. "
+    "`gbopt.adam(lr, mu_dtype=jnp.float32)` or `gbopt.momentum(lr, 0.9, "
+    "accumulator_dtype=jnp.float32)`."
 )
 
 
@@ -204,14 +214,20 @@ def restore_state(template: Any, restored: Any, *, check_values: bool = True) ->
     _validate.flag("check_values", check_values)
     if jax.tree.structure(restored) != jax.tree.structure(template):
         restored = _align(template, restored)
-    _tree_checks.check_matches(
-        restored,
-        template,
-        what="restored state",
-        reference_name="template",
-        dtypes=True,
-        fix=_FIX,
-    )
+    try:
+        _tree_checks.check_matches(
+            restored,
+            template,
+            what="restored state",
+            reference_name="template",
+            dtypes=True,
+            fix=_FIX,
+        )
+    except ValueError as error:
+        narrowed = r"has dtype float32 but the template there has dtype b?float16"
+        if not re.search(narrowed, str(error)):
+            raise
+        raise ValueError(f"{error} {_FIRST_MOMENTS_FIX}") from None
     if check_values:
         _check_values(restored)
 

@@ -39,6 +39,9 @@ _NAME_SYMBOLS = {
     "learning_rate": r"\alpha", "decay": r"\rho", "momentum": r"\mu", "eps": r"\delta",
     "value": r"\delta", "step_size": "c", "max_norm": "c", "weight_decay": r"\lambda",
     "b1": r"\beta_1", "b2": r"\beta_2", "b3": r"\beta_3", "trust_coefficient": r"\eta",
+    "threshold": r"\tau", "eta": r"\eta", "gamma": r"\gamma", "alpha": r"\alpha",
+    "beta": r"\beta", "beta1": r"\beta_1", "beta2": r"\beta_2",
+    "diagonal_epsilon": r"\delta", "matrix_epsilon": r"\epsilon",
 }  # fmt: skip
 
 
@@ -165,6 +168,8 @@ def _argument_names(values: list[tuple[str, Any]], hyperparams: dict) -> dict[st
                 continue
             base = symbol.split("_")[0]
             for name, arg in list(free.items()):
+                if isinstance(arg, bool):  # a flag (nesterov=True) is not the number 1
+                    continue
                 if not _same(arg, value) and not (callable(arg) and arg is value):
                     continue
                 if prefer_symbol and _NAME_SYMBOLS.get(name) != base:
@@ -314,6 +319,8 @@ class _Builder:
 
         out = x
         if not assigned:  # a map: an expression in u
+            if len(_INPUT.findall(_strip_text(math))) > 1:  # name an input used twice
+                x = self._name_intermediate(x)
             return _simplify(subst(math))
         for part in parts:
             if r"\leftarrow" in part:
@@ -455,6 +462,8 @@ def _call(name: str, hyperparams: dict) -> str:
 def _format(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, str):  # an option such as graft_type="rmsprop"
+        return repr(value)
     if callable(value):
         return "schedule"
     if isinstance(value, tuple | list) and not all(isinstance(v, numbers.Number) for v in value):
@@ -482,7 +491,7 @@ def _same(a: Any, b: Any) -> bool:
 # ---- plain text -------------------------------------------------------------------------
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_SUPERSCRIPTS = str.maketrans("0123456789t()", "⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ⁽⁾")
+_SUPERSCRIPTS = str.maketrans("0123456789t()+-", "⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ⁽⁾⁺⁻")
 
 
 def _group(text: str, start: int) -> tuple[str, int]:
@@ -519,7 +528,9 @@ def _cases(match: re.Match) -> str:
 
 def _text(tex: str) -> str:
     """A small LaTeX-to-Unicode rendering for terminals."""
-    tex = re.sub(r"\\begin\{cases\}(.*?)\\end\{cases\}", _cases, tex)
+    innermost = re.compile(r"\\begin\{cases\}((?:(?!\\begin\{cases\}).)*?)\\end\{cases\}")
+    while innermost.search(tex):  # cases inside cases (a piecewise rule in a group)
+        tex = innermost.sub(_cases, tex)
     out, i = [], 0
     while i < len(tex):
         if tex.startswith(r"\frac", i) or tex.startswith(r"\tfrac", i):
@@ -557,17 +568,25 @@ def _text(tex: str) -> str:
                     "max": "max", "min": "min", "tilde": "~", "bar": "‾", "hat": "^",
                     "cdot": "·", "prod": "∏", "le": "≤", "_": "_", ",": " ", " ": " ",
                     "begin": "", "end": "", "cases": "", "dots": "…", "!": "", "|": "‖",
-                    "lVert": "‖", "rVert": "‖",
+                    "lVert": "‖", "rVert": "‖", "ge": "≥", "ne": "≠", "infty": "∞",
+                    "Delta": "Δ", "Pi": "Π", "pi": "π", "sim": "~", "mathcal": "", ";": " ",
+                    "langle": "⟨", "rangle": "⟩", "big": "", "Big": "",
                 }.get(word, word)
             )  # fmt: skip
         elif tex[i] in "_^":
             mark = tex[i]
             i += 1
-            arg, i = _group(tex, i) if i < len(tex) and tex[i] == "{" else (tex[i : i + 1], i + 1)
+            command = re.match(r"\\[A-Za-z]+", tex[i:])
+            if i < len(tex) and tex[i] == "{":
+                arg, i = _group(tex, i)
+            elif command:  # a command as the script: \rho_\infty
+                arg, i = command.group(0), i + len(command.group(0))
+            else:
+                arg, i = tex[i : i + 1], i + 1
             arg = _text(arg)
             table = _SUBSCRIPTS if mark == "_" else _SUPERSCRIPTS
             converted = arg.translate(table)
-            if all(c in "₀₁₂₃₄₅₆₇₈₉⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ⁽⁾" for c in converted):
+            if all(c in "₀₁₂₃₄₅₆₇₈₉⁰¹²³⁴⁵⁶⁷⁸⁹ᵗ⁽⁾⁺⁻" for c in converted):
                 out.append(converted)
             else:
                 out.append(f"{mark}{arg}" if len(arg) == 1 else f"{mark}({arg})")

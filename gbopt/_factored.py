@@ -167,17 +167,24 @@ def factored_second_moment(
             "eps": eps,
             "factored": factored,
         },
-        math=r"R_t C_t / \operatorname{mean} R_t \text{ of } |u|^2 + \epsilon",
+        # The fields in order: R (v_row), C (v_col), V (v).
+        math=r"\hat\beta_t = 1 - (t - t_0)^{-c};\quad "
+        r"R \leftarrow \hat\beta_t R + (1 - \hat\beta_t) \operatorname{mean}_b(|u|^2 + \delta);"
+        r"\quad C \leftarrow \hat\beta_t C "
+        r"+ (1 - \hat\beta_t) \operatorname{mean}_a(|u|^2 + \delta);"
+        r"\quad V \leftarrow \hat\beta_t V "
+        r"+ (1 - \hat\beta_t)(|u|^2 + \delta) \text{ (not factored)};"
+        r"\quad u \leftarrow \frac{R C}{\operatorname{mean}_a R} \text{ (factored) or } V",
     )
 
 
 def clip_by_block_rms(threshold: float | jax.Array) -> GradientTransformation:
     r"""Scales each leaf down so that its root mean square is at most ``threshold``.
 
-    .. math:: u \leftarrow \frac{u}{\max\!\left(1, \operatorname{rms}(u) / d\right)}
+    .. math:: u \leftarrow \frac{u}{\max\!\left(1, \operatorname{rms}(u) / \tau\right)}
 
     Args:
-      threshold: :math:`d` > 0 (Adafactor's update clipping, 1 in the paper).
+      threshold: :math:`\tau` > 0 (Adafactor's update clipping, the paper's :math:`d` = 1).
 
     References:
       Shazeer & Stern, 2018, §6 ("update clipping").
@@ -192,7 +199,7 @@ def clip_by_block_rms(threshold: float | jax.Array) -> GradientTransformation:
         "clip_by_block_rms",
         fn,
         hyperparams={"threshold": threshold},
-        math=r"u / \max(1, \operatorname{rms}(u) / d)",
+        math=r"u / \max(1, \operatorname{rms}(u) / \tau)",
     )
 
 
@@ -243,10 +250,22 @@ def adafactor(
     r"""Adafactor: RMS scaling by a factored second moment, update clipping, relative steps.
 
     .. math::
-        \hat V_t = \text{factored\_second\_moment}(g), \qquad
+        \hat\beta_t = 1 - t^{-c}, \qquad
+        R_t = \hat\beta_t R_{t-1} + (1 - \hat\beta_t) \operatorname{mean}_b(g_t^2 + \epsilon),
+        \qquad
+        C_t = \hat\beta_t C_{t-1} + (1 - \hat\beta_t) \operatorname{mean}_a(g_t^2 + \epsilon),
+        \\
+        \hat V_t = \frac{R_t C_t}{\operatorname{mean}_a R_t} \text{ for a matrix, else }
+        V_t = \hat\beta_t V_{t-1} + (1 - \hat\beta_t)(g_t^2 + \epsilon), \\
         U_t = \frac{g_t}{\sqrt{\hat V_t}}, \qquad
-        \hat U_t = \frac{U_t}{\max(1, \operatorname{rms}(U_t)/d)}, \\
+        \hat U_t = \frac{U_t}{\max(1, \operatorname{rms}(U_t)/\tau)}, \qquad
         w \leftarrow w - \alpha_t \max(\operatorname{rms}(w), 10^{-3})\, \hat U_t
+
+    For a leaf whose two largest axes :math:`a, b` both have ``min_dim_size_to_factor``
+    elements or more, the second moment is the outer product of its row and column
+    averages :math:`R, C` (:func:`gbopt.factored_second_moment`); any other leaf keeps the
+    full average :math:`V`. ``momentum`` adds an :func:`gbopt.ema` of :math:`\hat U_t`
+    and ``weight_decay_rate`` a decoupled :math:`\lambda w` after the learning rate.
 
     Drop-in for ``optax.adafactor`` (same signature, defaults and rule; each option
     adds or removes one piece of the chain, as there).
@@ -256,15 +275,16 @@ def adafactor(
         step size alone).
       min_dim_size_to_factor: factor a leaf only if its two largest axes both have at
         least this many elements.
-      decay_rate: :math:`c` of the decay schedule :math:`1 - t^{-c}`.
+      decay_rate: :math:`c` of the decay schedule :math:`\hat\beta_t = 1 - t^{-c}`.
       decay_offset: the step at which a fine-tuning phase starts.
       multiply_by_parameter_scale: multiply by the parameters' RMS (relative step).
-      clipping_threshold: :math:`d` >= 1, or None for no update clipping.
+      clipping_threshold: :math:`\tau` > 0 (the paper's :math:`d` = 1), or None for no
+        update clipping.
       momentum: a first-moment decay in [0, 1), or None for none.
       dtype_momentum: the storage dtype of the first moment.
       weight_decay_rate: a decoupled weight decay (after the learning rate, so not
         multiplied by it), or None.
-      eps: added to the squared gradients.
+      eps: :math:`\epsilon` >= 0, added to the squared gradients.
       factored: factor the second moment of matrices.
       weight_decay_mask: where the weight decay applies (pytree of booleans or function).
 
@@ -311,8 +331,11 @@ def adafactor(
         chain(*pieces),
         learning_rate=learning_rate,
         decay_rate=decay_rate,
+        decay_offset=decay_offset,
         clipping_threshold=clipping_threshold,
         momentum=momentum,
+        weight_decay_rate=weight_decay_rate,
+        eps=eps,
     )
 
 
@@ -320,12 +343,14 @@ class CoverSecondMomentState(NamedTuple):
     r"""State of :func:`cover_second_moment`.
 
     Attributes:
-      mu: per leaf of rank >= 2, the maxima of the accumulator along every axis, one
-        vector per axis, concatenated (size :math:`\sum_i n_i`); per leaf of rank < 2,
-        the full accumulator.
+      nu: per leaf of rank >= 2, the accumulators :math:`\mu^{(i)}` of the cover (the
+        maxima of :math:`\nu` along every axis, one vector per axis, concatenated: size
+        :math:`\sum_i n_i`); per leaf of rank < 2, the full accumulator. Named ``nu``
+        as every second-moment statistic of gbopt, so that ``state_get(state, "mu")``
+        reads :func:`sm3`'s momentum and ``"nu"`` its second moment.
     """
 
-    mu: Any
+    nu: Any
 
 
 def _split_axes(mu: jax.Array, shape: tuple[int, ...]) -> list[jax.Array]:
@@ -387,8 +412,9 @@ def cover_second_moment() -> GradientTransformation:
         CoverSecondMomentState,
         rule,
         init=init,
-        real=("mu",),
-        math=r"u^2 + \min_i \mu^{(i)};\; \mu^{(i)} \leftarrow \max_{\ne i} \nu",
+        real=("nu",),
+        math=r"\nu = |u|^2 + \min_i \mu^{(i)};\quad "
+        r"\mu^{(i)} \leftarrow \max_{\text{axes} \ne i} \nu;\quad u \leftarrow \nu",
     )
 
 
@@ -399,8 +425,13 @@ def sm3(
 
     .. math::
         \nu_t = g_t^2 + \min_i \mu^{(i)}_{t-1}, \qquad
+        \mu^{(i)} \leftarrow \max_{\text{axes} \ne i} \nu_t, \\
         m_t = \beta m_{t-1} + (1 - \beta) \frac{g_t}{\sqrt{\nu_t + 10^{-8}}}, \qquad
         w \leftarrow w - \alpha\, m_t
+
+    Two statistics: the cover :math:`\mu^{(i)}`, one accumulator per row, column, ... of
+    each parameter (:func:`gbopt.cover_second_moment`, state field ``nu``), and the
+    momentum :math:`m` (:func:`gbopt.ema`, field ``mu``).
 
     Drop-in for ``optax.sm3`` (same signature, defaults and rule); ``learning_rate`` may
     also be a schedule here.

@@ -65,6 +65,19 @@ class InjectHyperparamsState(NamedTuple):
     inner_state: Any
 
 
+def _is_dtype(value: Any) -> bool:
+    """A dtype (``np.dtype``) or a scalar type such as ``jnp.float32`` or ``np.float16``."""
+    if isinstance(value, np.dtype):
+        return True
+    if isinstance(value, type):
+        try:
+            jnp.dtype(value)
+        except TypeError:
+            return False
+        return True
+    return False
+
+
 def _is_number(value: Any) -> bool:
     """Whether ``value`` is a numeric hyperparameter (a real number or a numeric array)."""
     if isinstance(value, (bool, np.bool_)):
@@ -142,8 +155,9 @@ def inject_hyperparams(
       ``betas=(schedule, 0.999)`` as PyTorch's ``OneCycleLR`` and ``CyclicLR`` schedule
       ``betas[0]``) is stored as one array of its length, each schedule read as above,
       and handed to the factory as a tuple again;
-    * anything else (``bool`` flags, ``None``, strings, masks, names in
-      ``static_args``) is passed to the factory unchanged, as a constant of the program.
+    * anything else (``bool`` flags, ``None``, strings, dtypes such as ``jnp.float32``
+      for ``mu_dtype``, masks, names in ``static_args``) is passed to the factory
+      unchanged, as a constant of the program.
 
     Under ``jax.jit`` the stored hyperparameters are traced values: changing them (with
     the same shape and dtype) reuses the compiled step.
@@ -224,6 +238,8 @@ def inject_hyperparams(
                 continue
             if _is_number(value):
                 numeric[arg] = value
+            elif _is_dtype(value):  # jnp.float32 is callable, but not a schedule
+                continue
             elif callable(value):
                 schedules[arg] = value
             elif _is_tuple_of_hyperparams(value):

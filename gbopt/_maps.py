@@ -58,7 +58,8 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
         "scale",
         lambda u: u * _dtypes.scalar(step_size, u.dtype),
         hyperparams={"step_size": step_size},
-        math=r"c\, u",
+        # The sign flip of a rule without a learning rate reads as a minus sign.
+        math=r"-u" if _dtypes.is_number(step_size) and step_size == -1 else r"c\, u",
     )
 
 

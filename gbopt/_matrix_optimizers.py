@@ -22,7 +22,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from gbopt import _dtypes, _matrix, _numerics, _placement, _tree, _tree_checks, _validate
-from gbopt._base import GradientTransformation, ScalarOrSchedule, expect_state
+from gbopt._base import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    _owning_step,
+    expect_state,
+    named,
+    with_info,
+)
 from gbopt._combine import chain, divide, with_step_count
 from gbopt._maps import add, bias_correction, scale_by_learning_rate, sqrt
 from gbopt._regularize import add_decayed_weights
@@ -35,13 +42,21 @@ from gbopt._statistics import accumulate_square
 class NesterovEmaState(NamedTuple):
     """State of :func:`nesterov_ema`.
 
+    The step comes from an enclosing :func:`gbopt.with_step_count` (or a
+    :class:`gbopt.StepCountState` around this state when used alone).
+
     Attributes:
-      count: the number of updates so far (int32, saturating).
-      mu: the moving average, one array per parameter.
+      mu: the moving average, one array per parameter, stored in the parameter's dtype
+        (bfloat16 included: a first moment follows the parameters) and updated in at
+        least float32.
     """
 
-    count: jax.Array
     mu: Any
+
+
+def _follows_params(dtype):
+    """A first moment's storage: the parameters' own dtype (see gbopt._dtypes.storage)."""
+    return _dtypes.storage(dtype, follows=True)[0]
 
 
 def nesterov_ema(
@@ -68,22 +83,23 @@ def nesterov_ema(
       debias: divide by :math:`1 - \beta^t` (and :math:`1 - \beta^{t+1}`).
 
     Returns:
-      A transform with state :class:`NesterovEmaState`.
+      A transform with state :class:`NesterovEmaState` (inside a
+      :class:`gbopt.StepCountState` when used alone).
     """
     _validate.decay_rate("decay", decay)
     _validate.flag("nesterov", nesterov)
     _validate.flag("debias", debias)
 
-    def init_fn(params):
-        return NesterovEmaState(_placement.zero_count(params), _placement.zeros_like(params))
+    def init_inner(params):
+        return NesterovEmaState(_placement.zeros_like(params, _follows_params))
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_inner(updates, state, params, count, **extra_args):
         del params, extra_args
         expect_state(state, NesterovEmaState, "nesterov_ema")
         _tree_checks.check_matches(updates, state.mu, what="updates", reference_name="state's `mu`")
-        count = _numerics.safe_increment(state.count)
 
-        def leaf(u, m):
+        def leaf(u, stored):
+            m = _dtypes.cast(stored, _dtypes.state_dtype(stored.dtype))  # at least float32
             b = _dtypes.scalar(decay, m.dtype)
             g = _dtypes.cast(u, m.dtype)
             m = b * m + (1 - b) * g
@@ -98,16 +114,33 @@ def nesterov_ema(
                 out = m / _numerics.one_minus_power(decay, count, m.dtype)
             else:
                 out = m
-            return _dtypes.cast(out, u.dtype), m
+            return _dtypes.cast(out, u.dtype), _dtypes.cast(m, stored.dtype)
 
         out, mu = _tree.map_leaves(leaf, 2, updates, state.mu)
-        return out, NesterovEmaState(count, mu)
+        return out, NesterovEmaState(mu)
 
-    return GradientTransformation(init_fn, update_fn)
+    init_fn, update_fn = _owning_step(init_inner, update_inner, "nesterov_ema")
+
+    if nesterov and debias:
+        out = r"\rho \frac{\mu}{1 - \rho^{t+1}} + (1 - \rho) \frac{u}{1 - \rho^t}"
+    elif nesterov:
+        out = r"\rho \mu + (1 - \rho) u"
+    elif debias:
+        out = r"\frac{\mu}{1 - \rho^t}"
+    else:
+        out = r"\mu"
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "nesterov_ema",
+        "statistic",
+        hyperparams={"decay": decay, "nesterov": nesterov, "debias": debias},
+        math=r"\mu \leftarrow \rho \mu + (1 - \rho) u;\quad u \leftarrow " + out,
+        state=("mu",),
+    )
 
 
 def _compute_dtype(dtype):
-    return jnp.promote_types(dtype, jnp.float32)
+    return _dtypes.promote(dtype, jnp.float32)  # also under strict dtype promotion
 
 
 def orthogonalize(
@@ -150,7 +183,13 @@ def orthogonalize(
             [o.astype(x.dtype) for o, x in zip(outs, leaves, strict=True)]
         ), state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "orthogonalize",
+        "map",
+        hyperparams={"ns_steps": ns_steps, "eps": eps},
+        math=rf"\operatorname{{NS}}_{{{ns_steps}}}\big(u / (\lVert u \rVert + \delta)\big)",
+    )
 
 
 def scale_by_shape(consistent_rms: float | None = None) -> GradientTransformation:
@@ -187,11 +226,18 @@ def scale_by_shape(consistent_rms: float | None = None) -> GradientTransformatio
                 factor = max(1.0, n / m) ** 0.5 if m else 1.0
             else:
                 factor = consistent_rms * max(m, n) ** 0.5
-            return (u * jnp.asarray(factor, _compute_dtype(u.dtype))).astype(u.dtype)
+            wide = _compute_dtype(u.dtype)
+            return (u.astype(wide) * jnp.asarray(factor, wide)).astype(u.dtype)
 
         return jax.tree.map(leaf, updates), state
 
-    return GradientTransformation(init_fn, update_fn)
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "scale_by_shape",
+        "map",
+        hyperparams={"consistent_rms": consistent_rms},
+        math=r"\sqrt{\max(1, n / m)}\, u" if consistent_rms is None else r"r \sqrt{\max(m, n)}\, u",
+    )
 
 
 def _adamw(learning_rate, b1, b2, eps, weight_decay, *, nesterov=False, mask=None):
@@ -228,18 +274,27 @@ def muon(
 ) -> GradientTransformation:
     r"""Muon: momentum orthogonalised by Newton–Schulz, for the weight matrices.
 
-    For each matrix :math:`W \in \mathbb{R}^{m \times n}` with gradient :math:`G`:
+    For each matrix :math:`w \in \mathbb{R}^{m \times n}` with gradient :math:`G`, and
+    for every other parameter :math:`w` with gradient :math:`g`:
 
     .. math::
         \mu_t = \beta \mu_{t-1} + (1 - \beta) G_t, \quad
         M_t = \beta \frac{\mu_t}{1 - \beta^{t+1}} + (1 - \beta) \frac{G_t}{1 - \beta^t},
         \\
-        O_t = \mathrm{NS}_5(M_t) \approx U V^T, \quad
-        W \leftarrow W - \alpha \big(\sqrt{\max(1, n/m)}\, O_t + \lambda W\big)
+        O_t = \mathrm{NS}_5\big(M_t / (\lVert M_t \rVert_F + \epsilon)\big) \approx U V^T,
+        \quad
+        w \leftarrow w - \alpha \big(\sqrt{\max(1, n/m)}\, O_t + \lambda w\big),
+        \\
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2, \\
+        w \leftarrow w - \alpha \left(\frac{\beta_1 m_t / (1 - \beta_1^{t+1})
+          + (1 - \beta_1) g_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
+          + \lambda_a w\right)
 
-    (:func:`nesterov_ema`, :func:`orthogonalize`, :func:`scale_by_shape`,
-    :func:`gbopt.add_decayed_weights`, :func:`gbopt.scale_by_learning_rate`); every other
-    parameter takes AdamW with Nesterov momentum (optax's ``adamw(nesterov=True)``).
+    The matrices take :func:`nesterov_ema`, :func:`orthogonalize`,
+    :func:`scale_by_shape`, :func:`gbopt.add_decayed_weights` and
+    :func:`gbopt.scale_by_learning_rate`; every other parameter takes AdamW with Nesterov
+    momentum (optax's ``adamw(nesterov=True)``).
     With ``debias=False`` the momentum is Keller Jordan's PyTorch Muon's
     (:math:`M_t = \beta \mu_t + (1-\beta) G_t`, no bias correction; it also uses
     ``eps=1e-7``).
@@ -251,17 +306,18 @@ def muon(
       learning_rate: :math:`\alpha`, a number or a schedule.
       ns_coeffs: the Newton–Schulz coefficients ``(a, b, c)``, or one triple per step.
       ns_steps: the number of Newton–Schulz iterations.
-      beta: the momentum :math:`\beta`.
-      eps: added to the Frobenius norm before Newton–Schulz; also AdamW's :math:`\epsilon`.
+      beta: :math:`\beta`, the momentum.
+      eps: :math:`\epsilon`, added to the Frobenius norm before Newton–Schulz; also
+        AdamW's.
       weight_decay: :math:`\lambda` for the matrices (decoupled, times :math:`\alpha`).
       weight_decay_mask: a mask (or function) restricting it, as
         :func:`gbopt.add_decayed_weights`.
       nesterov: use the Nesterov form of the momentum (both rules).
       debias: bias-correct the momentum (optax) or not (PyTorch Muon).
       consistent_rms: see :func:`scale_by_shape`.
-      adam_b1: AdamW's :math:`\beta_1`.
-      adam_b2: AdamW's :math:`\beta_2`.
-      adam_weight_decay: AdamW's decoupled weight decay.
+      adam_b1: :math:`\beta_1`, AdamW's first decay.
+      adam_b2: :math:`\beta_2`, AdamW's second decay.
+      adam_weight_decay: :math:`\lambda_a`, AdamW's decoupled weight decay.
       adam_learning_rate: AdamW's learning rate (default: ``learning_rate``).
       matrix_rule: which parameters are matrices: ``rule(path, leaf) -> bool``, a pytree
         of booleans, or ``params -> booleans``; default :func:`gbopt._matrix.matrix_rule`
@@ -289,12 +345,14 @@ def muon(
     """
     _validate.learning_rate(learning_rate)
     _validate.non_negative("weight_decay", weight_decay)
-    matrix_tx = chain(
-        nesterov_ema(beta, nesterov=nesterov, debias=debias),
-        orthogonalize(ns_coeffs, ns_steps, eps),
-        scale_by_shape(consistent_rms),
-        add_decayed_weights(weight_decay, weight_decay_mask),
-        scale_by_learning_rate(learning_rate),
+    matrix_tx = with_step_count(
+        chain(
+            nesterov_ema(beta, nesterov=nesterov, debias=debias),
+            orthogonalize(ns_coeffs, ns_steps, eps),
+            scale_by_shape(consistent_rms),
+            add_decayed_weights(weight_decay, weight_decay_mask),
+            scale_by_learning_rate(learning_rate),
+        )
     )
     other_tx = _adamw(
         learning_rate if adam_learning_rate is None else adam_learning_rate,
@@ -304,7 +362,22 @@ def muon(
         adam_weight_decay,
         nesterov=nesterov,
     )
-    return _matrix.partition_matrices(matrix_tx, other_tx, matrix_rule)
+    return named(
+        "muon",
+        _matrix.partition_matrices(matrix_tx, other_tx, matrix_rule),
+        learning_rate=learning_rate,
+        ns_steps=ns_steps,
+        beta=beta,
+        eps=eps,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        debias=debias,
+        consistent_rms=consistent_rms,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_weight_decay=adam_weight_decay,
+        adam_learning_rate=adam_learning_rate,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -316,18 +389,20 @@ GRAFTS = ("sgd", "adagrad", "rmsprop")
 class ShampooState(NamedTuple):
     """State of :func:`scale_by_shampoo`; per parameter, one entry per block where noted.
 
+    The step comes from an enclosing :func:`gbopt.with_step_count` (or a
+    :class:`gbopt.StepCountState` around this state when used alone).
+
     Attributes:
-      count: the number of updates so far (int32).
       left: the left factors :math:`L` (a tuple per parameter, one per block).
       right: the right factors :math:`R` (same).
       left_root: :math:`L^{-1/p}` (same).
       right_root: :math:`R^{-1/p}` (same).
       graft: the grafting rule's accumulator (like the parameter; ``None`` for SGD).
-      momentum: the momentum of the Shampoo direction.
-      graft_momentum: the momentum of the grafting direction.
+      momentum: the momentum of the Shampoo direction, stored in the parameter's dtype
+        (bfloat16 included: a first moment follows the parameters).
+      graft_momentum: the momentum of the grafting direction, stored likewise.
     """
 
-    count: jax.Array
     left: Any
     right: Any
     left_root: Any
@@ -441,7 +516,7 @@ def scale_by_shampoo(
             return []
         return _matrix.block_slices(x.shape, block_size)
 
-    def init_fn(params):
+    def init_inner(params):
         _matrix.check_matrices(params, "scale_by_shampoo")
         leaves, treedef = jax.tree.flatten(params)
 
@@ -459,24 +534,23 @@ def scale_by_shampoo(
             return treedef.unflatten([fn(x) for x in leaves])
 
         return ShampooState(
-            count=_placement.zero_count(params),
             left=tree(lambda x: factors(x, 0)),
             right=tree(lambda x: factors(x, 1)),
             left_root=tree(lambda x: roots(x, 0)),
             right_root=tree(lambda x: roots(x, 1)),
             graft=(tree(lambda x: None) if graft_type == "sgd" else _placement.zeros_like(params)),
-            momentum=_placement.zeros_like(params),
-            graft_momentum=_placement.zeros_like(params),
+            momentum=_placement.zeros_like(params, _follows_params),
+            graft_momentum=_placement.zeros_like(params, _follows_params),
         )
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_inner(updates, state, params, count, **extra_args):
         del extra_args
         expect_state(state, ShampooState, "scale_by_shampoo")
         _matrix.check_matrices(updates, "scale_by_shampoo")
         if weight_decay and params is None:
             raise ValueError("scale_by_shampoo: `weight_decay` > 0 needs `params` at update.")
         leaves, treedef = jax.tree.flatten(updates)
-        step = state.count
+        step = count - 1  # the updates before this one
         flat = {
             name: treedef.flatten_up_to(getattr(state, name))
             for name in ("left", "right", "left_root", "right_root", "graft")
@@ -484,7 +558,8 @@ def scale_by_shampoo(
         mom = treedef.flatten_up_to(state.momentum)
         gmom = treedef.flatten_up_to(state.graft_momentum)
         ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
-        grads = [u.astype(m.dtype) for u, m in zip(leaves, mom, strict=True)]
+        # Computed in at least float32; the momenta are stored in the parameters' dtype.
+        grads = [u.astype(_dtypes.state_dtype(m.dtype)) for u, m in zip(leaves, mom, strict=True)]
         plans = [plan(g) for g in grads]
         blocks = [_matrix.split_blocks(g, pl) for g, pl in zip(grads, plans, strict=True)]
 
@@ -567,20 +642,19 @@ def scale_by_shampoo(
             if weight_decay:
                 wd = weight_decay * ps[i].astype(g.dtype)
                 s, s_hat = s + wd, s_hat + wd
-            m = beta1 * mom[i] + w_m * s
-            mh = beta1 * gmom[i] + w_m * s_hat
+            m = beta1 * mom[i].astype(g.dtype) + w_m * s
+            mh = beta1 * gmom[i].astype(g.dtype) + w_m * s_hat
             mom_upd = jnp.where(run, m, mh)
             wd_upd = jnp.where(run, s, s_hat)
             out = w_m * wd_upd + beta1 * mom_upd if nesterov else mom_upd
             outs.append(out.astype(leaves[i].dtype))
-            new_mom.append(m)
-            new_gmom.append(mh)
+            new_mom.append(m.astype(mom[i].dtype))
+            new_gmom.append(mh.astype(gmom[i].dtype))
 
         def tree(xs):
             return treedef.unflatten(xs)
 
         return tree(outs), ShampooState(
-            count=_numerics.safe_increment(step),
             left=tree([tuple(x) for x in new_left]),
             right=tree([tuple(x) for x in new_right]),
             left_root=tree([tuple(x) for x in new_lroot]),
@@ -590,7 +664,56 @@ def scale_by_shampoo(
             graft_momentum=tree(new_gmom),
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    # The rule, with the statistics in the order of the state's fields (L, R, P_L, P_R,
+    # the grafting accumulator v, the momenta m and m-hat).
+    w2_tex = "" if beta2 == 1.0 else r"(1 - \beta_2) "
+    parts = [
+        rf"L \leftarrow \beta_2 L + {w2_tex}u u^T",
+        rf"R \leftarrow \beta_2 R + {w2_tex}u^T u",
+        rf"P_L \leftarrow (L + \epsilon' I)^{{-1/{p}}} \text{{ every }} k \text{{ steps}}",
+        rf"P_R \leftarrow (R + \epsilon' I)^{{-1/{p}}} \text{{ every }} k \text{{ steps}}",
+    ]
+    if graft_type == "adagrad":
+        parts.append(r"v \leftarrow v + u^2")
+    elif graft_type == "rmsprop":
+        parts.append(rf"v \leftarrow \beta_2 v + {w2_tex}u^2")
+    graft_tex = "u" if graft_type == "sgd" else r"\frac{u}{\sqrt{v} + \delta}"
+    decay_tex = r" + \lambda w" if weight_decay else ""
+    parts += [
+        r"D = P_L u P_R",
+        rf"s = D \frac{{\lVert {graft_tex} \rVert_F}}{{\lVert D \rVert_F}}{decay_tex}",
+        rf"\hat s = {graft_tex}{decay_tex}",
+    ]
+    w_m_tex = r"(1 - \beta_1) " if moving_average_for_momentum else ""
+    parts += [
+        rf"m \leftarrow \beta_1 m + {w_m_tex}s",
+        rf"\hat m \leftarrow \beta_1 \hat m + {w_m_tex}\hat s",
+    ]
+    if nesterov:
+        run, warm = rf"{w_m_tex}s + \beta_1 m", rf"{w_m_tex}\hat s + \beta_1 \hat m"
+    else:
+        run, warm = "m", r"\hat m"
+    parts.append(
+        rf"u \leftarrow \begin{{cases}} {run} & t > t_0 \\ {warm} & \text{{otherwise}}"
+        r"\end{cases}"
+    )
+    fields = ("left", "right", "left_root", "right_root")
+    fields += () if graft_type == "sgd" else ("graft",)
+    init_fn, update_fn = _owning_step(init_inner, update_inner, "scale_by_shampoo")
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "scale_by_shampoo",
+        "statistic",
+        hyperparams={
+            "beta1": beta1,
+            "beta2": beta2,
+            "diagonal_epsilon": diagonal_epsilon,
+            "matrix_epsilon": matrix_epsilon,
+            "weight_decay": weight_decay,
+        },
+        math=r";\quad ".join(parts),
+        state=(*fields, "momentum", "graft_momentum"),
+    )
 
 
 def shampoo(
@@ -619,23 +742,43 @@ def shampoo(
 ) -> GradientTransformation:
     r"""Shampoo (Distributed Shampoo's rule) for the matrices, AdamW for the rest.
 
-    .. math::
-        W \leftarrow W - \alpha\, \mathrm{out}, \quad
-        \mathrm{out} = \text{momentum of } \big(P_L G P_R \text{ grafted onto RMSProp}\big)
+    For each matrix :math:`w` (each block of it) with gradient :math:`G`, and for every
+    other parameter :math:`w` with gradient :math:`g` (the defaults: RMSProp grafting,
+    Nesterov momentum):
 
-    with :math:`P = (\cdot + \epsilon' I)^{-1/4}` of the Kronecker factors (see
-    :func:`scale_by_shampoo` for every term). The factors of same-sized blocks are
-    decomposed together (one batched ``eigh`` per size) every
-    ``preconditioning_compute_steps`` steps.
+    .. math::
+        L \leftarrow \beta_2 L + (1 - \beta_2) G G^T, \quad
+        R \leftarrow \beta_2 R + (1 - \beta_2) G^T G, \quad
+        P_L \leftarrow (L + \epsilon' I)^{-1/4}, \quad
+        P_R \leftarrow (R + \epsilon' I)^{-1/4}, \\
+        v \leftarrow \beta_2 v + (1 - \beta_2) G^2, \quad
+        D = P_L G P_R, \quad
+        s = D \frac{\lVert G / (\sqrt{v} + \epsilon_d) \rVert_F}{\lVert D \rVert_F}
+          + \lambda w, \quad
+        \hat s = \frac{G}{\sqrt{v} + \epsilon_d} + \lambda w, \\
+        m \leftarrow \beta_1 m + s, \quad
+        \hat m \leftarrow \beta_1 \hat m + \hat s, \quad
+        w \leftarrow w - \alpha \begin{cases} s + \beta_1 m & t > t_0 \\
+          \hat s + \beta_1 \hat m & \text{otherwise} \end{cases}, \\
+        \mu_t = \rho_1 \mu_{t-1} + (1 - \rho_1) g_t, \quad
+        \nu_t = \rho_2 \nu_{t-1} + (1 - \rho_2) g_t^2, \quad
+        w \leftarrow w - \alpha \left(\frac{\mu_t / (1 - \rho_1^t)}
+          {\sqrt{\nu_t / (1 - \rho_2^t)} + \delta} + \lambda_a w\right)
+
+    with :math:`\epsilon' = \epsilon \max(\lambda_{\max}, 10^{-6})` (relative ridge) and
+    :math:`t_0` ``start_preconditioning_step``: :func:`scale_by_shampoo` for the
+    matrices (its docstring has every option), AdamW for the rest. The roots
+    :math:`P_L, P_R` are recomputed every ``preconditioning_compute_steps`` steps, the
+    factors of same-sized blocks together (one batched ``eigh`` per size).
 
     Args:
       learning_rate: :math:`\alpha`, a number or a schedule.
       block_size: see :func:`scale_by_shampoo` (and the rest of its arguments).
-      beta1: momentum.
-      beta2: the factors' and RMSProp's decay.
-      diagonal_epsilon: the grafting rule's epsilon.
-      matrix_epsilon: the factors' ridge.
-      weight_decay: coupled weight decay of the matrices.
+      beta1: :math:`\beta_1`, the momentum.
+      beta2: :math:`\beta_2`, the factors' and RMSProp's decay.
+      diagonal_epsilon: :math:`\epsilon_d`, the grafting rule's epsilon.
+      matrix_epsilon: :math:`\epsilon`, the factors' ridge.
+      weight_decay: :math:`\lambda`, coupled weight decay of the matrices.
       start_preconditioning_step: steps of grafting only before Shampoo starts.
       preconditioning_compute_steps: the roots are recomputed every this many steps.
       graft_type: ``"sgd"``, ``"adagrad"`` or ``"rmsprop"``.
@@ -644,10 +787,10 @@ def shampoo(
       moving_average_for_momentum: EMA momentum instead of a sum.
       skip_preconditioning_dim_size_gt: larger matrices are only grafted.
       relative_matrix_epsilon: scale the ridge by the largest eigenvalue.
-      adam_b1: AdamW's :math:`\beta_1` (the non-matrix parameters).
-      adam_b2: AdamW's :math:`\beta_2`.
-      adam_eps: AdamW's :math:`\epsilon`.
-      adam_weight_decay: AdamW's weight decay.
+      adam_b1: :math:`\rho_1`, AdamW's first decay (the non-matrix parameters).
+      adam_b2: :math:`\rho_2`, AdamW's second decay.
+      adam_eps: :math:`\delta`, AdamW's epsilon.
+      adam_weight_decay: :math:`\lambda_a`, AdamW's weight decay.
       adam_learning_rate: AdamW's learning rate (default ``learning_rate``).
       matrix_rule: see :func:`muon`.
 
@@ -659,24 +802,26 @@ def shampoo(
       google-research/google-research, ``scalable_shampoo/optax/distributed_shampoo.py``).
     """
     _validate.learning_rate(learning_rate)
-    matrix_tx = chain(
-        scale_by_shampoo(
-            block_size,
-            beta1,
-            beta2,
-            diagonal_epsilon,
-            matrix_epsilon,
-            weight_decay,
-            start_preconditioning_step,
-            preconditioning_compute_steps,
-            graft_type=graft_type,
-            nesterov=nesterov,
-            exponent_override=exponent_override,
-            moving_average_for_momentum=moving_average_for_momentum,
-            skip_preconditioning_dim_size_gt=skip_preconditioning_dim_size_gt,
-            relative_matrix_epsilon=relative_matrix_epsilon,
-        ),
-        scale_by_learning_rate(learning_rate),
+    matrix_tx = with_step_count(
+        chain(
+            scale_by_shampoo(
+                block_size,
+                beta1,
+                beta2,
+                diagonal_epsilon,
+                matrix_epsilon,
+                weight_decay,
+                start_preconditioning_step,
+                preconditioning_compute_steps,
+                graft_type=graft_type,
+                nesterov=nesterov,
+                exponent_override=exponent_override,
+                moving_average_for_momentum=moving_average_for_momentum,
+                skip_preconditioning_dim_size_gt=skip_preconditioning_dim_size_gt,
+                relative_matrix_epsilon=relative_matrix_epsilon,
+            ),
+            scale_by_learning_rate(learning_rate),
+        )
     )
     other_tx = _adamw(
         learning_rate if adam_learning_rate is None else adam_learning_rate,
@@ -685,7 +830,26 @@ def shampoo(
         adam_eps,
         adam_weight_decay,
     )
-    return _matrix.partition_matrices(matrix_tx, other_tx, matrix_rule)
+    return named(
+        "shampoo",
+        _matrix.partition_matrices(matrix_tx, other_tx, matrix_rule),
+        learning_rate=learning_rate,
+        block_size=block_size,
+        beta1=beta1,
+        beta2=beta2,
+        diagonal_epsilon=diagonal_epsilon,
+        matrix_epsilon=matrix_epsilon,
+        weight_decay=weight_decay,
+        start_preconditioning_step=start_preconditioning_step,
+        preconditioning_compute_steps=preconditioning_compute_steps,
+        graft_type=graft_type,
+        nesterov=nesterov,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_eps=adam_eps,
+        adam_weight_decay=adam_weight_decay,
+        adam_learning_rate=adam_learning_rate,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -695,8 +859,11 @@ def shampoo(
 class SoapState(NamedTuple):
     """State of :func:`scale_by_soap`.
 
+    The step comes from an enclosing :func:`gbopt.with_step_count` (or a
+    :class:`gbopt.StepCountState` around this state when used alone); the first update
+    only initialises.
+
     Attributes:
-      count: the number of updates so far (int32); the first only initialises.
       mu: the first moment, in the eigenbasis (per parameter).
       nu: the second moment, in the eigenbasis.
       left: :math:`L` (``None`` for a dimension above ``max_precond_dim``).
@@ -705,7 +872,6 @@ class SoapState(NamedTuple):
       q_right: :math:`Q_R` (same).
     """
 
-    count: jax.Array
     mu: Any
     nu: Any
     left: Any
@@ -775,7 +941,7 @@ def scale_by_soap(
     def has(d):
         return 0 < d <= max_precond_dim
 
-    def init_fn(params):
+    def init_inner(params):
         _matrix.check_matrices(params, "scale_by_soap")
         leaves, treedef = jax.tree.flatten(params)
 
@@ -791,7 +957,6 @@ def scale_by_soap(
             return treedef.unflatten([fn(x) for x in leaves])
 
         return SoapState(
-            count=_placement.zero_count(params),
             mu=_placement.zeros_like(params),
             nu=_placement.zeros_like(params),
             left=tree(lambda x: fac(x, 0)),
@@ -845,7 +1010,7 @@ def scale_by_soap(
         mu = _matrix.project(mu_orig, ql, qr)
         return out, mu, nu, lf, rf, ql, qr
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_inner(updates, state, params, count, **extra_args):
         del params, extra_args
         expect_state(state, SoapState, "scale_by_soap")
         _matrix.check_matrices(updates, "scale_by_soap")
@@ -853,13 +1018,13 @@ def scale_by_soap(
         names = ("mu", "nu", "left", "right", "q_left", "q_right")
         cols = [treedef.flatten_up_to(getattr(state, n)) for n in names]
         grads = [u.astype(m.dtype) for u, m in zip(leaves, cols[0], strict=True)]
-        t = state.count  # Adam steps done before this call (calls - 1 after the first)
+        t = count - 1  # Adam steps done before this call (calls - 1 after the first)
 
         def per_group(g, mu, nu, lf, rf, ql, qr):
             if g.size == 0:
                 return g, mu, nu, lf, rf, ql, qr
             return lax.cond(
-                state.count == 0,
+                t == 0,
                 lambda *a: first(*a),
                 lambda *a: later(t, *a),
                 g,
@@ -874,19 +1039,43 @@ def scale_by_soap(
         results = _matrix.batched(per_group, grads, *cols)
         outs = [r[0].astype(u.dtype) for r, u in zip(results, leaves, strict=True)]
         new = [treedef.unflatten([r[k + 1] for r in results]) for k in range(6)]
-        return treedef.unflatten(outs), SoapState(_numerics.safe_increment(state.count), *new)
+        return treedef.unflatten(outs), SoapState(*new)
 
-    return GradientTransformation(init_fn, update_fn)
+    # The rule at Adam step t (the first call only sets L, R and the bases), with the
+    # statistics in the order of the state's fields: m, v, L, R, Q_L, Q_R.
+    beta_s_tex = r"\beta_2" if shampoo_beta < 0 else r"\beta_s"
+    scale_tex = r"\frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t} " if correct_bias else ""
+    out_tex = rf"{scale_tex}Q_L \frac{{m}}{{\sqrt{{v}} + \delta}} Q_R^T"
+    if normalize_grads:
+        out_tex = rf"\operatorname{{normalize}}({out_tex})"
+    parts = [
+        r"G' = Q_L^T u Q_R",
+        r"m \leftarrow \beta_1 m + (1 - \beta_1) G'",
+        r"v \leftarrow \beta_2 v + (1 - \beta_2) G'^2",
+        rf"o = {out_tex}",
+        rf"L \leftarrow {beta_s_tex} L + (1 - {beta_s_tex}) u u^T",
+        rf"R \leftarrow {beta_s_tex} R + (1 - {beta_s_tex}) u^T u",
+        r"Q_L \leftarrow \text{eigenbasis of } L \text{ every } f \text{ steps}",
+        r"Q_R \leftarrow \text{eigenbasis of } R \text{ every } f \text{ steps}",
+        r"u \leftarrow o",
+    ]
+    init_fn, update_fn = _owning_step(init_inner, update_inner, "scale_by_soap")
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "scale_by_soap",
+        "statistic",
+        hyperparams={"b1": b1, "b2": b2, "eps": eps, "shampoo_beta": shampoo_beta},
+        math=r";\quad ".join(parts),
+        state=("mu", "nu", "left", "right", "q_left", "q_right"),
+    )
 
 
 class DecayAfterStepState(NamedTuple):
-    """State of :func:`decay_after_step`.
+    """State of :func:`decay_after_step`: empty.
 
-    Attributes:
-      count: the number of updates so far (int32).
+    The step comes from an enclosing :func:`gbopt.with_step_count` (or a
+    :class:`gbopt.StepCountState` around this state when used alone).
     """
-
-    count: jax.Array
 
 
 def decay_after_step(
@@ -906,24 +1095,26 @@ def decay_after_step(
       skip_first: no decay on the first update (SOAP's first call only initialises).
 
     Returns:
-      A transform with state :class:`DecayAfterStepState`.
+      A transform with state :class:`DecayAfterStepState` (inside a
+      :class:`gbopt.StepCountState` when used alone).
     """
     _validate.learning_rate(learning_rate)
     _validate.non_negative("weight_decay", weight_decay)
 
-    def init_fn(params):
-        return DecayAfterStepState(_placement.zero_count(params))
+    def init_inner(params):
+        del params
+        return DecayAfterStepState()
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_inner(updates, state, params, count, **extra_args):
         del extra_args
         expect_state(state, DecayAfterStepState, "decay_after_step")
-        count = _numerics.safe_increment(state.count)
         if not weight_decay:
-            return updates, DecayAfterStepState(count)
+            return updates, state
         if params is None:
             raise ValueError("decay_after_step: needs `params` at update (weight_decay > 0).")
-        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        on = (state.count > 0) if skip_first else True
+        before = count - 1  # the updates before this one
+        lr = learning_rate(before) if callable(learning_rate) else learning_rate
+        on = (before > 0) if skip_first else True
 
         def leaf(u, w):
             dt = _compute_dtype(u.dtype)
@@ -931,9 +1122,16 @@ def decay_after_step(
             out = u32 - jnp.asarray(lr, dt) * weight_decay * (w.astype(dt) + u32)
             return jnp.where(on, out, u32).astype(u.dtype)
 
-        return jax.tree.map(leaf, updates, params), DecayAfterStepState(count)
+        return jax.tree.map(leaf, updates, params), state
 
-    return GradientTransformation(init_fn, update_fn)
+    init_fn, update_fn = _owning_step(init_inner, update_inner, "decay_after_step")
+
+    return with_info(
+        GradientTransformation(init_fn, update_fn),
+        "decay_after_step",
+        hyperparams={"learning_rate": learning_rate, "weight_decay": weight_decay},
+        math=r"u - \alpha_t \lambda (w + u)" if weight_decay else "u",
+    )
 
 
 def soap(
@@ -953,12 +1151,30 @@ def soap(
 ) -> GradientTransformation:
     r"""SOAP for the matrices (Adam in Shampoo's eigenbasis), AdamW for the rest.
 
-    .. math::
-        W \leftarrow \big(W - \alpha\, \mathrm{out}\big)(1 - \alpha \lambda)
+    For each matrix :math:`w` with gradient :math:`G`, and for every other parameter
+    :math:`w` with gradient :math:`g`:
 
-    with :math:`\mathrm{out}` of :func:`scale_by_soap` (the authors' reference order: step,
-    then decay; :func:`decay_after_step`). The first update only initialises the
-    factors and changes no matrix. The other parameters take AdamW with the same
+    .. math::
+        G' = Q_L^T G Q_R, \quad
+        m \leftarrow \beta_1 m + (1 - \beta_1) G', \quad
+        v \leftarrow \beta_2 v + (1 - \beta_2) G'^2, \\
+        w \leftarrow \left(w - \alpha \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}\,
+          Q_L \frac{m}{\sqrt{v} + \epsilon} Q_R^T\right)(1 - \alpha \lambda), \\
+        L \leftarrow \beta_2 L + (1 - \beta_2) G G^T, \quad
+        R \leftarrow \beta_2 R + (1 - \beta_2) G^T G, \quad
+        Q_L \leftarrow \text{eigenbasis of } L, \quad
+        Q_R \leftarrow \text{eigenbasis of } R, \\
+        \mu_t = \beta_1 \mu_{t-1} + (1 - \beta_1) g_t, \quad
+        \nu_t = \beta_2 \nu_{t-1} + (1 - \beta_2) g_t^2, \quad
+        w \leftarrow w - \alpha \left(\frac{\mu_t / (1 - \beta_1^t)}
+          {\sqrt{\nu_t / (1 - \beta_2^t)} + \epsilon} + \lambda w\right)
+
+    :func:`scale_by_soap` for the matrices (the factors decay by ``shampoo_beta``
+    instead of :math:`\beta_2` when it is >= 0; the bases :math:`Q_L, Q_R` are refreshed
+    every ``precondition_frequency`` steps, with :math:`m, v` carried into the new
+    basis), in the authors' reference order: step, then decay
+    (:func:`decay_after_step`). The first update only initialises the factors and
+    changes no matrix. The other parameters take AdamW with the same
     :math:`\beta_1, \beta_2, \epsilon, \lambda`.
 
     Args:
@@ -986,19 +1202,21 @@ def soap(
       their first step too); gbopt gives them AdamW (optax's order) by default.
     """
     _validate.learning_rate(learning_rate)
-    matrix_tx = chain(
-        scale_by_soap(
-            b1,
-            b2,
-            shampoo_beta,
-            eps,
-            precondition_frequency,
-            max_precond_dim,
-            normalize_grads=normalize_grads,
-            correct_bias=correct_bias,
-        ),
-        scale_by_learning_rate(learning_rate),
-        decay_after_step(learning_rate, weight_decay, skip_first=True),
+    matrix_tx = with_step_count(
+        chain(
+            scale_by_soap(
+                b1,
+                b2,
+                shampoo_beta,
+                eps,
+                precondition_frequency,
+                max_precond_dim,
+                normalize_grads=normalize_grads,
+                correct_bias=correct_bias,
+            ),
+            scale_by_learning_rate(learning_rate),
+            decay_after_step(learning_rate, weight_decay, skip_first=True),
+        )
     )
     other_tx = _adamw(
         learning_rate if adam_learning_rate is None else adam_learning_rate,
@@ -1007,4 +1225,18 @@ def soap(
         eps,
         weight_decay,
     )
-    return _matrix.partition_matrices(matrix_tx, other_tx, matrix_rule)
+    return named(
+        "soap",
+        _matrix.partition_matrices(matrix_tx, other_tx, matrix_rule),
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        shampoo_beta=shampoo_beta,
+        eps=eps,
+        weight_decay=weight_decay,
+        precondition_frequency=precondition_frequency,
+        max_precond_dim=max_precond_dim,
+        normalize_grads=normalize_grads,
+        correct_bias=correct_bias,
+        adam_learning_rate=adam_learning_rate,
+    )

@@ -135,8 +135,11 @@ def add_noise(
         "add_noise",
         "statistic",
         hyperparams={"eta": eta, "gamma": gamma},
-        math=r"u + \sqrt{\eta / t^{\gamma}}\, \xi,\; \xi \sim \mathcal N(0, I)",
-        state=AddNoiseState._fields,
+        # The key is the statistic; the count is the step t.
+        math=r"k \leftarrow \operatorname{split}(k);\quad "
+        r"\xi = \text{a draw of } \mathcal N(0, I) \text{ with } k;\quad "
+        r"u \leftarrow u + \sqrt{\eta / t^{\gamma}}\, \xi",
+        state=("rng_key",),
     )
 
 
@@ -151,8 +154,13 @@ def noisy_sgd(
     r"""SGD on gradients with annealed Gaussian noise added.
 
     .. math::
-        w \leftarrow w - \alpha_t \left(g_t + \sigma_t \xi_t\right), \qquad
-        \sigma_t^2 = \frac{\eta}{t^{\gamma}}
+        k \leftarrow \operatorname{split}(k), \qquad
+        \xi_t \sim \mathcal N(0, I) \text{ drawn with } k, \qquad
+        \sigma_t^2 = \frac{\eta}{t^{\gamma}}, \\
+        w \leftarrow w - \alpha_t \left(g_t + \sigma_t \xi_t\right)
+
+    The state keeps the PRNG key :math:`k` and the step :math:`t` (:func:`add_noise`),
+    so the same state gives the same noise.
 
     Drop-in for ``optax.noisy_sgd`` (same signature and defaults; the same key gives
     the same noise for float32 and float64 parameters).

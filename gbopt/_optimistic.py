@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from gbopt import _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, named, statistic
 from gbopt._combine import chain, divide, with_step_count
-from gbopt._maps import add, bias_correction, scale_by_learning_rate, sqrt
+from gbopt._maps import add, bias_correction, scale, scale_by_learning_rate, sqrt
 from gbopt._statistics import accumulate_square, ema, nadam_momentum
 
 
@@ -81,6 +81,7 @@ def optimistic_gradient(
         "optimistic_gradient",
         OptimisticGradientState,
         rule,
+        follows_params=("previous",),
         needs_step=True,
         prepare=prepare,
         hyperparams={"alpha": alpha, "beta": beta},
@@ -150,13 +151,19 @@ def optimistic_adam_v2(
     r"""Optimistic Adam: the optimistic correction applied to Adam's direction.
 
     .. math::
-        r_t = \frac{\hat m_t}{\sqrt{\hat v_t + \bar\epsilon} + \epsilon}, \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) |g_t|^2, \quad
+        \pi_t = \beta_1 \pi_{t-1} \;(\pi_0 = 1), \\
+        r_t = \frac{\beta_1 m_t / (1 - \beta_1 \pi_t) + (1 - \beta_1) g_t / (1 - \pi_t)}
+          {\sqrt{\hat v_t + \bar\epsilon} + \epsilon}, \qquad
         w \leftarrow w - \eta_t \left((\alpha + \beta)\, r_t - \beta\, r_{t-1}\right)
 
-    with :math:`\hat m_t` Adam's debiased first moment, or with ``nesterov=True``
-    (the default, as optax) its Nesterov form
-    :math:`\beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) g_t / (1 - \beta_1^t)`.
-    Drop-in for ``optax.optimistic_adam_v2`` (same signature, defaults and rule).
+    :math:`r_t` is Adam's direction with Dozat's Nesterov numerator (``nesterov=True``,
+    the default, as optax; :math:`\pi_t = \beta_1^t` is kept in the state); with
+    ``nesterov=False`` the numerator is :math:`m_t / (1 - \beta_1^t)` and there is no
+    :math:`\pi`. The state keeps :math:`m, v, \pi` and the previous direction
+    :math:`r_{t-1}`. Drop-in for ``optax.optimistic_adam_v2`` (same signature, defaults
+    and rule).
 
     Args:
       learning_rate: :math:`\eta`, a number or a schedule.
@@ -212,13 +219,33 @@ def optimistic_adam(
 ) -> GradientTransformation:
     r"""Optimistic Adam, optax's first interface (deprecated there and here).
 
-    .. math:: w \leftarrow w - \left((\alpha + o)\, r_t - o\, r_{t-1}\right)
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) |g_t|^2, \quad
+        \pi_t = \beta_1 \pi_{t-1} \;(\pi_0 = 1), \\
+        r_t = \frac{\beta_1 m_t / (1 - \beta_1 \pi_t) + (1 - \beta_1) g_t / (1 - \pi_t)}
+          {\sqrt{\hat v_t + \bar\epsilon} + \epsilon}, \qquad
+        w \leftarrow w - \left((\alpha + \beta)\, r_t - \beta\, r_{t-1}\right)
 
-    with :math:`r_t` Adam's direction (see :func:`optimistic_adam_v2`),
-    :math:`\alpha` ``learning_rate`` and :math:`o` ``optimism`` (default: the learning
-    rate, as in the paper). Drop-in for ``optax.optimistic_adam``, including its
-    ``DeprecationWarning`` and its refusal of schedules. It is
+    with :math:`r_t` Adam's direction (as :func:`optimistic_adam_v2`),
+    :math:`\alpha` ``learning_rate`` and :math:`\beta` ``optimism`` (default: the
+    learning rate, as in the paper). Drop-in for ``optax.optimistic_adam``, including
+    its ``DeprecationWarning`` and its refusal of schedules. It is
     ``optimistic_adam_v2(1.0, alpha=learning_rate, beta=optimism, ...)``.
+
+    Args:
+      learning_rate: :math:`\alpha`, a number (not a schedule).
+      optimism: :math:`\beta`, or None for the learning rate.
+      b1: :math:`\beta_1` in [0, 1).
+      b2: :math:`\beta_2` in [0, 1).
+      eps: :math:`\epsilon` >= 0, outside the root.
+      eps_root: :math:`\bar\epsilon` >= 0, inside the root.
+      mu_dtype: storage dtype of the first moment (None: the parameters', >= float32).
+      nesterov: Nesterov's form of the first moment.
+
+    Returns:
+      ``with_step_count(chain(divide(...Adam's direction...),
+      optimistic_gradient(learning_rate, optimism), scale(-1)))``.
 
     Raises:
       ValueError: for a schedule as ``learning_rate`` (use :func:`optimistic_adam_v2`).
@@ -242,9 +269,7 @@ def optimistic_adam(
     return named(
         "optimistic_adam",
         with_step_count(
-            chain(
-                direction, optimistic_gradient(learning_rate, optimism), scale_by_learning_rate(1.0)
-            )
+            chain(direction, optimistic_gradient(learning_rate, optimism), scale(-1.0))
         ),
         learning_rate=learning_rate,
         optimism=optimism,

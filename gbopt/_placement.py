@@ -40,7 +40,13 @@ def _on_device(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array)
 
 
-def full_like(params: Any, fill_value: float, dtype_fn: Callable = state_dtype) -> Any:
+def full_like(
+    params: Any,
+    fill_value: float,
+    dtype_fn: Callable = state_dtype,
+    *,
+    pairs_fn: Callable | None = None,
+) -> Any:
     """Arrays of ``fill_value`` shaped and sharded like each leaf of ``params``.
 
     Each result is in ``dtype_fn(leaf.dtype)`` and has the sharding of its leaf, so
@@ -57,12 +63,24 @@ def full_like(params: Any, fill_value: float, dtype_fn: Callable = state_dtype) 
     shard (exactly ``fill_value``, whatever the parameter holds, inf and NaN
     included). The parameter is read once, at ``init``; no ``update`` pays for it.
     Host (NumPy) leaves have no placement to follow and are not copied to a device.
+
+    Where ``pairs_fn(leaf.dtype)`` is true, the complex value ``fill_value + 0j`` is
+    stored as its real and imaginary parts on a trailing axis of size 2 (the layout
+    of :func:`gbopt._dtypes.to_pairs`), in the real ``dtype_fn(leaf.dtype)``.
     """
     check_float_params(params)
     keep = jax.lax.optimization_barrier(jnp.zeros([], bool))
 
     def full(p):
         dtype = dtype_fn(jnp.result_type(p))
+        if pairs_fn is not None and pairs_fn(jnp.result_type(p)):
+            if not _on_device(p):
+                parts = [np.full(np.shape(p), fill_value), np.zeros(np.shape(p))]
+                return jnp.asarray(np.stack(parts, axis=-1), dtype)
+            zero = jnp.zeros([], dtype)
+            re = jnp.where(keep, jnp.real(p).astype(dtype), jnp.asarray(fill_value, dtype))
+            im = jnp.where(keep, jnp.imag(p).astype(dtype), zero)
+            return jnp.stack([re, im], axis=-1)
         if not _on_device(p):
             return jnp.full(np.shape(p), fill_value, dtype)
         return jnp.where(keep, p.astype(dtype), jnp.asarray(fill_value, dtype))

@@ -200,8 +200,15 @@ def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> Grad
         "lbfgs_memory",
         "statistic",
         hyperparams={"memory_size": memory_size, "scale_init_precond": scale_init_precond},
-        math=r"H_k u \text{ (two-loop recursion over } (s_i, y_i)_{i > k - m})",
-        state=LbfgsMemoryState._fields,
+        # The fields in the order the rule assigns them (count, the three buffers, then
+        # the parameters and updates of this step), so that describe pairs each with its
+        # symbol.
+        math=r"k \leftarrow k + 1;\quad s \leftarrow (s_i)_{k-m < i \le k} "
+        r"\text{ with } s_k = w - \bar w;\quad y \leftarrow (y_i)_{k-m < i \le k} "
+        r"\text{ with } y_k = u - \bar g;\quad \rho \leftarrow (\rho_i)_{k-m < i \le k} "
+        r"\text{ with } \rho_k = 1 / \langle s_k, y_k \rangle;\quad \bar w \leftarrow w;"
+        r"\quad \bar g \leftarrow u;\quad u \leftarrow H_k u \text{ (two-loop recursion)}",
+        state=("count", "s", "y", "rho", "params", "updates"),
     )
 
 
@@ -219,11 +226,20 @@ def lbfgs(
     r"""L-BFGS with a line search: the book's quasi-Newton method (§8.6.2).
 
     .. math::
-        d_k = -H_k g_k, \qquad w_{k+1} = w_k + \eta_k d_k
+        s_k = w_k - \bar w, \quad y_k = g_k - \bar g, \quad
+        \rho_k = 1 / \langle s_k, y_k \rangle, \\
+        s \leftarrow (s_i)_{k-m < i \le k}, \quad y \leftarrow (y_i)_{k-m < i \le k}, \quad
+        \rho \leftarrow (\rho_i)_{k-m < i \le k}, \quad
+        \bar w \leftarrow w_k, \quad \bar g \leftarrow g_k, \quad k \leftarrow k + 1, \\
+        d_k = -\alpha_t H_k g_k, \qquad w \leftarrow w + \eta_k d_k
 
-    with :math:`H_k g_k` from :func:`lbfgs_memory` and :math:`\eta_k` from the line
-    search (a zoom line search for the strong Wolfe conditions by default), or the
-    learning rate. Drop-in for ``optax.lbfgs`` (same signature, defaults and rule); the
+    The memory keeps the last :math:`m` pairs of differences and their
+    :math:`\rho = 1 / \langle s, y \rangle` (ring buffers), the previous parameters
+    :math:`\bar w` and gradient :math:`\bar g`, and the count :math:`k`
+    (:func:`lbfgs_memory`); :math:`H_k g_k` is the two-loop recursion over the pairs.
+    :math:`\eta_k` comes from the line search (a zoom line search for the strong Wolfe
+    conditions by default; 1 without one), :math:`\alpha_t` is the learning rate (1
+    without one). Drop-in for ``optax.lbfgs`` (same signature, defaults and rule); the
     line search is optax's own transform, and any optax line search works
     (``optax.scale_by_backtracking_linesearch``, ``optax.scale_by_zoom_linesearch``).
     ``update`` takes the line search's extra arguments::
@@ -232,8 +248,8 @@ def lbfgs(
         updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=f)
 
     Args:
-      learning_rate: a fixed step (number or schedule) multiplying the direction before
-        the line search, or None for none.
+      learning_rate: :math:`\alpha`, a fixed step (number or schedule) multiplying the
+        direction before the line search, or None for none.
       memory_size: :math:`m` >= 1, the pairs kept.
       scale_init_precond: scale the initial inverse Hessian (see :func:`lbfgs_memory`).
       linesearch: a line-search transform, or None for none (a fixed step: then pass a

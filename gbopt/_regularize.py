@@ -167,5 +167,6 @@ def add_decayed_weights(
         GradientTransformation(init_fn, update_fn),
         "add_decayed_weights",
         hyperparams={"weight_decay": weight_decay},
-        math=r"u + \lambda w",
+        # A concrete 0 adds nothing, and the rule shows nothing (as add(0) for eps_root=0).
+        math=r"u" if nothing else r"u + \lambda w",
     )

@@ -70,7 +70,7 @@ def lion_momentum(
       b1: :math:`\beta_1` in [0, 1), the weight of the average in the output.
       b2: :math:`\beta_2` in [0, 1), the decay of the kept average.
       dtype: the storage dtype of :math:`m` (optax's ``mu_dtype``); None for the
-        parameters' dtype, at least float32.
+        parameters' dtype, bfloat16 included (a first moment follows the parameters).
 
     Returns:
       A transform with state :class:`LionMomentumState`.
@@ -89,6 +89,7 @@ def lion_momentum(
         LionMomentumState,
         rule,
         dtype=dtype,
+        follows_params=("mu",),
         hyperparams={"b1": b1, "b2": b2},
         math=r"\beta_1 m + (1-\beta_1) u;\; m \leftarrow \beta_2 m + (1-\beta_2) u",
     )
@@ -139,7 +140,7 @@ def signum(
       learning_rate: :math:`\alpha`, a number or a schedule.
       beta: :math:`\beta` in [0, 1).
       accumulator_dtype: the storage dtype of :math:`m`; None for the parameters' dtype,
-        at least float32.
+        bfloat16 included (a first moment follows the parameters).
 
     Returns:
       ``chain(ema(beta, dtype=accumulator_dtype), sign(),

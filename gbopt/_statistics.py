@@ -4,7 +4,9 @@ Each replaces the incoming updates by a running statistic of them and keeps that
 in its state. Each is a leaf rule handed to :func:`gbopt._base.statistic`, which does the
 rest (state checks, initial state, dtype policy, step count): a new statistic is its rule,
 its state type and its docstring. ``dtype=`` sets a statistic's storage dtype; the rule
-still computes in at least float32.
+still computes in at least float32. By default a first moment (:func:`trace`, :func:`ema`,
+:func:`nadam_momentum`'s :math:`m`) is stored in the parameters' dtype, bfloat16 included,
+and every other statistic in at least float32 (:func:`gbopt._dtypes.storage`).
 
 Symbols: :math:`u_t` the incoming update, :math:`\rho` a decay, :math:`t` the 1-based step.
 """
@@ -49,7 +51,8 @@ def trace(
     Args:
       decay: :math:`\mu`, in [0, 1).
       nesterov: return :math:`u_t + \mu v_t` instead of :math:`v_t`.
-      dtype: the storage dtype of :math:`v` (None: the parameters', at least float32).
+      dtype: the storage dtype of :math:`v` (None: the parameters' dtype, bfloat16
+        included: a first moment follows the parameters).
 
     Returns:
       A transform with state :class:`TraceState`; :math:`v_0 = 0`.
@@ -74,6 +77,7 @@ def trace(
         TraceState,
         rule,
         dtype=dtype,
+        follows_params=("trace",),
         hyperparams={"decay": decay, "nesterov": nesterov},
         math=(r"v \leftarrow \mu v + u;\quad u \leftarrow u + \mu v")
         if nesterov
@@ -106,7 +110,8 @@ def ema(
       decay: :math:`\rho`, in [0, 1).
       debias: return :math:`s_t / (1 - \rho^t)` (what :func:`gbopt.bias_correction` after
         it returns), with the step of an enclosing step owner or a count of its own.
-      dtype: the storage dtype of :math:`s` (optax's ``mu_dtype``).
+      dtype: the storage dtype of :math:`s` (optax's ``mu_dtype``); None: the
+        parameters' dtype, bfloat16 included (a first moment follows the parameters).
       initial_value: :math:`s_0`, a finite number (0; optax's ``yogi`` starts from 1e-6).
 
     Returns:
@@ -129,6 +134,7 @@ def ema(
             rule,
             init=initial_value,
             dtype=dtype,
+            follows_params=("mu",),
             hyperparams={"decay": decay},
             math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow s",
         )
@@ -143,6 +149,7 @@ def ema(
         debiased,
         init=initial_value,
         dtype=dtype,
+        follows_params=("mu",),
         needs_step=True,
         prepare=lambda dtype_, step: _numerics.one_minus_power(
             decay, step, _dtypes.real_dtype(dtype_)
@@ -245,7 +252,12 @@ def accumulate_centered_square(
       decay: :math:`\rho` in [0, 1) (PyTorch's ``alpha``).
       initial_accumulator_value: :math:`r_0` >= 0 (optax's ``initial_scale``); 0 in
         PyTorch. :math:`\bar g_0 = 0` always.
-      dtype: the storage dtype of both statistics.
+      dtype: the storage dtype of both statistics; None: the parameters' dtype, at least
+        float32, for both. :math:`\bar g` is a first moment but only feeds the variance
+        :math:`r - |\bar g|^2`, where the subtraction cancels leading digits: a bfloat16
+        :math:`\bar g` (relative error up to :math:`2^{-8}`, so :math:`2^{-7}` in
+        :math:`\bar g^2`) can swamp a small variance, so it does not follow the
+        parameters.
 
     Returns:
       A transform with state :class:`AccumulateCenteredSquareState`.
@@ -445,13 +457,17 @@ def nadam_momentum(
     else:
         log_decay = jnp.asarray(momentum_decay) * math.log(0.96)
 
-    def rule(u, m, product, step):
-        dtype_ = product.dtype
+    def prepare(dtype_, step, mu_product):
+        # Once per update, in the product's (widest) dtype: the coefficients and the new
+        # product are scalars that every leaf shares.
+        dtype_ = mu_product.dtype
         mu_t = _momentum_at(b1, log_decay, step, dtype_)
         mu_next = _momentum_at(b1, log_decay, step + 1, dtype_)
-        product = product * mu_t
-        coef_grad = (1 - mu_t) / (1 - product)
-        coef_mu = mu_next / (1 - product * mu_next)
+        product = mu_product * mu_t
+        return (1 - mu_t) / (1 - product), mu_next / (1 - product * mu_next), product
+
+    def rule(u, m, product, pre):
+        coef_grad, coef_mu, product = pre
         m = _numerics.moving_average(m, u, b1)
         return coef_grad * u + coef_mu * m, m, product
 
@@ -461,13 +477,28 @@ def nadam_momentum(
         rule,
         init=(0.0, 1.0),
         dtype=(dtype, None),
+        follows_params=("mu",),
         shared=("mu_product",),
         needs_step=True,
+        prepare=prepare,
         hyperparams={"b1": b1, "momentum_decay": momentum_decay},
-        math=r"\mu_t = \beta_1 (1 - \tfrac12 0.96^{t\psi});\quad m \leftarrow \beta_1 m + "
-        r"(1 - \beta_1) u;\quad u \leftarrow \frac{1 - \mu_t}{1 - \prod_{k \le t} \mu_k} u + "
-        r"\frac{\mu_{t+1}}{1 - \prod_{k \le t+1} \mu_k} m",
+        math=_NADAM_CONSTANT_MATH
+        if isinstance(momentum_decay, numbers.Real) and math.isinf(momentum_decay)
+        else _NADAM_MATH,
     )
+
+
+# The state's fields in order: m (``mu``), then the product pi (``mu_product``).
+_NADAM_MATH = (
+    r"\mu_t = \beta_1 (1 - \tfrac12 0.96^{t\psi});\quad m \leftarrow \beta_1 m + "
+    r"(1 - \beta_1) u;\quad \pi \leftarrow \pi \mu_t;\quad "
+    r"u \leftarrow \frac{1 - \mu_t}{1 - \pi} u + \frac{\mu_{t+1}}{1 - \pi \mu_{t+1}} m"
+)
+# With momentum_decay=inf, mu_t = b1 and pi = b1^t.
+_NADAM_CONSTANT_MATH = (
+    r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad \pi \leftarrow \beta_1 \pi;\quad "
+    r"u \leftarrow \frac{(1 - \beta_1) u}{1 - \pi} + \frac{\beta_1 m}{1 - \beta_1 \pi}"
+)
 
 
 def _validate_momentum_decay(value: Any) -> None:

@@ -163,7 +163,12 @@ def rectification(
         needs_step=True,
         prepare=lambda dtype, step: _rectifier(b2, threshold, step, _dtypes.real_dtype(dtype)),
         hyperparams={"b2": b2, "threshold": threshold},
-        math=r"u / r_t \text{ if } \rho_t \ge \tau \text{ else } 1",
+        math=r"\rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}"
+        r"\text{ with } \rho_\infty = \frac{2}{1 - \beta_2} - 1;\quad "
+        r"r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2) \rho_\infty}"
+        r"{(\rho_\infty - 4)(\rho_\infty - 2) \rho_t}};\quad "
+        r"u \leftarrow \begin{cases} u / r_t & \rho_t \ge \tau \\ 1 & \text{otherwise}"
+        r"\end{cases}",
     )
 
 
@@ -198,8 +203,12 @@ def accumulate_belief(
     Adam divides by the root of the average :math:`u^2`; AdaBelief divides by the root of
     the average squared distance between the gradient and its prediction :math:`m_t`, so
     that it takes large steps where the gradient is as predicted (its "belief") and small
-    ones where it is not. The statistic keeps its own :math:`m` (the numerator's
-    :func:`gbopt.ema` keeps another: the two are the same number).
+    ones where it is not. The statistic keeps its own :math:`m`: divided into an
+    :func:`gbopt.ema`, the first moment is kept twice (the same number up to its storage
+    rounding for bfloat16 parameters); :func:`scale_by_belief`, which :func:`gbopt.adabelief`
+    uses, keeps it once for both. Both statistics are stored in at least float32:
+    :math:`m` feeds :math:`|g - m|^2`, where its rounding error would be squared into a
+    small second moment, so it does not follow the parameters' dtype.
 
     Args:
       b1: :math:`\beta_1` in [0, 1), the decay of the prediction :math:`m`.
@@ -233,6 +242,111 @@ def accumulate_belief(
         hyperparams={"b1": b1, "b2": b2, "eps_root": eps_root},
         math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad s \leftarrow \beta_2 s + "
         r"(1 - \beta_2) |u - m|^2 + \epsilon_r;\quad u \leftarrow s",
+    )
+
+
+class ScaleByBeliefState(NamedTuple):
+    r"""State of :func:`scale_by_belief`.
+
+    Attributes:
+      mu: the first moment :math:`m`, the prediction of the gradient, one array per
+        parameter.
+      nu: the second moment :math:`s` of the prediction error :math:`|g - m|^2`, real.
+    """
+
+    mu: Any
+    nu: Any
+
+
+def scale_by_belief(
+    b1: float | jax.Array = 0.9,
+    b2: float | jax.Array = 0.999,
+    eps: float | jax.Array = 1e-16,
+    eps_root: float | jax.Array = 1e-16,
+    *,
+    nesterov: bool = False,
+    step: Any = None,
+) -> GradientTransformation:
+    r"""AdaBelief's direction: the debiased first moment over the root of the belief.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1)\, u_t, \qquad
+        s_t = \beta_2 s_{t-1} + (1 - \beta_2)\, |u_t - m_t|^2 + \epsilon_r, \\
+        \text{output} = \frac{m_t / (1 - \beta_1^t)}{\sqrt{s_t / (1 - \beta_2^t)} + \epsilon}
+
+    (with ``nesterov``, the numerator is Dozat's
+    :math:`\beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) u_t / (1 - \beta_1^t)`).
+    One statistic for both halves of the fraction: the belief :math:`s` is the average
+    squared distance between the gradient and the very :math:`m` of the numerator, so the
+    two are kept together (a ``divide`` of an :func:`gbopt.ema` by
+    :func:`accumulate_belief` computes the same rule but keeps :math:`m` twice). Same rule
+    as ``optax.scale_by_belief``.
+
+    Args:
+      b1: :math:`\beta_1` in [0, 1), the decay of the prediction :math:`m`.
+      b2: :math:`\beta_2` in [0, 1), the decay of :math:`s`.
+      eps: :math:`\epsilon` >= 0, outside the root.
+      eps_root: :math:`\epsilon_r` >= 0, added to :math:`s_t` at every step and kept in
+        it (as optax; Zhuang et al.'s Alg. 2 adds its :math:`\epsilon` the same way).
+      nesterov: Dozat's Nesterov form of the numerator.
+      step: kept for code written as ``with_step_count(lambda t: ...(step=t))``; the step
+        comes from an enclosing :func:`gbopt.with_step_count`, or the transform keeps its
+        own count when used alone.
+
+    Returns:
+      A transform with state :class:`ScaleByBeliefState` (inside a
+      :class:`gbopt.StepCountState` when used alone).
+
+    References:
+      Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed
+      Gradients", NeurIPS 2020, Alg. 2.
+    """
+    _validate.decay_rate("b1", b1)
+    _validate.decay_rate("b2", b2)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("eps_root", eps_root)
+    _validate.flag("nesterov", nesterov)
+    check_step_argument("scale_by_belief", step)
+
+    def prepare(dtype, step):
+        real = _dtypes.real_dtype(dtype)
+        c1 = _numerics.one_minus_power(b1, step, real)
+        c2 = _numerics.one_minus_power(b2, step, real)
+        c1_next = _numerics.one_minus_power(b1, _numerics.safe_increment(step), real)
+        return c1, c1_next, c2
+
+    def rule(u, m, s, pre):
+        c1, c1_next, c2 = (c.astype(s.dtype) for c in pre)
+        m = _numerics.moving_average(m, u, b1)
+        s = _numerics.moving_average(s, _numerics.abs_square(u - m), b2)
+        s = s + _dtypes.scalar(eps_root, s.dtype)
+        if nesterov:
+            b = _dtypes.scalar(b1, s.dtype).astype(m.dtype)
+            numerator = b * (m / c1_next.astype(m.dtype)) + _dtypes.complement(b1, s.dtype).astype(
+                m.dtype
+            ) * (u / c1.astype(m.dtype))
+        else:
+            numerator = m / c1.astype(m.dtype)
+        denominator = jnp.sqrt(s / c2) + _dtypes.scalar(eps, s.dtype)
+        return numerator / denominator.astype(numerator.dtype), m, s
+
+    first = (
+        r"\frac{\beta_1 m / (1 - \beta_1^{t+1}) + (1 - \beta_1) u / (1 - \beta_1^t)}"
+        if nesterov
+        else r"\frac{m / (1 - \beta_1^t)}"
+    )
+    return statistic(
+        "scale_by_belief",
+        ScaleByBeliefState,
+        rule,
+        real=("nu",),
+        needs_step=True,
+        prepare=prepare,
+        hyperparams={"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root, "nesterov": nesterov},
+        math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad s \leftarrow \beta_2 s + "
+        r"(1 - \beta_2) |u - m|^2 + \epsilon;\quad u \leftarrow "
+        + first
+        + r"{\sqrt{s / (1 - \beta_2^t)} + \delta}",
     )
 
 
@@ -368,6 +482,7 @@ def adan_momentum(
         "adan_momentum",
         AdanMomentumState,
         rule,
+        follows_params=AdanMomentumState._fields,
         needs_step=True,
         prepare=prepare,
         hyperparams={"b1": b1, "b2": b2},
@@ -395,7 +510,9 @@ def adan_extrapolation(b2: float | jax.Array = 0.92, *, step: Any = None) -> Gra
 
     Followed by ``accumulate_square(b3)``, ``bias_correction(b3)``, ``add(eps_root)``,
     ``sqrt()`` and ``add(eps)`` it is Adan's denominator
-    :math:`\sqrt{\hat n_t + \epsilon_r} + \epsilon`.
+    :math:`\sqrt{\hat n_t + \epsilon_r} + \epsilon`. Divided into :func:`adan_momentum`
+    it keeps the previous update a second time; :func:`scale_by_adan`, which
+    :func:`gbopt.adan` uses, keeps it once.
 
     Args:
       b2: :math:`\beta_2` in [0, 1) (the same as :func:`adan_momentum`'s).
@@ -421,9 +538,115 @@ def adan_extrapolation(b2: float | jax.Array = 0.92, *, step: Any = None) -> Gra
         "adan_extrapolation",
         AdanExtrapolationState,
         rule,
+        follows_params=("previous",),
         needs_step=True,
         hyperparams={"b2": b2},
         math=r"u + (1 - \beta_2)(u - u_{-1})",
+    )
+
+
+class ScaleByAdanState(NamedTuple):
+    r"""State of :func:`scale_by_adan`.
+
+    Attributes:
+      mu: the moving average :math:`m` of the updates.
+      delta: the moving average :math:`v` of their differences :math:`u_t - u_{t-1}`.
+      nu: the moving average :math:`n` of the squared extrapolated updates, real.
+      previous: the previous updates :math:`u_{t-1}`.
+    """
+
+    mu: Any
+    delta: Any
+    nu: Any
+    previous: Any
+
+
+def scale_by_adan(
+    b1: float | jax.Array = 0.98,
+    b2: float | jax.Array = 0.92,
+    b3: float | jax.Array = 0.99,
+    eps: float | jax.Array = 1e-8,
+    eps_root: float | jax.Array = 0.0,
+    *,
+    step: Any = None,
+) -> GradientTransformation:
+    r"""Adan's direction: Nesterov momentum from gradient differences over an adaptive root.
+
+    .. math::
+        \Delta_t = u_t - u_{t-1} \;(\Delta_1 = 0), \qquad
+        m_t = \beta_1 m_{t-1} + (1 - \beta_1)\, u_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2)\, \Delta_t, \\
+        n_t = \beta_3 n_{t-1} + (1 - \beta_3)\, |u_t + (1 - \beta_2) \Delta_t|^2, \qquad
+        \text{output} = \frac{\hat m_t + (1 - \beta_2)\, \hat v_t}
+          {\sqrt{\hat n_t + \epsilon_r} + \epsilon}
+
+    (each hat the debiasing by its own :math:`\beta`). The numerator
+    (:func:`adan_momentum`) and the denominator (:func:`adan_extrapolation` then a
+    debiased root of the average square) both need :math:`\Delta_t`, so the previous
+    update is kept once, here, for both: a ``divide`` of the two pieces computes the
+    same rule but keeps :math:`u_{t-1}` twice. Same rule as ``optax.scale_by_adan``.
+
+    Args:
+      b1: :math:`\beta_1` in [0, 1), the momentum's decay (optax's 0.98).
+      b2: :math:`\beta_2` in [0, 1), the decay of the difference average (0.92).
+      b3: :math:`\beta_3` in [0, 1), the decay of the squared extrapolated update (0.99).
+      eps: :math:`\epsilon` >= 0, outside the root.
+      eps_root: :math:`\epsilon_r` >= 0, inside the root (0, as optax's
+        ``scale_by_adan``; :func:`gbopt.adan`'s default is 1e-8, as optax's ``adan``).
+      step: kept for code written as ``with_step_count(lambda t: ...(step=t))``; the step
+        comes from an enclosing :func:`gbopt.with_step_count`, or the transform keeps its
+        own count when used alone.
+
+    Returns:
+      A transform with state :class:`ScaleByAdanState` (inside a
+      :class:`gbopt.StepCountState` when used alone).
+
+    References:
+      Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
+      Models", IEEE TPAMI 2024 (arXiv:2208.06677), Alg. 1.
+    """
+    _validate.decay_rate("b1", b1)
+    _validate.decay_rate("b2", b2)
+    _validate.decay_rate("b3", b3)
+    _validate.non_negative("eps", eps)
+    _validate.non_negative("eps_root", eps_root)
+    check_step_argument("scale_by_adan", step)
+
+    def prepare(dtype, step):
+        real = _dtypes.real_dtype(dtype)
+        c1 = _numerics.one_minus_power(b1, step, real)
+        c2 = _dtypes.complement(b2, real) / _numerics.one_minus_power(b2, step, real)
+        c3 = _numerics.one_minus_power(b3, step, real)
+        return c1, c2, c3, step == 1
+
+    def rule(u, m, v, n, previous, pre):
+        c1, c2, c3, first = pre
+        difference = _difference(u, previous, first)
+        m = _numerics.moving_average(m, u, b1)
+        v = _numerics.moving_average(v, difference, b2)
+        extrapolated = u + _dtypes.complement(b2, n.dtype).astype(u.dtype) * difference
+        n = _numerics.moving_average(n, _numerics.abs_square(extrapolated), b3, keep_infinite=True)
+        numerator = m / c1.astype(m.dtype) + c2.astype(v.dtype) * v
+        denominator = jnp.sqrt(n / c3.astype(n.dtype) + _dtypes.scalar(eps_root, n.dtype))
+        denominator = denominator + _dtypes.scalar(eps, n.dtype)
+        return numerator / denominator.astype(numerator.dtype), m, v, n, u
+
+    return statistic(
+        "scale_by_adan",
+        ScaleByAdanState,
+        rule,
+        real=("nu",),
+        follows_params=("mu", "delta", "previous"),
+        needs_step=True,
+        prepare=prepare,
+        hyperparams={"b1": b1, "b2": b2, "b3": b3, "eps": eps, "eps_root": eps_root},
+        math=r"\Delta = u - p \text{ (0 at the first step)};\quad "
+        r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad "
+        r"v \leftarrow \beta_2 v + (1 - \beta_2) \Delta;\quad "
+        r"n \leftarrow \beta_3 n + (1 - \beta_3) |u + (1 - \beta_2) \Delta|^2;\quad "
+        r"p \leftarrow u;\quad "
+        r"u \leftarrow \frac{m / (1 - \beta_1^t) + (1 - \beta_2) v / (1 - \beta_2^t)}"
+        r"{\sqrt{n / (1 - \beta_3^t) + \epsilon} + \delta}",
     )
 
 

@@ -47,12 +47,12 @@ def scale_by_update_rms(
     r"""Adadelta's units correction: multiplies by the RMS of the past outputs.
 
     .. math::
-        \Delta x_t = \sqrt{E[\Delta x^2]_{t-1} + \epsilon}\; u_t, \qquad
-        E[\Delta x^2]_t = \rho E[\Delta x^2]_{t-1} + (1 - \rho)\, \Delta x_t^2, \qquad
-        \text{output} = \Delta x_t
+        \Delta_t = \sqrt{e_{t-1} + \epsilon}\; u_t, \qquad
+        e_t = \rho e_{t-1} + (1 - \rho)\, \Delta_t^2, \qquad
+        \text{output} = \Delta_t
 
-    with :math:`E[\Delta x^2]_0 = 0`. A statistic of its own output: the state is updated
-    after the output is computed.
+    with :math:`e_0 = 0` (:math:`e_t` is Zeiler's :math:`E[\Delta x^2]_t`). A statistic
+    of its own output: the state is updated after the output is computed.
 
     Args:
       decay: :math:`\rho` in [0, 1).
@@ -76,7 +76,8 @@ def scale_by_update_rms(
         ScaleByUpdateRmsState,
         rule,
         hyperparams={"decay": decay, "eps": eps},
-        math=r"\sqrt{E[\Delta x^2] + \epsilon}\, u",
+        math=r"\Delta = \sqrt{e + \delta}\, u;\quad e \leftarrow \rho e + (1 - \rho) \Delta^2;"
+        r"\quad u \leftarrow \Delta",
     )
 
 
@@ -90,15 +91,17 @@ def adadelta(
     r"""Adadelta: RMSProp's scaling times the RMS of the past steps.
 
     .. math::
-        E[g^2]_t = \rho E[g^2]_{t-1} + (1 - \rho) g_t^2, \qquad
-        \Delta x_t = \frac{\sqrt{E[\Delta x^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}}\,
-          g_t, \\
-        E[\Delta x^2]_t = \rho E[\Delta x^2]_{t-1} + (1 - \rho) \Delta x_t^2, \qquad
-        w \leftarrow w - \alpha_t \Delta x_t
+        \tilde g_t = g_t + \lambda w, \qquad
+        v_t = \rho v_{t-1} + (1 - \rho) \tilde g_t^2, \qquad
+        \Delta_t = \frac{\sqrt{e_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, \tilde g_t, \\
+        e_t = \rho e_{t-1} + (1 - \rho) \Delta_t^2, \qquad
+        w \leftarrow w - \alpha_t \Delta_t
 
-    (:math:`g` includes :math:`\lambda w` for ``weight_decay`` :math:`\lambda`.) Drop-in for
-    ``optax.adadelta`` (same signature, defaults and rule); the paper has no learning
-    rate (``learning_rate=None``, optax's default; PyTorch's ``lr=1.0`` is the same).
+    (:math:`v_t` is Zeiler's :math:`E[g^2]_t`, :math:`e_t` his :math:`E[\Delta x^2]_t`;
+    :math:`\lambda` is ``weight_decay``, 0 by default, when it adds nothing and
+    :func:`gbopt.describe` leaves it out.) Drop-in for ``optax.adadelta`` (same
+    signature, defaults and rule); the paper has no learning rate
+    (``learning_rate=None``, optax's default; PyTorch's ``lr=1.0`` is the same).
 
     Args:
       learning_rate: :math:`\alpha` (a number or a schedule), or None for none.
@@ -232,7 +235,12 @@ def rprop_step_sizes(
             "min_step_size": min_step_size,
             "max_step_size": max_step_size,
         },
-        math=r"\Delta_t \operatorname{sign}(u_t)\;(0 \text{ after a sign flip})",
+        # The fields in order: the step sizes Delta, then the previous output p.
+        math=r"s = \operatorname{sign}(u) \operatorname{sign}(p);\quad "
+        r"\Delta \leftarrow \begin{cases} \min(\eta^+ \Delta, \Delta_{\max}) & s > 0 \\ "
+        r"\max(\eta^- \Delta, \Delta_{\min}) & s < 0 \\ \Delta & s = 0 \end{cases};\quad "
+        r"p \leftarrow \begin{cases} 0 & s < 0 \\ \Delta \operatorname{sign}(u) & "
+        r"\text{otherwise} \end{cases};\quad u \leftarrow p",
     )
 
 
@@ -245,11 +253,29 @@ def rprop(
 ) -> GradientTransformation:
     r"""Rprop: per-element step sizes driven by the sign of the gradient alone.
 
-    .. math:: w \leftarrow w - \Delta_t \operatorname{sign}(g_t) \quad
-        (\text{no step where the sign flipped})
+    .. math::
+        s_t = \operatorname{sign}(g_t) \operatorname{sign}(p_{t-1}), \qquad
+        \Delta_t = \begin{cases}
+          \min(\eta^+ \Delta_{t-1}, \Delta_{\max}) & s_t > 0 \\
+          \max(\eta^- \Delta_{t-1}, \Delta_{\min}) & s_t < 0 \\
+          \Delta_{t-1} & s_t = 0
+        \end{cases}, \\
+        p_t = \begin{cases} 0 & s_t < 0 \\
+          \Delta_t \operatorname{sign}(g_t) & \text{otherwise} \end{cases}, \qquad
+        w \leftarrow w - p_t
 
-    with :math:`\Delta_t` of :func:`rprop_step_sizes`. Drop-in for ``optax.rprop``
-    (same signature, defaults and rule; ``learning_rate`` is the initial step size).
+    with :math:`\Delta_0` = ``learning_rate`` and :math:`p_0 = 0`: each element's step
+    size grows while its gradient keeps its sign and shrinks when it flips, and no step
+    is taken where the sign flipped (:func:`rprop_step_sizes`, iRprop⁻). Drop-in for
+    ``optax.rprop`` (same signature, defaults and rule; ``learning_rate`` is the initial
+    step size).
+
+    Args:
+      learning_rate: :math:`\Delta_0` > 0, the initial step size.
+      eta_minus: :math:`\eta^-` in (0, 1), the factor after a sign flip.
+      eta_plus: :math:`\eta^+` > 1, the factor while the sign holds.
+      min_step_size: :math:`\Delta_{\min}`, the smallest step size.
+      max_step_size: :math:`\Delta_{\max}`, the largest step size.
 
     Returns:
       ``chain(rprop_step_sizes(learning_rate, eta_minus, eta_plus, min_step_size,

@@ -58,8 +58,8 @@ def sgd(
       momentum: :math:`\mu` in [0, 1), or None (default) for plain SGD.
       nesterov: Nesterov's momentum (needs ``momentum`` in (0, 1)).
       accumulator_dtype: the storage dtype of the velocity (optax's name); None keeps
-        it in the parameters' dtype, at least float32 (gbopt's dtype policy; optax
-        keeps it in the parameters' dtype, e.g. bfloat16).
+        it in the parameters' dtype, bfloat16 included, as optax does (a first moment
+        follows the parameters; the arithmetic stays in at least float32).
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the book,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
 
@@ -142,8 +142,9 @@ def momentum(
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
       accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
-        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
-        arithmetic stays in at least float32 either way.
+        ``jnp.float32`` for bfloat16 parameters; None keeps the parameters' dtype
+        (bfloat16 included: a first moment follows the parameters). The arithmetic
+        stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum))``, or
@@ -202,8 +203,9 @@ def nesterov(
       learning_rate_in_velocity: fold :math:`\alpha_t` into the velocity (the textbook,
         default) or multiply the buffer by it (``False``: optax's ``sgd``, PyTorch).
       accumulator_dtype: storage dtype of the velocity (optax's ``sgd`` name), e.g.
-        ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
-        arithmetic stays in at least float32 either way.
+        ``jnp.float32`` for bfloat16 parameters; None keeps the parameters' dtype
+        (bfloat16 included: a first moment follows the parameters). The arithmetic
+        stays in at least float32 either way.
 
     Returns:
       ``chain(scale_by_learning_rate(learning_rate), trace(momentum, nesterov=True))``,
@@ -299,6 +301,7 @@ def rmsprop(
     nesterov: bool = False,
     bias_correction: bool = False,
     nu_dtype: Any = None,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp (Alg. 8.5): scale by the root of a moving average of squares, :math:`\delta` inside.
 
@@ -336,6 +339,9 @@ def rmsprop(
       nu_dtype: storage dtype of :math:`r` (and of :math:`\bar g` with ``centered``),
         e.g. ``jnp.bfloat16``; None keeps the parameters' dtype, at least float32. The
         arithmetic stays in at least float32.
+      accumulator_dtype: storage dtype of the velocity (with ``momentum``); None keeps
+        the parameters' dtype (bfloat16 for bfloat16 parameters: a first moment follows
+        the parameters, docs/conventions.md).
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -381,6 +387,7 @@ def rmsprop(
         if nesterov:
             _validate.nesterov_momentum("momentum", momentum)
     check_storage_dtype("nu_dtype", nu_dtype)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
     if centered:
         second_moment = accumulate_centered_square(
             decay, initial_accumulator_value=initial_scale, dtype=nu_dtype
@@ -397,7 +404,7 @@ def rmsprop(
         scale_by_learning_rate(learning_rate),
     ]
     if momentum is not None:
-        pieces.append(trace(momentum, nesterov=nesterov))
+        pieces.append(trace(momentum, nesterov=nesterov, dtype=accumulator_dtype))
     tx = with_step_count(chain(*pieces)) if bias_correction else chain(*pieces)
     return named(
         "rmsprop",
@@ -416,6 +423,7 @@ def rmsprop_nesterov(
     eps: float | jax.Array = 1e-6,
     *,
     nu_dtype: Any = None,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp with Nesterov momentum (Alg. 8.6), reformulated as :func:`nesterov`.
 
@@ -437,6 +445,7 @@ def rmsprop_nesterov(
         ``rmsprop(lr, decay, eps, momentum=μ, nesterov=True)`` is the same rule; PyTorch
         has no equivalent.
       nu_dtype: storage dtype of :math:`r`, as in :func:`rmsprop`.
+      accumulator_dtype: storage dtype of the velocity :math:`v`, as in :func:`rmsprop`.
 
     Returns:
       ``chain(divide(identity(), chain(accumulate_square(decay), add(eps), sqrt())),
@@ -455,10 +464,11 @@ def rmsprop_nesterov(
     _validate.nesterov_momentum("momentum", momentum)
     _validate.non_negative("eps", eps)
     check_storage_dtype("nu_dtype", nu_dtype)
+    check_storage_dtype("accumulator_dtype", accumulator_dtype)
     tx = chain(
         divide(identity(), chain(accumulate_square(decay, dtype=nu_dtype), add(eps), sqrt())),
         scale_by_learning_rate(learning_rate),
-        trace(momentum, nesterov=True),
+        trace(momentum, nesterov=True, dtype=accumulator_dtype),
     )
     return named(
         "rmsprop_nesterov",
@@ -514,11 +524,15 @@ def adam(
         before it existed still restore). A positive value keeps the gradient of the
         update finite when differentiating through it (meta-learning).
       mu_dtype: the storage dtype of :math:`s` (optax's name). None keeps it in the
-        parameters' dtype, at least float32 (gbopt's dtype policy; optax keeps it in the
-        parameters' dtype, e.g. bfloat16).
+        parameters' dtype, bfloat16 included, as optax does (a first moment follows the
+        parameters; :math:`r` stays in at least float32, unlike optax's, see
+        ``nu_dtype``). A real dtype for complex parameters stores the real and imaginary
+        parts of :math:`s` (optax drops the imaginary part).
       nesterov: NAdam's numerator (above), as ``optax.adam(..., nesterov=True)``.
       nu_dtype: the storage dtype of :math:`r` (not in optax): e.g. ``jnp.bfloat16`` to
-        halve its memory; it is still computed in at least float32.
+        halve its memory; it is still computed in at least float32. None: the
+        parameters' dtype, at least float32 (a bfloat16 :math:`r` stops moving once
+        :math:`(1 - \rho_2) < 2^{-9}` of it is below half an ulp).
 
     Returns:
       ``with_step_count(chain(divide(chain(ema(b1), bias_correction(b1)),

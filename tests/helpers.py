@@ -47,3 +47,52 @@ def conventions_problem(offset: float = 0.0):
     c = rng.normal(size=17)
     x0 = {"W": rng.normal(size=(3, 4)) + offset, "b": rng.normal(size=(5,)) + offset}
     return a, c, x0
+
+
+# The statistics stored in the parameters' dtype by default (docs/conventions.md, 4.6):
+# (state class, field). Every other floating statistic is stored in at least float32.
+FOLLOW_PARAMS = {
+    ("TraceState", "trace"),
+    ("EmaState", "mu"),
+    ("NadamMomentumState", "mu"),
+    ("LionMomentumState", "mu"),
+    ("AdanMomentumState", "mu"),
+    ("AdanMomentumState", "delta"),
+    ("AdanMomentumState", "previous"),
+    ("AdanExtrapolationState", "previous"),
+    ("ScaleByAdanState", "mu"),
+    ("ScaleByAdanState", "delta"),
+    ("ScaleByAdanState", "previous"),
+    ("OptimisticGradientState", "previous"),
+    ("NesterovEmaState", "mu"),
+    ("ShampooState", "momentum"),
+    ("ShampooState", "graft_momentum"),
+}
+
+
+def storage_mismatches(state, low) -> list[str]:
+    """Floating leaves of ``state`` (built for parameters of the dtype ``low``) whose dtype is
+    not the default storage: ``low`` for FOLLOW_PARAMS, float32 for the others. Also fails
+    (returns ["no floating statistic"]) when the state has no floating leaf at all."""
+    import jax.numpy as jnp
+
+    found, bad = [], []
+
+    def walk(node, owner, field, path):
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            for f in node._fields:
+                walk(getattr(node, f), type(node).__name__, f, f"{path}.{f}")
+        elif isinstance(node, (tuple, list)):
+            for i, x in enumerate(node):
+                walk(x, owner, field, f"{path}[{i}]")
+        elif isinstance(node, dict):
+            for k, x in node.items():
+                walk(x, owner, field, f"{path}[{k!r}]")
+        elif node is not None and jnp.issubdtype(node.dtype, jnp.floating):
+            want = jnp.dtype(low) if (owner, field) in FOLLOW_PARAMS else jnp.dtype(jnp.float32)
+            found.append(path)
+            if node.dtype != want:
+                bad.append(f"{path}: {node.dtype}, want {want}")
+
+    walk(state, None, None, "state")
+    return bad if found else ["no floating statistic"]

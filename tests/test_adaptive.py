@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import nested_tree
+from helpers import nested_tree, storage_mismatches
 
 import gbopt
 
@@ -337,7 +337,7 @@ def test_the_papers_differ_from_optax():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
+def test_bfloat16_params_keep_the_default_storage_and_compile_once(name):
     chex.clear_trace_counter()
     tx = getattr(gbopt, name)(1e-3)
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), X0)
@@ -354,8 +354,8 @@ def test_bfloat16_params_keep_float32_statistics_and_compile_once(name):
         params, state = step(params, state)
     assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(params))
     assert all(np.all(np.isfinite(np.asarray(p, np.float32))) for p in jax.tree.leaves(params))
-    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
-    assert floats and all(x.dtype == jnp.float32 for x in floats)
+    # first moments in bfloat16, every other statistic in float32
+    assert storage_mismatches(state, jnp.bfloat16) == []
 
 
 # ---------------------------------------------------------------- the new primitives alone
@@ -423,6 +423,51 @@ def test_adan_pieces_see_no_difference_at_the_first_step():
     np.testing.assert_allclose(e, g)
     e, _ = ext.update(3 * g, state)
     np.testing.assert_allclose(e, 3 * g + 0.2 * (2 * g))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.scale_by_belief(),
+        lambda m: m.scale_by_belief(0.8, 0.99, 1e-8, 1e-6, nesterov=True),
+        lambda m: m.scale_by_adan(),
+        lambda m: m.scale_by_adan(0.9, 0.8, 0.95, 1e-4, 1e-3),
+    ],
+    ids=["belief", "belief-nesterov", "adan", "adan-options"],
+)
+def test_scale_by_belief_and_adan_alone_are_optaxs(make):
+    """Alone (a count of their own), followed by a learning rate: optax's transform."""
+    gbopt_tx = gbopt.chain(make(gbopt), gbopt.scale_by_learning_rate(1e-3))
+    optax_tx = optax.chain(make(optax), optax.scale_by_learning_rate(1e-3))
+    expected, got = trajectories(optax_tx, gbopt_tx, steps=30)
+    assert deviation(got, expected) <= TOL
+    assert deviation(jax.tree.map(lambda x: x[-1], expected), X0) > 1e-4
+
+
+@pytest.mark.parametrize("name", ["adabelief", "adan"])
+def test_state_keeps_as_many_parameter_sized_arrays_as_optax(name):
+    """AdaBelief's first moment and Adan's previous gradient are kept once, as in optax."""
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones(5)}
+
+    def arrays(state):
+        return sum(1 for x in jax.tree.leaves(state) if jnp.shape(x) == (3, 2))
+
+    ours = arrays(getattr(gbopt, name)(1e-3).init(params))
+    assert (
+        ours == arrays(getattr(optax, name)(1e-3).init(params)) == {"adabelief": 2, "adan": 4}[name]
+    )
+    assert gbopt.state_get(getattr(gbopt, name)(1e-3).init(params), "mu")["w"].shape == (3, 2)
+
+
+def test_scale_by_belief_of_complex_updates_keeps_a_real_belief():
+    g = jnp.array([1.0 + 2.0j, -1.0j])
+    tx = gbopt.scale_by_belief(0.9, 0.99, eps=0.0, eps_root=0.0)
+    out, state = tx.update(g, tx.init(g))
+    belief = state.inner_state.nu
+    assert belief.dtype == jnp.float64 and not jnp.iscomplexobj(belief)
+    # Step 1: m = 0.1 g, s = 0.01 |0.9 g|^2; out = (m / 0.1) / sqrt(s / 0.01) = g / (0.9 |g|).
+    np.testing.assert_allclose(belief, 0.01 * np.abs(0.9 * np.asarray(g)) ** 2)
+    np.testing.assert_allclose(out, np.asarray(g) / (0.9 * np.abs(np.asarray(g))), rtol=1e-12)
 
 
 def test_belief_and_yogi_squares_of_complex_updates_are_real():

@@ -280,17 +280,90 @@ def test_abstract_template_and_sharding_are_honoured():
 # Format 0: states written by gbopt 0.1.0 (main at 1b58023, before state was reached by
 # name) restore into today's optimizers and resume bit for bit. The files were written by
 # that version from CASES, after STEPS_BEFORE steps, with flax.serialization's msgpack.
+# gbopt 0.1.0 stored every statistic of the bfloat16 leaf `e` in float32; today a first
+# moment (`mu`, the momentum `trace`) follows the parameters' dtype, so the optimizers
+# that keep one are built with the former storage, float32, given explicitly.
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "checkpoints_v0"
+F32 = jnp.float32
+FORMAT_0 = {
+    **CASES,
+    "momentum": lambda: gbopt.momentum(1e-2, momentum=0.9, accumulator_dtype=F32),
+    "nesterov": lambda: gbopt.nesterov(1e-2, momentum=0.9, accumulator_dtype=F32),
+    "rmsprop_nesterov": lambda: gbopt.rmsprop_nesterov(1e-3, accumulator_dtype=F32),
+    "adam": lambda: gbopt.adam(1e-2, mu_dtype=F32),
+    "chain": lambda: gbopt.chain(
+        gbopt.clip_by_global_norm(1.0),
+        gbopt.add_decayed_weights(1e-2),
+        gbopt.momentum(1e-2, accumulator_dtype=F32),
+    ),
+    "divide": lambda: gbopt.chain(
+        gbopt.divide(
+            gbopt.ema(0.9, dtype=F32),
+            gbopt.chain(gbopt.accumulate_square(0.99), gbopt.sqrt(), gbopt.add(1e-8)),
+        ),
+        gbopt.scale(-1e-2),
+    ),
+    "with_step_count": lambda: gbopt.with_step_count(
+        lambda t: gbopt.chain(
+            gbopt.ema(0.9, dtype=F32),
+            gbopt.bias_correction(0.9, step=t),
+            gbopt.scale_by_learning_rate(schedules.cosine_decay(1e-2, 20), step=t),
+        )
+    ),
+    "schedule_own_count": lambda: gbopt.momentum(
+        schedules.linear(1e-2, 1e-3, 10), accumulator_dtype=F32
+    ),
+    "inject_hyperparams": lambda: gbopt.inject_hyperparams(gbopt.adam)(
+        learning_rate=schedules.warmup_cosine_decay(0.0, 1e-2, 3, 20), b2=0.99, mu_dtype=F32
+    ),
+    "multi_transform": lambda: gbopt.multi_transform(
+        {
+            "matrix": gbopt.adam(1e-2, mu_dtype=F32),
+            "vector": gbopt.rmsprop_nesterov(1e-3, accumulator_dtype=F32),
+        },
+        LABELS,
+    ),
+}
+
+
+def _format_0(name):
+    return flax.serialization.msgpack_restore((FIXTURES / f"{name}.msgpack").read_bytes())
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_checkpoint_of_format_0_restores_and_resumes_bit_for_bit(runs, name):
-    raw = flax.serialization.msgpack_restore((FIXTURES / f"{name}.msgpack").read_bytes())
-    tx, step, _, end = runs[name]
+    raw = _format_0(name)
+    if FORMAT_0[name] is CASES[name]:
+        tx, step, _, end = runs[name]
+    else:  # the uninterrupted run with float32 first moments
+        tx = FORMAT_0[name]()
+        step = _stepper(tx)
+        end = _run(
+            step,
+            *_run(step, _params(), tx.init(_params()), 0, STEPS_BEFORE),
+            STEPS_BEFORE,
+            STEPS_AFTER,
+        )
     params = gbopt.restore_state(_params(), raw["params"])
     state = gbopt.restore_state(tx.init(_params()), raw["opt_state"])
     _assert_bitwise(_run(step, params, state, STEPS_BEFORE, STEPS_AFTER), end)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_format_0_first_moments_in_todays_default_are_refused_with_the_fix(name):
+    """Where today's default stores `e`'s first moment in bfloat16, the message says how."""
+    raw = _format_0(name)
+    template = CASES[name]().init(_params())
+    if FORMAT_0[name] is CASES[name]:
+        gbopt.restore_state(template, raw["opt_state"])  # nothing to narrow
+        return
+    with pytest.raises(
+        ValueError,
+        match=r"\['e'\] has dtype float32 but the template there has dtype bfloat16.*"
+        r"build the optimizer with that storage .*mu_dtype=jnp\.float32",
+    ):
+        gbopt.restore_state(template, raw["opt_state"])
 
 
 def _trained_adam_state():

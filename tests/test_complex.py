@@ -210,3 +210,58 @@ def test_pytorch_presets_keep_real_trees_untouched():
     assert jax.tree.map(jnp.shape, gbopt.state_get(state, "nu")) == {"w": (3,)}
     state = gbopt.pytorch.Adam(1e-3).init({"c": jnp.ones(3, jnp.complex64)})
     assert jax.tree.map(jnp.shape, gbopt.state_get(state, "nu")) == {"c": (3, 2)}
+
+
+# A real storage dtype for a complex first moment (optax's test_explicit_dtype asks for
+# mu_dtype=float32 on complex64 parameters): gbopt keeps the real and imaginary parts as
+# pairs of that dtype, so float32 pairs hold a complex64 moment exactly.
+PAIRED_CASES = [
+    ("sgd-momentum", lambda d: gbopt.sgd(1e-2, 0.9, accumulator_dtype=d), "trace", optax.sgd),
+    ("adam", lambda d: gbopt.adam(3e-2, mu_dtype=d), "mu", optax.adam),
+    ("adamw", lambda d: gbopt.adamw(3e-2, mu_dtype=d), "mu", optax.adamw),
+]
+
+
+@pytest.mark.parametrize(
+    "dtype, real",
+    [(jnp.complex64, jnp.float32), (jnp.complex128, jnp.float64)],
+    ids=["c64", "c128"],
+)
+@pytest.mark.parametrize("case", PAIRED_CASES, ids=[c[0] for c in PAIRED_CASES])
+def test_a_real_storage_dtype_keeps_the_complex_moment_as_pairs(case, dtype, real):
+    _, make, field, optax_factory = case
+    with jax.enable_x64(dtype == jnp.complex128):
+        paired, state = trajectory(make(real), dtype)
+        plain, plain_state = trajectory(make(None), dtype)
+        lr = 1e-2 if field == "trace" else 3e-2
+        theirs, _ = trajectory(
+            optax_factory(lr, 0.9) if field == "trace" else optax_factory(lr), dtype
+        )
+    for got, want in zip(paired, plain, strict=True):  # the same trajectory, bit for bit
+        for k in got:
+            np.testing.assert_array_equal(got[k], want[k])
+    assert deviation(paired, theirs) <= TOL[dtype]  # and optax's, with complex storage
+    stored, full = gbopt.state_get(state, field), gbopt.state_get(plain_state, field)
+    for k in X0:
+        assert stored[k].dtype == real and stored[k].shape == (*X0[k].shape, 2)
+        np.testing.assert_array_equal(np.asarray(stored[k][..., 0]), np.asarray(full[k].real))
+        np.testing.assert_array_equal(np.asarray(stored[k][..., 1]), np.asarray(full[k].imag))
+        assert np.all(np.asarray(stored[k][..., 1]) != 0)
+
+
+def test_a_complex_storage_dtype_for_real_parameters_is_honoured_and_the_update_stays_real():
+    params = {"w": jnp.asarray(X0["w"].real, jnp.float32)}
+    grads = [{"w": jnp.asarray(RNG.normal(size=(3, 2)), jnp.float32)} for _ in range(5)]
+    runs = {}
+    for storage in (None, jnp.complex64):
+        tx = gbopt.adam(1e-2, mu_dtype=storage)
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = jax.jit(tx.update)(g, state, params)
+            assert u["w"].dtype == jnp.float32
+            out.append(np.asarray(u["w"]))
+        runs[storage] = out, gbopt.state_get(state, "mu")["w"]
+    np.testing.assert_array_equal(np.stack(runs[None][0]), np.stack(runs[jnp.complex64][0]))
+    mu = runs[jnp.complex64][1]
+    assert mu.dtype == jnp.complex64 and np.all(np.asarray(mu.imag) == 0)
+    np.testing.assert_array_equal(np.asarray(mu.real), np.asarray(runs[None][1]))

@@ -124,44 +124,13 @@ def test_every_optimizer_is_found():
         "adamw",
         "lion",
         "adafactor",
+        "muon",
+        "shampoo",
+        "soap",
     } <= set(OPTIMIZERS)
 
 
-# Where the derived rule and the docstring's formula differ in structure today. Strict: when
-# either is fixed the test fails until the entry is removed.
-KNOWN_DIFFERENCES = {
-    "adabelief": "the chain keeps the first moment twice (ema's `mu` and accumulate_belief's "
-    "own mean, also named `mu`); the formula has one m",
-    "adamaxw": "the formula is written on u_t and \\hat m_t without defining them",
-    "adan": "the formula's Delta_t = g_t - g_{t-1} is kept as two statistics (`delta`, "
-    "`previous`) and describe pairs no symbol of adan_momentum with b1",
-    "radam": "describe pairs no symbol of `rectification` with `threshold` (tau)",
-    "nadam": "the formula uses m_t without its recurrence, and nadam_momentum keeps the "
-    "product of its momentum schedule (`mu_product`) as a statistic",
-    "nadamw": "as nadam",
-    "adadelta": "describe shows weight_decay (0 by default, as lambda) that the formula omits",
-    "adafactor": "describe shows clipping_threshold, which the formula leaves out",
-    "lbfgs": "the formula is prose-level (no argument's symbol appears in it)",
-    "noisy_sgd": "describe pairs no symbol of add_noise with eta and gamma",
-    "optimistic_adam": "the formula names no argument's symbol; describe pairs alpha with "
-    "`nesterov`",
-    "optimistic_adam_v2": "describe pairs no symbol with alpha and beta",
-    "optimistic_gradient_descent": "describe pairs no symbol with alpha and beta",
-    "rprop": "the formula writes the step sizes without a recurrence (0 statistics, 2 kept)",
-    "sm3": "the formula writes one statistic, the chain keeps two (the cover and momentum)",
-}
-
-
-def _params():
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DIFFERENCES[n]))
-        if n in KNOWN_DIFFERENCES
-        else n
-        for n in OPTIMIZERS
-    ]
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_rule_matches_the_docstring_formula(name):
     """Structure, not strings: the same arguments in the formula, as many statistics."""
     factory = getattr(gbopt, name)
@@ -203,9 +172,45 @@ def test_rule_matches_the_docstring_formula(name):
     # As many statistics, each kept in a state field reached by that name.
     statistics = {s for s in described.statistics if s != "t"}
     assert len(doc_statistics) == len(statistics), (doc_statistics, str(described))
-    state = tx.init({"w": jnp.ones(3)})
+    groups = _groups(tx)
+    params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)} if groups else {"w": jnp.ones(3)}
+    state = tx.init(params)
     for field in set(described.statistics.values()):
-        gbopt.state_get(state, field)
+        if not groups:
+            gbopt.state_get(state, field)
+            continue
+        # A field of one parameter group, or of each (a step count, a moment): once in
+        # every group that has it, and read there by name.
+        per_group = _per_group(state, field)
+        assert per_group and set(per_group.values()) == {1}, (field, per_group)
+        for group in per_group:
+            gbopt.state_get(state, field, group=group)
+
+
+def _groups(tx) -> tuple:
+    """The labels of the parameter groups of ``tx`` (a multi_transform inside), or ()."""
+    info = tx.info
+    while info is not None:
+        if info.hyperparams.get("groups"):
+            return tuple(info.hyperparams["groups"])
+        info = info.children[0].info if len(info.children) == 1 else None
+    return ()
+
+
+def _per_group(state, field) -> dict:
+    """How many times ``field`` occurs in each parameter group of ``state``."""
+    counts = {}
+    for path, _ in optax.tree_utils.tree_get_all_with_path(state, field):
+        group = next(
+            (
+                key.key
+                for prev, key in zip(path, path[1:], strict=False)
+                if getattr(prev, "name", None) == "inner_states" and hasattr(key, "key")
+            ),
+            None,
+        )
+        counts[group] = counts.get(group, 0) + 1
+    return counts
 
 
 def test_adam_is_bias_corrected_with_one_step_count():

@@ -192,7 +192,7 @@ def test_cover_second_moment_numpy_rule():
             nu = g**2 + low
             mu = [nu.max(axis=(1, 2)), nu.max(axis=(0, 2)), nu.max(axis=(0, 1))]
             np.testing.assert_allclose(np.asarray(out), nu, rtol=1e-14)
-    assert state.mu.shape == (2 + 3 + 4,)
+    assert state.nu.shape == (2 + 3 + 4,)
 
 
 @pytest.mark.parametrize(

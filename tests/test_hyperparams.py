@@ -119,6 +119,18 @@ def test_bool_flags_and_static_args_are_not_hyperparameters():
     np.testing.assert_array_equal(updates["b"], 0.0)
 
 
+def test_a_storage_dtype_is_passed_as_it_is_not_called_as_a_schedule():
+    """jnp.float32 is callable; as `mu_dtype` it is a dtype, not a schedule."""
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    for dtype in (jnp.float32, np.float32, jnp.dtype("float32"), "float32"):
+        tx = gbopt.inject_hyperparams(gbopt.adam)(1e-3, mu_dtype=dtype)
+        state = tx.init(params)
+        assert "mu_dtype" not in state.hyperparams
+        assert gbopt.state_get(state, "mu")["w"].dtype == jnp.float32
+        _, state = tx.update(params, state, params)
+        assert gbopt.state_get(state, "mu")["w"].dtype == jnp.float32
+
+
 def test_hyperparam_dtype_is_honoured_and_float64_params_get_float64():
     params = _params(jnp.bfloat16)
     state = gbopt.inject_hyperparams(gbopt.adam)(1e-3).init(params)

@@ -96,6 +96,60 @@ def test_complex_parameters_keep_complex_first_and_real_second_moments():
     np.testing.assert_allclose(state.nu["z"], [0.25, 25.0])
 
 
+class MomentsState(NamedTuple):
+    mean: Any
+    square: Any
+
+
+def moments(decay, dtype=None):
+    """A first moment that follows the parameters and a second that does not."""
+
+    def rule(u, m, r):
+        m = decay * m + (1 - decay) * u
+        r = decay * r + (1 - decay) * u * jnp.conj(u)
+        return m, m, r.real
+
+    return statistic(
+        "moments",
+        MomentsState,
+        rule,
+        dtype=dtype,
+        real=("square",),
+        follows_params=("mean",),
+    )
+
+
+def test_follows_params_stores_first_moments_in_the_parameters_dtype():
+    for low in (jnp.bfloat16, jnp.float16):
+        state = moments(0.9).init({"w": jnp.ones(3, low)})
+        assert state.mean["w"].dtype == low and state.square["w"].dtype == jnp.float32
+        out, state = moments(0.9).update({"w": jnp.full(3, 2.0, low)}, state)
+        assert out["w"].dtype == low and state.mean["w"].dtype == low
+        # 0.9 * 0 + 0.1 * 2 = 0.2 in float32, rounded once to the low dtype
+        assert state.mean["w"][0] == jnp.asarray(np.float32(0.1) * np.float32(2), low)
+    for dtype in (jnp.float32, jnp.complex64):
+        state = moments(0.9).init({"w": jnp.ones(3, dtype)})
+        assert state.mean["w"].dtype == dtype and state.square["w"].dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"`follows_params` .* must name fields .*\['nu'\]"):
+        statistic("bad", MomentsState, lambda u, m, r: (u, m, r), follows_params=("nu",))
+
+
+def test_a_real_storage_dtype_keeps_a_complex_statistic_as_pairs():
+    z = jnp.asarray([1 + 2j, -3j], jnp.complex64)
+    tx = moments(0.5, dtype=jnp.float32)
+    state = tx.init({"z": z})
+    assert state.mean["z"].shape == (2, 2) and state.mean["z"].dtype == jnp.float32
+    assert state.square["z"].shape == (2,) and state.square["z"].dtype == jnp.float32
+    out, state = tx.update({"z": z}, state)
+    np.testing.assert_array_equal(np.asarray(out["z"]), np.asarray(0.5 * z))
+    np.testing.assert_array_equal(np.asarray(state.mean["z"]), [[0.5, 1.0], [0.0, -1.5]])
+    with pytest.raises(ValueError, match=r"updates\['z'\] has shape \(3,\)"):
+        tx.update({"z": jnp.zeros(3, jnp.complex64)}, state)
+    real_state = moments(0.5, dtype=jnp.float32).init({"z": jnp.zeros(2, jnp.float32)})
+    with pytest.raises(ValueError, match=r"`mean` holds real values of shape \(2,\)"):
+        tx.update({"z": z}, real_state)
+
+
 def test_a_map_is_its_function():
     tx = elementwise("absolute", jnp.abs, math="|u|")
     out, state = tx.update(GRADS, tx.init(PARAMS))
