@@ -2,23 +2,44 @@
 
 Run from the repository root::
 
-    python benchmarks/matrix_lm.py                 # 2 layers, width 64, 300 steps (CPU, minutes)
-    python benchmarks/matrix_lm.py --d-model 128 --layers 4 --steps 1000   # bigger
+    python benchmarks/matrix_lm.py                 # all four, then the table and the plot
+    python benchmarks/matrix_lm.py --optimizers muon   # one optimizer: writes its JSON
+    python benchmarks/matrix_lm.py --report        # table and plot from the JSON files
+    python benchmarks/matrix_lm.py --report --time 5   # first time the best rates side by side
     python benchmarks/matrix_lm.py --smoke         # tiny (used by the tests)
 
 The model and data are ``gbopt.demo.charlm`` (the standard library's ``.py`` files; the
-last 10 % of the bytes held out). Each optimizer runs a small learning-rate sweep; AdamW's
-and Muon's sweeps run as one ``jax.vmap`` over the rates (Shampoo's and SOAP's
-preconditioner refresh is a ``lax.cond`` on the step, which ``vmap`` would turn into a
-refresh at every step, so their rates run one after another). The best rate (lowest final
-validation loss) is then run alone and timed: the table gives its steps and wall-clock
-seconds to the target validation loss, and the loss curves of every run are plotted to
-``--out``.
+last 10 % of the bytes held out). The default size (4 layers, width 128, context 64,
+batch 16, 300 steps: 0.87M parameters) is what runs the whole comparison, sweeps
+included, in about 20 minutes on 2 CPU cores.
+
+Each optimizer runs a three-point learning-rate grid: its family's usual rate times 1/3,
+1 and 3 (AdamW, Shampoo, SOAP: 3e-3; Muon's matrices: 0.02, with AdamW's part at 3e-3);
+where the best rate is at an edge of the grid, the grid is extended by a factor of 3
+past that edge (up to ``--extend`` times) so that the best rate is bracketed; AdamW's and
+Muon's sweeps run as one ``jax.vmap`` over the rates (Shampoo's and SOAP's preconditioner
+refresh is a ``lax.cond`` on the step, which ``vmap`` would turn into a refresh at every
+step, so their rates run one after another). The best rate is the one with the lowest
+final validation loss. Its step is then timed alone (``--time-steps`` consecutive steps
+after a warm-up; for Shampoo and SOAP that is 3 preconditioner periods, so the refresh
+is included at its frequency). Separate runs see different loads on a shared machine,
+so ``--report --time N`` then times the four best rates side by side (N rounds, each
+running ``K`` = 10 consecutive steps of every optimizer in random order; the median over
+rounds of the mean step) and the table uses that figure. The wall-clock time to a target
+is the steps to the target (at the evaluation marks) times the step time; evaluation is
+not counted.
+
+The target (``--target``; default ``adamw``) is the best AdamW run's final validation
+loss: the table then reads "steps and time to reach AdamW's final quality", the
+speed-run convention; a number sets a fixed target instead. Each optimizer's results go
+to ``--out/matrix_lm_<name>.json`` so that the runs can be split over several
+invocations; ``--report`` reads them back, prints the table and plots every curve.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -36,20 +57,23 @@ import numpy as np  # noqa: E402
 import gbopt  # noqa: E402
 from gbopt.demo import charlm  # noqa: E402
 
+K = 10  # the preconditioner period of Shampoo and SOAP
+
 OPTIMIZERS = {
-    # name: (factory lr -> transform, sweep, vmappable)
+    # name: (factory lr -> transform, learning-rate grid, vmappable)
     "adamw": (
         lambda lr: gbopt.chain(gbopt.adam(lr), gbopt.add_decayed_weights(0.0)),
         (1e-3, 3e-3, 1e-2),
         True,
     ),
-    "muon": (lambda lr: gbopt.muon(lr, adam_learning_rate=3e-3), (0.01, 0.02, 0.05), True),
+    # the matrices' rate; the AdamW part (embeddings, head, norms, biases) keeps 3e-3
+    "muon": (lambda lr: gbopt.muon(lr, adam_learning_rate=3e-3), (0.02 / 3, 0.02, 0.06), True),
     "shampoo": (
-        lambda lr: gbopt.shampoo(lr, preconditioning_compute_steps=10),
+        lambda lr: gbopt.shampoo(lr, preconditioning_compute_steps=K),
         (1e-3, 3e-3, 1e-2),
         False,
     ),
-    "soap": (lambda lr: gbopt.soap(lr, precondition_frequency=10), (1e-3, 3e-3, 1e-2), False),
+    "soap": (lambda lr: gbopt.soap(lr, precondition_frequency=K), (1e-3, 3e-3, 1e-2), False),
 }
 
 
@@ -76,13 +100,13 @@ def make_step(make, config, train, batch_size):
 
 
 def run(name, lrs, args, config, train, valid, params, vmapped):
-    """Trains with each rate; returns (eval steps, losses (n_lrs, n_evals), seconds)."""
+    """Trains with each rate; returns (eval steps, losses (n_lrs, n_evals), sweep seconds)."""
     make = OPTIMIZERS[name][0]
     step = make_step(make, config, train, args.batch_size)
-    evaluate = jax.jit(lambda p: charlm.evaluate(p, valid, config))
     keys = jax.random.split(jax.random.key(args.seed + 1), args.steps)
     marks = list(range(0, args.steps + 1, args.eval_every))
     lrs = jnp.asarray(lrs, jnp.float32)
+    t0 = time.perf_counter()
     if vmapped:
         n = lrs.shape[0]
         ps = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), params)
@@ -90,102 +114,189 @@ def run(name, lrs, args, config, train, valid, params, vmapped):
         vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0)))
         veval = jax.jit(jax.vmap(lambda p: charlm.evaluate(p, valid, config)))
         out = [np.asarray(veval(ps))]
-        jax.block_until_ready(vstep(ps, ss, keys[0], lrs))  # compile outside the timing
-        t0 = time.perf_counter()
         for i in range(args.steps):
             ps, ss = vstep(ps, ss, keys[i], lrs)
             if (i + 1) in marks:
                 out.append(np.asarray(veval(ps)))
         return marks, np.stack(out, axis=1), time.perf_counter() - t0
-    curves, total = [], 0.0
-    for lr in lrs:
-        marks_, losses, seconds = run_one(step, make, lr, params, keys, marks, evaluate)
-        curves.append(losses)
-        total += seconds
-    return marks, np.stack(curves), total
-
-
-def run_one(step, make, lr, params, keys, marks, evaluate, target=None):
-    """One run, timed (evaluation excluded); stops early once ``target`` is reached."""
-    state = make(lr).init(params)
     jstep = jax.jit(step)
-    jax.block_until_ready(jstep(params, state, keys[0], lr))  # compile outside the timing
-    losses, seconds, reached = [float(evaluate(params))], 0.0, None
-    for i in range(len(keys)):
+    evaluate = jax.jit(lambda p: charlm.evaluate(p, valid, config))
+    curves = []
+    for lr in lrs:
+        p, s = params, make(lr).init(params)
+        losses = [float(evaluate(p))]
+        for i in range(args.steps):
+            p, s = jstep(p, s, keys[i], lr)
+            if (i + 1) in marks:
+                losses.append(float(evaluate(p)))
+        curves.append(losses)
+    return marks, np.asarray(curves), time.perf_counter() - t0
+
+
+def time_steps(name, lr, args, config, train, params):
+    """Per-step seconds of ``n`` consecutive steps of the rate alone (after compile + 1 step)."""
+    make = OPTIMIZERS[name][0]
+    jstep = jax.jit(make_step(make, config, train, args.batch_size))
+    keys = jax.random.split(jax.random.key(args.seed + 2), args.time_steps + 1)
+    lr = jnp.float32(lr)
+    state = make(lr).init(params)
+    t0 = time.perf_counter()
+    params, state = jstep(params, state, keys[0], lr)
+    jax.block_until_ready(params)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for key in keys[1:]:
         t0 = time.perf_counter()
-        params, state = jstep(params, state, keys[i], lr)
+        params, state = jstep(params, state, key, lr)
         jax.block_until_ready(params)
-        seconds += time.perf_counter() - t0
-        if (i + 1) in marks:
-            losses.append(float(evaluate(params)))
-            if target is not None and losses[-1] <= target and reached is None:
-                reached = (i + 1, seconds)
-                break
-    return marks, np.asarray(losses), (seconds if target is None else (reached, seconds, i + 1))
+        times.append(time.perf_counter() - t0)
+    return times, compile_s
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=20)
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--bytes", type=int, default=200_000)
-    parser.add_argument("--target", type=float, default=2.4, help="validation loss (nats/byte)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="gbopt-out")
-    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 10 steps")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.steps, args.eval_every, args.d_model, args.layers = 10, 5, 16, 1
-        args.heads, args.seq_len, args.batch_size, args.bytes = 2, 16, 8, 20_000
-    config, train, valid, params = setup(args)
-    print(
-        f"char LM: {charlm.count_params(params):,} parameters ({args.layers} layers, width "
-        f"{args.d_model}, context {args.seq_len}), batch {args.batch_size}, {args.steps} steps; "
-        f"JAX {jax.__version__} on {jax.devices()[0].platform}\n"
-    )
-    rows, curves = [], {}
-    for name in args.optimizers.split(","):
-        make, sweep, vmappable = OPTIMIZERS[name]
-        marks, losses, sweep_s = run(name, sweep, args, config, train, valid, params, vmappable)
-        best = int(np.nanargmin(np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)))
-        curves[name] = (marks, losses, sweep)
-        step = make_step(make, config, train, args.batch_size)
-        keys = jax.random.split(jax.random.key(args.seed + 1), args.steps)
-        evaluate = jax.jit(lambda p: charlm.evaluate(p, valid, config))
-        _, _, (reached, seconds, done) = run_one(
-            step, make, jnp.float32(sweep[best]), params, keys, marks, evaluate, args.target
-        )
-        rows.append(
-            [
-                name,
-                " / ".join(f"{lr:g}" for lr in sweep) + (" (vmap)" if vmappable else ""),
-                f"{sweep[best]:g}",
-                f"{losses[best, -1]:.3f}",
-                "-" if reached is None else str(reached[0]),
-                "-" if reached is None else f"{reached[1]:.1f} s",
-                f"{1e3 * seconds / done:.1f} ms",
-                f"{sweep_s:.0f} s",
-            ]
-        )
+def time_interleaved(results, args, config, train, params, rounds: int) -> dict:
+    """Per-step seconds of each best rate, timed side by side.
+
+    Each round runs ``K`` consecutive steps of every optimizer (random order); an
+    optimizer's figure is the median over rounds of its mean step in a round, so that
+    the machine's load, which drifts between separate runs, weighs on all alike.
+    """
+    import random
+
+    rng = random.Random(args.seed)
+    runs = {}
+    for r in results:
+        make = OPTIMIZERS[r["name"]][0]
+        lr = jnp.float32(r["learning_rates"][r["best"]])
+        jstep = jax.jit(make_step(make, config, train, args.batch_size))
+        p, s = params, make(lr).init(params)
+        p, s = jstep(p, s, jax.random.key(0), lr)  # compile, and the first step
+        jax.block_until_ready(p)
+        runs[r["name"]] = [jstep, p, s, lr]
+    means = {n: [] for n in runs}
+    keys = jax.random.split(jax.random.key(args.seed + 3), K)
+    for _ in range(rounds):
+        order = list(runs)
+        rng.shuffle(order)
+        for n in order:
+            jstep, p, s, lr = runs[n]
+            t0 = time.perf_counter()
+            for key in keys:
+                p, s = jstep(p, s, key, lr)
+            jax.block_until_ready(p)
+            means[n].append((time.perf_counter() - t0) / K)
+            runs[n][1:3] = [p, s]
+    return {n: float(np.median(v)) for n, v in means.items()}
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def run_optimizer(name, args, config, train, valid, params) -> dict:
+    _, sweep, vmappable = OPTIMIZERS[name]
+    load_before = load_average()
+    marks, losses, sweep_s = run(name, sweep, args, config, train, valid, params, vmappable)
+    sweep = list(sweep)
+    for _ in range(args.extend):
+        final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
+        best = int(np.argmin(final))
+        if 0 < best < len(sweep) - 1 or len(sweep) == 1:
+            break
+        lr = sweep[0] / 3 if best == 0 else sweep[-1] * 3  # the best is on an edge: extend
+        _, more, more_s = run(name, [lr], args, config, train, valid, params, vmappable)
+        sweep = [lr, *sweep] if best == 0 else [*sweep, lr]
+        losses = np.concatenate([more, losses] if best == 0 else [losses, more])
+        sweep_s += more_s
+    final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
+    best = int(np.argmin(final))
+    times, compile_s = time_steps(name, sweep[best], args, config, train, params)
+    return {
+        "name": name,
+        "learning_rates": list(sweep),
+        "vmapped": vmappable,
+        "marks": marks,
+        "losses": losses.tolist(),
+        "best": best,
+        "step_seconds": times,
+        "compile_seconds": compile_s,
+        "sweep_seconds": sweep_s,
+        "load_average": [load_before, load_average()],
+        "config": {
+            k: getattr(args, k.replace("-", "_"))
+            for k in ("steps", "eval_every", "d_model", "layers", "heads", "seq_len")
+        }
+        | {"batch_size": args.batch_size, "bytes": args.bytes, "seed": args.seed},
+        "params": charlm.count_params(params),
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def steps_to(marks, curve, target):
+    for m, loss in zip(marks, curve, strict=True):
+        if np.isfinite(loss) and loss <= target:
+            return m
+    return None
+
+
+def report(results: list[dict], target_arg: str, out: str) -> int:
+    by = {r["name"]: r for r in results}
+    if target_arg == "adamw":
+        if "adamw" not in by:
+            print("--target adamw needs AdamW's results; give a number instead.")
+            return 1
+        a = by["adamw"]
+        target = float(a["losses"][a["best"]][-1])
+        label = f"AdamW's final loss, {target:.3f}"
+    else:
+        target, label = float(target_arg), target_arg
     head = [
         "optimizer",
-        "learning rates",
+        "learning rates (sweep)",
         "best",
-        "final val loss",
-        f"steps to {args.target}",
-        f"time to {args.target}",
+        "final val loss (best)",
+        f"steps to {target:.3f}",
+        f"time to {target:.3f}",
         "time / step",
-        "sweep time",
+        "sweep wall-clock",
     ]
+    rows = []
+    for r in results:
+        lrs, best = r["learning_rates"], r["best"]
+        curve = np.asarray(r["losses"][best], dtype=float)
+        reached = steps_to(r["marks"], curve, target)
+        st = np.asarray(r["step_seconds"])
+        mean = float(r.get("step_interleaved", st.mean()))
+        rows.append(
+            [
+                r["name"],
+                " / ".join(f"{lr:.3g}" for lr in lrs) + (" (vmap)" if r["vmapped"] else ""),
+                f"{lrs[best]:.3g}",
+                f"{curve[-1]:.3f}",
+                "not reached" if reached is None else str(reached),
+                "—" if reached is None else f"{reached * mean:.1f} s",
+                f"{1e3 * mean:.0f} ms" + ("" if "step_interleaved" in r else " (alone)"),
+                f"{r['sweep_seconds']:.0f} s",
+            ]
+        )
+    first = results[0]
+    c = first["config"]
+    print(
+        f"char LM: {first['params']:,} parameters ({c['layers']} layers, width {c['d_model']}, "
+        f"context {c['seq_len']}), batch {c['batch_size']}, {c['steps']} steps, validation "
+        f"every {c['eval_every']}; target: {label}; JAX {first['jax']}\n"
+    )
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print("\nfinal validation loss of every rate:")
+    for r in results:
+        pairs = zip(r["learning_rates"], r["losses"], strict=True)
+        finals = ", ".join(f"{lr:.3g}: {loss[-1]:.3f}" for lr, loss in pairs)
+        print(f"  {r['name']}: {finals}  (load average {' -> '.join(r['load_average'])})")
     try:
         import matplotlib
 
@@ -194,28 +305,105 @@ def main(argv=None) -> int:
     except ImportError:
         print("\n(plots need matplotlib)")
         return 0
-    os.makedirs(args.out, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, (name, (marks, losses, sweep)) in enumerate(curves.items()):
-        for j, lr in enumerate(sweep):
+    os.makedirs(out, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    top = 0.0
+    for k, r in enumerate(results):
+        for j, lr in enumerate(r["learning_rates"]):
+            loss = np.asarray(r["losses"][j], dtype=float)
+            top = max(top, float(np.nanmax(loss[:1])))
             ax.plot(
-                marks,
-                losses[j],
+                r["marks"],
+                loss,
                 color=f"C{k}",
-                alpha=0.35 + 0.65 * (j == int(np.nanargmin(losses[:, -1]))),
-                label=f"{name} {lr:g}",
+                lw=2.0 if j == r["best"] else 1.0,
+                alpha=1.0 if j == r["best"] else 0.35,
+                label=f"{r['name']} {lr:.3g}",
             )
-    ax.axhline(args.target, color="gray", ls=":", lw=1)
+    ax.axhline(target, color="gray", ls=":", lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("validation loss (nats / byte)")
-    ax.set_ylim(top=min(6.0, float(np.nanmax([c[1][:, 0].max() for c in curves.values()])) + 0.2))
+    ax.set_ylim(max(0.0, target - 0.6), min(6.0, top + 0.2))
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title("char LM on Python's standard library")
-    path = os.path.join(args.out, "matrix_lm_loss.png")
+    ax.set_title(f"char LM on Python's standard library ({first['params'] / 1e6:.2f}M parameters)")
+    path = os.path.join(out, "matrix_lm_loss.png")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"\nLoss curves: {path}")
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--bytes", type=int, default=1_000_000)
+    parser.add_argument("--time-steps", type=int, default=3 * K, help="steps timed alone")
+    parser.add_argument("--target", default="adamw", help="validation loss (nats/byte), or 'adamw'")
+    parser.add_argument(
+        "--extend", type=int, default=2, help="rates added where the best is on an edge"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="gbopt-out")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    parser.add_argument("--report", action="store_true", help="only the table and the plot")
+    parser.add_argument(
+        "--time", type=int, default=0, help="rounds of side-by-side timing of the best rates"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 10 steps")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.eval_every, args.d_model, args.layers = 10, 5, 16, 1
+        args.heads, args.seq_len, args.batch_size, args.bytes = 2, 16, 8, 20_000
+        args.time_steps = 3
+    names = args.optimizers.split(",")
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+        parser.error(f"unknown optimizers {unknown}; choose from {list(OPTIMIZERS)}")
+    os.makedirs(args.out, exist_ok=True)
+    paths = {n: os.path.join(args.out, f"matrix_lm_{n}.json") for n in names}
+    if not args.report:
+        config, train, valid, params = setup(args)
+        print(
+            f"char LM: {charlm.count_params(params):,} parameters; JAX {jax.__version__} on "
+            f"{jax.devices()[0].platform}; load average {load_average()}",
+            flush=True,
+        )
+        for name in names:
+            result = run_optimizer(name, args, config, train, valid, params)
+            with open(paths[name], "w") as f:
+                json.dump(result, f)
+            print(
+                f"{name}: sweep {result['sweep_seconds']:.0f} s, best "
+                f"{result['learning_rates'][result['best']]:g}, wrote {paths[name]}",
+                flush=True,
+            )
+        if len(names) < len(OPTIMIZERS):
+            return 0
+    missing = [p for p in paths.values() if not os.path.exists(p)]
+    if missing:
+        print(f"missing results: {missing}; run those optimizers first.")
+        return 1
+    results = []
+    for name in names:
+        with open(paths[name]) as f:
+            results.append(json.load(f))
+    if args.time:
+        config, train, _, params = setup(args)
+        load_before = load_average()
+        step = time_interleaved(results, args, config, train, params, args.time)
+        for r in results:
+            r["step_interleaved"] = step[r["name"]]
+            r["step_interleaved_load"] = [load_before, load_average()]
+            with open(paths[r["name"]], "w") as f:
+                json.dump(r, f)
+        print(f"side-by-side step times (s): {step}; load {load_before} -> {load_average()}")
+    return report(results, args.target, args.out)
 
 
 if __name__ == "__main__":

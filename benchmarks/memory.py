@@ -58,18 +58,25 @@ def adam_bf16(learning_rate):
 
 
 def adam_variants(learning_rate, weight_decay=None):
-    """The four storage formats of one Adam (AdamW: optax's, with ``weight_decay``)."""
+    """The storage formats of one Adam (AdamW: optax's, with ``weight_decay``).
+
+    8 and 4 bits with ``quantize_state``'s default stochastic rounding, and with nearest
+    rounding (bitsandbytes' and torchao's).
+    """
     if weight_decay is None:
         base = lambda: gbopt.adam(learning_rate)  # noqa: E731
         narrow = adam_bf16(learning_rate)
     else:
         base = lambda: optax.adamw(learning_rate, weight_decay=weight_decay)  # noqa: E731
         narrow = optax.adamw(learning_rate, weight_decay=weight_decay, mu_dtype=jnp.bfloat16)
+    q = gbopt.quantize_state
     return {
         "float32": base(),
         "bf16 moments" if weight_decay is None else "bf16 first moment": narrow,
-        "8-bit": gbopt.quantize_state(base(), bits=8, block_size=256),
-        "4-bit": gbopt.quantize_state(base(), bits=4, block_size=128),
+        "8-bit": q(base(), bits=8, block_size=256),
+        "4-bit": q(base(), bits=4, block_size=128),
+        "8-bit, nearest rounding": q(base(), bits=8, block_size=256, rounding="nearest"),
+        "4-bit, nearest rounding": q(base(), bits=4, block_size=128, rounding="nearest"),
     }
 
 
@@ -200,22 +207,29 @@ def accuracy_table(seeds: int, steps: int, batch: int) -> list[str]:
     lines = [
         f"Digits MLP 64-256-256-10 (tanh), minibatches of {batch}, {steps} steps, "
         f"learning rate 1e-3; final loss on all 1,797 examples, mean of {seeds} seeds "
-        "(same seeds, same minibatches for every row):",
+        "(same seeds, same minibatches for every row); *seed spread*: the standard "
+        "deviation over seeds relative to the mean; *paired*: the mean over seeds of each "
+        "seed's relative difference to float32 with the same seed, ± its standard error:",
         "",
-        "| optimizer | state | final loss | vs float32 | target |",
-        "|---|---|---|---|---|",
+        "| optimizer | state | final loss | seed spread | vs float32 (paired) | target |",
+        "|---|---|---|---|---|---|",
     ]
     for label, wd in (("Adam", None), ("AdamW (optax, wd 1e-2)", 1e-2)):
         results = {}
         for name in adam_variants(1e-3, wd):
-            results[name] = statistics.mean(
-                digits_run(adam_variants(1e-3, wd)[name], s, steps, batch) for s in range(seeds)
+            results[name] = np.array(
+                [digits_run(adam_variants(1e-3, wd)[name], s, steps, batch) for s in range(seeds)]
             )
         ref = results["float32"]
-        for name, value in results.items():
-            rel = (value - ref) / ref
+        for name, values in results.items():
+            rel = (values - ref) / ref
+            se = rel.std(ddof=1) / np.sqrt(seeds) if seeds > 1 else float("nan")
+            spread = values.std(ddof=1) / values.mean() if seeds > 1 else float("nan")
+            paired = "" if name == "float32" else f"{rel.mean():+.2%} ± {se:.2%}"
             target = {"8-bit": "≤ 1 %", "4-bit": "≤ 3 %"}.get(name, "")
-            lines.append(f"| {label} | {name} | {value:.5f} | {rel:+.2%} | {target} |")
+            lines.append(
+                f"| {label} | {name} | {values.mean():.5f} | {spread:.1%} | {paired} | {target} |"
+            )
     return lines
 
 
@@ -273,11 +287,13 @@ def charlm_table(seeds: int, steps: int, batch: int) -> list[str]:
     return lines
 
 
-def moment_table(seeds: int, steps: int, batch: int) -> list[str]:
+def moment_table(seeds: int, steps: int, batch: int, rounding: str = "nearest") -> list[str]:
     """8-bit Adam with one moment quantized at a time: which one moves the loss."""
 
     def adam(quantize_mu: bool, quantize_nu: bool):
-        q = gbopt.quantize_state
+        def q(tx):
+            return gbopt.quantize_state(tx, rounding=rounding)
+
         mu, nu = gbopt.ema(0.9), gbopt.accumulate_square(0.999)
         return gbopt.with_step_count(
             gbopt.chain(
@@ -296,7 +312,7 @@ def moment_table(seeds: int, steps: int, batch: int) -> list[str]:
 
     lines = [
         f"Which moment: Adam with `quantize_state` around one statistic only (8-bit, "
-        f"{steps} steps, mean of {seeds} seeds):",
+        f"{rounding} rounding, {steps} steps, mean of {seeds} seeds):",
         "",
         "| quantized | final loss | vs float32 |",
         "|---|---|---|",
@@ -366,27 +382,35 @@ def bf16_table(seeds: int, steps: int, batch: int) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
+    parser.add_argument(
+        "--tables",
+        default="memory,accuracy,charlm,moment,bf16",
+        help="comma-separated subset of memory,accuracy,charlm,moment,bf16",
+    )
     args = parser.parse_args(argv)
+    chosen = set(args.tables.split(","))
     if args.smoke:
         sizes = dict(layers=2, width=256, rounds=3)
         acc = low = dict(seeds=1, steps=20, batch=32)
         lm = dict(seeds=1, steps=5, batch=4)
     else:
         sizes = dict(layers=8, width=512, rounds=10)
-        acc = dict(seeds=3, steps=300, batch=128)
+        acc = dict(seeds=5, steps=300, batch=128)
         low = dict(seeds=2, steps=1000, batch=128)
         lm = dict(seeds=2, steps=300, batch=16)
     print("## Optimizer-state memory: narrow, quantized, compensated (benchmarks/memory.py)")
     print()
     print(f"{jax.devices()[0].device_kind}, jax {jax.__version__}; `{' '.join(sys.argv)}`")
     print()
-    for table, kwargs in (
-        (memory_table, sizes),
-        (accuracy_table, acc),
-        (charlm_table, lm),
-        (moment_table, {**acc, "seeds": min(acc["seeds"], 2)}),
-        (bf16_table, low),
+    for name, table, kwargs in (
+        ("memory", memory_table, sizes),
+        ("accuracy", accuracy_table, acc),
+        ("charlm", charlm_table, lm),
+        ("moment", moment_table, {**acc, "seeds": min(acc["seeds"], 2)}),
+        ("bf16", bf16_table, low),
     ):
+        if name not in chosen:
+            continue
         print("\n".join(table(**kwargs)))
         print()
         sys.stdout.flush()

@@ -148,6 +148,25 @@ def _all_finite(x, axes=(-2, -1)):
     return jnp.all(jnp.isfinite(x), axis=axes)
 
 
+def _one_matrix_at_a_time(fn: Callable[..., Any], *xs: jax.Array) -> Any:
+    """Applies a LAPACK-backed ``fn`` to a batch of matrices, one matrix per call on CPU.
+
+    jaxlib's CPU kernels for ``eigh`` and ``qr`` split a batch over XLA's intra-op thread
+    pool and block until the parts are done. Two such calls that XLA runs concurrently
+    (two shape groups, or the left and the right factor) can hold every thread of the
+    pool while they wait, and the step never finishes: on 2 cores, SOAP's step on a
+    4-layer model hung on its second call, with both pool threads blocked in batched
+    ``qr``. A ``lax.map`` over the batch calls the kernel with one matrix at a time,
+    which runs on the calling thread. Other backends keep the batched call.
+    """
+    batch = xs[0].shape[:-2]
+    if not batch or jax.default_backend() != "cpu":
+        return fn(*xs)
+    flat = tuple(x.reshape(-1, *x.shape[-2:]) for x in xs)
+    out = lax.map(lambda args: fn(*args), flat)
+    return jax.tree.map(lambda o: o.reshape(*batch, *o.shape[1:]), out)
+
+
 def inverse_pth_root(
     matrix: jax.Array,
     p: float,
@@ -181,7 +200,7 @@ def inverse_pth_root(
     """
     ok_in = _all_finite(matrix)
     safe = jnp.where(ok_in[..., None, None], matrix, jnp.zeros_like(matrix))
-    lam, q = jnp.linalg.eigh(safe)
+    lam, q = _one_matrix_at_a_time(jnp.linalg.eigh, safe)
     lam_max = jnp.max(lam, axis=-1, keepdims=True)
     ridge = eps * jnp.maximum(lam_max, 1e-6) if relative else jnp.asarray(eps, lam.dtype)
     d = (jnp.maximum(lam, 0.0) + ridge) ** (-1.0 / p)
@@ -212,7 +231,7 @@ def eigenbasis(matrix: jax.Array, previous: jax.Array | None = None) -> jax.Arra
     """
     ok_in = _all_finite(matrix)
     safe = jnp.where(ok_in[..., None, None], matrix, jnp.zeros_like(matrix))
-    _, q = jnp.linalg.eigh(safe)
+    _, q = _one_matrix_at_a_time(jnp.linalg.eigh, safe)
     q = q[..., ::-1]
     ok = ok_in & _all_finite(q)
     fallback = (
@@ -251,7 +270,7 @@ def refine_eigenbasis(matrix: jax.Array, basis: jax.Array) -> tuple[jax.Array, j
     est = jnp.einsum("...ij,...ik,...kj->...j", basis, matrix, basis)
     perm = jnp.argsort(-est, axis=-1, stable=True)
     sorted_basis = jnp.take_along_axis(basis, perm[..., None, :], axis=-1)
-    q, _ = jnp.linalg.qr(matrix @ sorted_basis)
+    q, _ = _one_matrix_at_a_time(jnp.linalg.qr, matrix @ sorted_basis)
     ok = _all_finite(q) & _all_finite(matrix)
     identity = jnp.broadcast_to(jnp.arange(matrix.shape[-1]), perm.shape)
     return (

@@ -163,8 +163,11 @@ def _script(name):
 def test_matrix_step_smoke_prints_the_table(capsys):
     assert _script("matrix_step").main(["--smoke", "--rounds", "1", "--compiles", "1"]) == 0
     out = capsys.readouterr().out
-    for name in ("optax.contrib.muon", "gbopt.muon", "gbopt.shampoo", "gbopt.soap"):
+    for name in ("optax.contrib.muon", "gbopt.muon", "adamw"):
         assert f"| {name} |" in out
+    for name in ("shampoo", "soap"):
+        for row in ("step without refresh", "step with refresh", "amortised (refresh every 10)"):
+            assert f"{name}, {row}" in out
     assert "state B/param" in out
 
 
@@ -174,3 +177,6 @@ def test_matrix_lm_smoke_prints_the_table(tmp_path, capsys):
     for name in ("adamw", "muon", "shampoo", "soap"):
         assert f"| {name} |" in out
     assert (tmp_path / "matrix_lm_loss.png").exists()
+    # the JSON of each optimizer is what --report reads back
+    assert _script("matrix_lm").main(["--smoke", "--out", str(tmp_path), "--report"]) == 0
+    assert "| soap |" in capsys.readouterr().out

@@ -186,6 +186,31 @@ def test_eigenbasis_and_refinement():
         np.testing.assert_allclose(np.abs(q2), np.abs(q), atol=1e-10)
 
 
+def test_lapack_kernels_see_one_matrix_at_a_time_on_cpu():
+    # jaxlib's CPU eigh/qr split a batch over the intra-op pool and wait on it; two at once
+    # deadlocked SOAP's step on 2 cores. The batch is now a lax.map of single matrices.
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    m = jnp.asarray(a @ np.swapaxes(a, -1, -2))
+    fns = {
+        "eigenbasis": (lambda m: _matrix.eigenbasis(m), {"eigh"}),
+        "inverse_pth_root": (lambda m: _matrix.inverse_pth_root(m, 4, 1e-6), {"eigh"}),
+        "refine_eigenbasis": (
+            lambda m: _matrix.refine_eigenbasis(m, _matrix.eigenbasis(m))[0],
+            {"eigh", "qr"},
+        ),
+    }
+    for name, (fn, kernels) in fns.items():
+        jaxpr = str(jax.make_jaxpr(fn)(m))
+        calls = re.findall(r"\w+:f32\[([\d,]+)\][^=\n]*= (eigh|qr)\[", jaxpr)
+        assert {k for _, k in calls} == kernels, (name, calls)
+        assert all(shape == "6,6" for shape, _ in calls), (name, calls)
+        batched = np.asarray(fn(m))
+        for i in range(2):
+            for j in range(3):
+                np.testing.assert_allclose(batched[i, j], fn(m[i, j]), rtol=1e-5, atol=1e-5)
+
+
 def test_project_roundtrip_and_blocks():
     with jax.enable_x64(True):
         rng = np.random.default_rng(2)

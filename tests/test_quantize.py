@@ -21,7 +21,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gbopt
-from gbopt._quantize import _dequantize, _quantize, code_book
+from gbopt._quantize import _decode, _dequantize, _quantize, code_book
 
 COLLECTIVE = re.compile(
     r"\s(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
@@ -99,6 +99,57 @@ def test_codes_are_the_nearest_and_the_error_is_half_an_interval(bits, signed):
     inside = (y >= book[0]) & (y <= book[-1])
     err = np.abs(back - x)[inside]
     assert np.all(err <= (half / 2 * per_elem_scale * (1 + 1e-6) + 1e-30)[inside])
+
+
+@pytest.mark.parametrize("bits, signed", [(8, True), (8, False), (4, True), (4, False)])
+def test_every_code_decodes_to_the_code_books_value_bit_for_bit(bits, signed):
+    # the element-wise decoding rebuilds bitsandbytes' float32 map without a table
+    codes = jnp.arange(2**bits, dtype=jnp.uint8)
+    book = code_book(bits, signed).view(np.int32)
+    for decode in (_decode, jax.jit(_decode, static_argnums=(1, 2))):
+        np.testing.assert_array_equal(np.asarray(decode(codes, bits, signed)).view(np.int32), book)
+
+
+@pytest.mark.parametrize("n, b", [(40, 64), (300, 256), (130, 64), (1024, 512), (96, 32)])
+def test_block_scales_of_whole_and_ragged_blocks(n, b):
+    rng = np.random.default_rng(n)
+    x = (rng.normal(size=(3, n)) * 10.0 ** rng.uniform(-3, 3, size=(3, n))).astype(np.float32)
+    x[0, -1] = -1e4  # a negative number as a block's largest magnitude
+    q = _quantize(jnp.asarray(x), 8, True, b, jnp.float32)
+    blocks = [x[:, i : i + b] for i in range(0, n, b)]
+    np.testing.assert_array_equal(q.scale, np.stack([np.abs(k).max(-1) for k in blocks], -1))
+    back = _dequantize(q, jax.ShapeDtypeStruct(x.shape, jnp.float32), 8, True, b)
+    scale = np.repeat(np.asarray(q.scale), b, axis=-1)[:, :n]
+    expected = code_book(8, True)[np.asarray(q.codes)] * scale
+    np.testing.assert_array_equal(back, expected)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("signed", [True, False])
+def test_stochastic_rounding_picks_a_neighbour_and_is_right_on_average(bits, signed):
+    book = code_book(bits, signed).astype(np.float64)
+    rng = np.random.default_rng(10 + bits + signed)
+    # each row: one value repeated over 4,096 positions (its own scale set by a 1 at the end)
+    inner = book[(book > book[0]) & (book < 1)]
+    values = rng.uniform(inner[:-1], inner[1:])[:: max(1, len(inner) // 24)]
+    if 0 in book:  # between 0 and the first positive value
+        values = np.concatenate([values, book[book > 0][:1] * [0.3, 0.7]])
+    values = values if not signed else values * rng.choice([-1, 1], size=values.shape)
+    x = np.repeat(values[:, None], 4097, axis=1).astype(np.float32)
+    x[:, -1] = 1.0
+    q = _quantize(jnp.asarray(x), bits, signed, 8192, jnp.float32, stochastic=True)
+    like = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+    back = np.asarray(_dequantize(q, like, bits, signed, 8192), np.float64)[:, :-1]
+    lower = book[np.clip(np.searchsorted(book, x[:, :1], "right") - 1, 0, None)]
+    upper = book[np.clip(np.searchsorted(book, x[:, :1], "left"), None, len(book) - 1)]
+    assert np.all((back == lower) | (back == upper))  # one of the two codes around it
+    gap = upper[:, 0] - lower[:, 0]
+    # the mean is the value, within 4 standard errors of 4,096 draws (and not the nearest)
+    err = np.abs(back.mean(axis=1) - x[:, 0])
+    bad = err > 4 * gap / 2 / np.sqrt(4096) + 1e-7
+    assert not bad.any(), (x[bad, 0], lower[bad, 0], upper[bad, 0], back.mean(axis=1)[bad])
+    again = _quantize(jnp.asarray(x), bits, signed, 8192, jnp.float32, stochastic=True)
+    np.testing.assert_array_equal(q.codes, again.codes)  # deterministic: no key
 
 
 def test_an_all_zero_block_comes_back_zero():
@@ -321,7 +372,10 @@ def test_parity_with_torchao_adamw_step_by_step(bits, monkeypatch):
     lr, wd = 1e-2, 1e-2
     opt = cls([p], lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=wd, block_size=block)
     tx = gbopt.quantize_state(
-        optax.adamw(lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=wd), bits=bits, block_size=block
+        optax.adamw(lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=wd),
+        bits=bits,
+        block_size=block,
+        rounding="nearest",  # torchao's (stochastic rounding is tested on its own)
     )
     state = tx.init({"w": jnp.asarray(w0)})
 
@@ -382,6 +436,8 @@ def test_parity_with_torchao_adamw_step_by_step(bits, monkeypatch):
         ({"scale_dtype": jnp.int8}, TypeError, "`scale_dtype` must be a floating dtype"),
         ({"scale_dtype": "banana"}, TypeError, "`scale_dtype`"),
         ({"unsigned": "nu"}, TypeError, "`unsigned` must be a collection"),
+        ({"rounding": "up"}, ValueError, "`rounding` must be 'stochastic' or 'nearest'"),
+        ({"rounding": None}, ValueError, "`rounding`"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, error, match):
