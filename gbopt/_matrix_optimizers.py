@@ -383,7 +383,7 @@ def muon(
 # ----------------------------------------------------------------------------------------
 # Shampoo.
 
-GRAFTS = ("sgd", "adagrad", "rmsprop")
+GRAFTS = ("sgd", "adagrad", "rmsprop", "adam")
 
 
 class ShampooState(NamedTuple):
@@ -631,7 +631,14 @@ def scale_by_shampoo(
                 graft_dir = g / (jnp.sqrt(v) + diagonal_epsilon)
             else:
                 v = beta2 * v + w2 * jnp.square(g)
-                graft_dir = g / (jnp.sqrt(v) + diagonal_epsilon)
+                v_hat = v
+                if graft_type == "adam":  # v over the weights' sum: 1 - beta2^t (or t)
+                    v_hat = v / (
+                        count.astype(g.dtype)
+                        if beta2 == 1.0
+                        else _numerics.one_minus_power(beta2, count, g.dtype)
+                    )
+                graft_dir = g / (jnp.sqrt(v_hat) + diagonal_epsilon)
             new_graft.append(v)
             if plans[i]:
                 direction = _matrix.merge_blocks(dir_blocks[i], plans[i])
@@ -675,9 +682,15 @@ def scale_by_shampoo(
     ]
     if graft_type == "adagrad":
         parts.append(r"v \leftarrow v + u^2")
-    elif graft_type == "rmsprop":
+    elif graft_type in ("rmsprop", "adam"):
         parts.append(rf"v \leftarrow \beta_2 v + {w2_tex}u^2")
-    graft_tex = "u" if graft_type == "sgd" else r"\frac{u}{\sqrt{v} + \delta}"
+    if graft_type == "sgd":
+        graft_tex = "u"
+    elif graft_type == "adam":
+        corr = "t" if beta2 == 1.0 else r"(1 - \beta_2^t)"
+        graft_tex = rf"\frac{{u}}{{\sqrt{{v / {corr}}} + \delta}}"
+    else:
+        graft_tex = r"\frac{u}{\sqrt{v} + \delta}"
     decay_tex = r" + \lambda w" if weight_decay else ""
     parts += [
         r"D = P_L u P_R",

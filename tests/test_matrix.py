@@ -332,9 +332,44 @@ def test_shampoo_with_a_corrupted_factor_applies_no_nan():
     assert bool(jnp.all(jnp.isfinite(gbopt.state_get(state, "left_root")["w"][0])))
 
 
+@pytest.mark.parametrize("beta2", [0.999, 1.0])
+def test_shampoo_adam_graft_is_rmsprop_bias_corrected(beta2):
+    # NumPy float64: before t0 the step is the bias-corrected RMSProp direction with
+    # Nesterov momentum; after it, with beta1 = 0 and no epsilon, the grafted step is
+    # RMSProp grafting's times sqrt(1 - beta2^t) (sqrt(t) for sums: the mean instead of
+    # the sum); RMSProp grafting's first step is 1 / sqrt(1 - beta2) = 31.6 times Adam's.
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 3))
+    gs = [rng.standard_normal((5, 3)) * 1e-3 for _ in range(6)]
+    with jax.enable_x64(True):
+        kw = dict(beta2=beta2, diagonal_epsilon=0.0, block_size=0)
+        warm = gbopt.scale_by_shampoo(start_preconditioning_step=100, graft_type="adam", **kw)
+        state = warm.init(jnp.asarray(w))
+        v, m = np.zeros_like(w), np.zeros_like(w)
+        for t, g in enumerate(gs, 1):
+            out, state = warm.update(jnp.asarray(g), state, jnp.asarray(w))
+            v = (beta2 * v + (1 - beta2) * g**2) if beta2 < 1 else v + g**2
+            d = g / np.sqrt(v / ((1 - beta2**t) if beta2 < 1 else t))
+            m = 0.9 * m + d
+            np.testing.assert_allclose(np.asarray(out), d + 0.9 * m, rtol=1e-12)
+            if t == 1:  # Adam-sized: 1 + beta1 per entry, whatever the gradient's scale
+                np.testing.assert_allclose(np.abs(np.asarray(out)), 1.9, rtol=1e-12)
+        both = [
+            gbopt.scale_by_shampoo(beta1=0.0, start_preconditioning_step=0, graft_type=k, **kw)
+            for k in ("adam", "rmsprop")
+        ]
+        states = [tx.init(jnp.asarray(w)) for tx in both]
+        for t, g in enumerate(gs, 1):
+            (a, states[0]), (r, states[1]) = (
+                tx.update(jnp.asarray(g), st, jnp.asarray(w)) for tx, st in zip(both, states)
+            )
+            c = (1 - beta2**t) if beta2 < 1 else t
+            np.testing.assert_allclose(np.asarray(a), np.sqrt(c) * np.asarray(r), rtol=1e-10)
+
+
 def test_bad_hyperparameters_name_the_argument():
     with pytest.raises(ValueError, match="graft_type"):
-        gbopt.scale_by_shampoo(graft_type="adam")
+        gbopt.scale_by_shampoo(graft_type="adamw")
     with pytest.raises(ValueError, match="ns_steps"):
         gbopt.orthogonalize(ns_steps=0)
     with pytest.raises(ValueError, match="precondition_frequency"):
