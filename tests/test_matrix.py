@@ -360,9 +360,8 @@ def test_shampoo_adam_graft_is_rmsprop_bias_corrected(beta2):
         ]
         states = [tx.init(jnp.asarray(w)) for tx in both]
         for t, g in enumerate(gs, 1):
-            (a, states[0]), (r, states[1]) = (
-                tx.update(jnp.asarray(g), st, jnp.asarray(w)) for tx, st in zip(both, states)
-            )
+            a, states[0] = both[0].update(jnp.asarray(g), states[0], jnp.asarray(w))
+            r, states[1] = both[1].update(jnp.asarray(g), states[1], jnp.asarray(w))
             c = (1 - beta2**t) if beta2 < 1 else t
             np.testing.assert_allclose(np.asarray(a), np.sqrt(c) * np.asarray(r), rtol=1e-10)
 
