@@ -472,7 +472,9 @@ def scale_by_shampoo(
       weight_decay: :math:`\lambda`, coupled (added before the momentum).
       start_preconditioning_step: :math:`t_0`; before it, the grafting direction is used.
       preconditioning_compute_steps: :math:`k`.
-      graft_type: ``"sgd"``, ``"adagrad"`` or ``"rmsprop"``.
+      graft_type: ``"sgd"``, ``"adagrad"``, ``"rmsprop"`` or ``"adam"`` (RMSProp with
+        Adam's bias correction: :math:`v / (1 - \beta_2^{t+1})` in place of :math:`v`,
+        or :math:`v / (t+1)` when :math:`\beta_2 = 1`).
       nesterov: Nesterov momentum.
       exponent_override: :math:`p` if > 0 (default :math:`p = 4`).
       moving_average_for_momentum: :math:`m \leftarrow \beta_1 m + (1 - \beta_1) s`.
@@ -492,7 +494,21 @@ def scale_by_shampoo(
       the root with a coupled Newton iteration that stops at an error of 1e-6; gbopt
       takes both from an eigendecomposition (exact). The reference's default
       ``best_effort_shape_interpretation=True`` merges the dimensions of a small matrix
-      into one vector (one :math:`mn \times mn` factor); gbopt never does.
+      into one vector (one :math:`mn \times mn` factor); gbopt never does. The
+      reference's default ``graft_type`` is SGD; gbopt's is RMSProp. ``"adam"`` is not
+      in the reference (Meta's PyTorch Shampoo has it as ``AdamGraftingConfig``).
+
+    Warning:
+      RMSProp grafting has no bias correction: its step starts
+      :math:`1/\sqrt{1 - \beta_2} \approx 32` times Adam's (:math:`\beta_2 = 0.999`)
+      and is still about 2 times Adam's after 300 steps, and the summed momentum
+      (``moving_average_for_momentum=False``) multiplies the step by about
+      :math:`1/(1 - \beta_1) = 10`. The initial factors :math:`\epsilon I` also outweigh
+      :math:`(1 - \beta_2) \sum G G^T` while the gradients are small (entries around
+      1e-4: the roots stay within 1.3 of a multiple of the identity for 100 steps).
+      For training from scratch, ``graft_type="adam"`` with
+      ``moving_average_for_momentum=True`` (and an Adam-like learning rate) is the
+      setting that worked (see docs/matrix.md).
     """
     if graft_type not in GRAFTS:
         raise ValueError(
@@ -794,7 +810,10 @@ def shampoo(
       weight_decay: :math:`\lambda`, coupled weight decay of the matrices.
       start_preconditioning_step: steps of grafting only before Shampoo starts.
       preconditioning_compute_steps: the roots are recomputed every this many steps.
-      graft_type: ``"sgd"``, ``"adagrad"`` or ``"rmsprop"``.
+      graft_type: ``"sgd"``, ``"adagrad"``, ``"rmsprop"`` or ``"adam"`` (bias-corrected
+        RMSProp; with ``moving_average_for_momentum=True`` the step is Adam-sized, so
+        that one learning rate suits the matrices and the AdamW part: see the warning of
+        :func:`scale_by_shampoo`).
       nesterov: Nesterov momentum.
       exponent_override: the root's order (default 4).
       moving_average_for_momentum: EMA momentum instead of a sum.
