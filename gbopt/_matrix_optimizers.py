@@ -505,7 +505,8 @@ def scale_by_shampoo(
       (``moving_average_for_momentum=False``) multiplies the step by about
       :math:`1/(1 - \beta_1) = 10`. The initial factors :math:`\epsilon I` also outweigh
       :math:`(1 - \beta_2) \sum G G^T` while the gradients are small (entries around
-      1e-4: the roots stay within 1.3 of a multiple of the identity for 100 steps).
+      1e-4, a width-64 language model: a root's condition number is 1.24 after 100
+      steps, so the preconditioner is nearly a multiple of the identity).
       For training from scratch, ``graft_type="adam"`` with
       ``moving_average_for_momentum=True`` (and an Adam-like learning rate) is the
       setting that worked (see docs/matrix.md).
