@@ -360,7 +360,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.steps, args.eval_every, args.d_model, args.layers = 10, 5, 16, 1
         args.heads, args.seq_len, args.batch_size, args.bytes = 2, 16, 8, 20_000
-        args.time_steps = 3
+        args.time_steps, args.extend = 3, 1  # one extra rate at an edge, not two
     names = args.optimizers.split(",")
     unknown = [n for n in names if n not in OPTIMIZERS]
     if unknown:
