@@ -428,6 +428,23 @@ def _difference(u, previous, first):
     return jnp.where(first, jnp.zeros([], u.dtype), u - previous)
 
 
+def _adan_debiasing(b1, b2, step, real) -> tuple:
+    r"""Adan's coefficients :math:`1 - \beta_1^t` and :math:`(1-\beta_2)/(1-\beta_2^t)`."""
+    c1 = _numerics.one_minus_power(b1, step, real)
+    return c1, _dtypes.complement(b2, real) / _numerics.one_minus_power(b2, step, real)
+
+
+def _adan_numerator(u, m, v, difference, b1, b2, c1, c2) -> tuple:
+    """Adan's numerator and its two new moments, for one leaf.
+
+    ``c1, c2`` come from :func:`_adan_debiasing`; shared by :func:`adan_momentum` and
+    :func:`scale_by_adan`.
+    """
+    m = _numerics.moving_average(m, u, b1)
+    v = _numerics.moving_average(v, difference, b2)
+    return m / c1.astype(m.dtype) + c2.astype(v.dtype) * v, m, v
+
+
 def adan_momentum(
     b1: float | jax.Array = 0.98,
     b2: float | jax.Array = 0.92,
@@ -467,16 +484,12 @@ def adan_momentum(
     check_step_argument("adan_momentum", step)
 
     def prepare(dtype, step):
-        real = _dtypes.real_dtype(dtype)
-        c1 = _numerics.one_minus_power(b1, step, real)
-        c2 = _numerics.one_minus_power(b2, step, real)
-        return c1, _dtypes.complement(b2, real) / c2, step == 1
+        return (*_adan_debiasing(b1, b2, step, _dtypes.real_dtype(dtype)), step == 1)
 
     def rule(u, m, v, previous, pre):
         c1, c2, first = pre
-        m = _numerics.moving_average(m, u, b1)
-        v = _numerics.moving_average(v, _difference(u, previous, first), b2)
-        return m / c1.astype(m.dtype) + c2.astype(v.dtype) * v, m, v, u
+        out, m, v = _adan_numerator(u, m, v, _difference(u, previous, first), b1, b2, c1, c2)
+        return out, m, v, u
 
     return statistic(
         "adan_momentum",
@@ -614,19 +627,15 @@ def scale_by_adan(
 
     def prepare(dtype, step):
         real = _dtypes.real_dtype(dtype)
-        c1 = _numerics.one_minus_power(b1, step, real)
-        c2 = _dtypes.complement(b2, real) / _numerics.one_minus_power(b2, step, real)
         c3 = _numerics.one_minus_power(b3, step, real)
-        return c1, c2, c3, step == 1
+        return (*_adan_debiasing(b1, b2, step, real), c3, step == 1)
 
     def rule(u, m, v, n, previous, pre):
         c1, c2, c3, first = pre
         difference = _difference(u, previous, first)
-        m = _numerics.moving_average(m, u, b1)
-        v = _numerics.moving_average(v, difference, b2)
+        numerator, m, v = _adan_numerator(u, m, v, difference, b1, b2, c1, c2)
         extrapolated = u + _dtypes.complement(b2, n.dtype).astype(u.dtype) * difference
         n = _numerics.moving_average(n, _numerics.abs_square(extrapolated), b3, keep_infinite=True)
-        numerator = m / c1.astype(m.dtype) + c2.astype(v.dtype) * v
         denominator = jnp.sqrt(n / c3.astype(n.dtype) + _dtypes.scalar(eps_root, n.dtype))
         denominator = denominator + _dtypes.scalar(eps, n.dtype)
         return numerator / denominator.astype(numerator.dtype), m, v, n, u
