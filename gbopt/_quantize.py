@@ -349,6 +349,16 @@ def _magnitude_bits(x: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(x, ints) & np.asarray(np.iinfo(ints).max, ints)
 
 
+def _parts(n: int) -> int | None:
+    """Into how many equal sub-blocks of at most 64 numbers a block of ``n`` is cut.
+
+    Four when that works; ``None`` when no count up to 8 does (and for ``n`` over 256).
+    """
+    if n > 256:
+        return None
+    return next((p for p in (4, 5, 6, 7, 8, 2, 3, 1) if n % p == 0 and n // p <= 64), None)
+
+
 def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
     """The largest magnitude of each block of ``b`` along the last axis, as bit patterns.
 
@@ -359,17 +369,20 @@ def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
     integers, order as the magnitudes do (NaN above infinity, as ``max`` propagates
     it); an integer maximum over at most 64 numbers fuses with its producer (XLA splits a
     longer one, and does not duplicate the producer into more than a few sub-blocks).
-    So a block of ``b`` (a power of two) is cut into four sub-blocks whose element-wise
-    maximum is reduced (blocks longer than 256: chunks of 256, then the maximum of their
-    maxima), and a last, shorter block into slices of 64. No padding: a padded copy
-    would be materialized too.
+    So a block of ``b`` (a power of two, or a whole row shorter than ``b`` that
+    :func:`_parts` can cut) is cut into four sub-blocks (up to eight when its length is
+    not a multiple of four) whose element-wise maximum is reduced (blocks longer than
+    256: chunks of 256, then the maximum of their maxima), and a last, shorter block of
+    a longer row into slices of 64. No padding: a padded copy would be materialized too.
     """
     lead, n = x.shape[:-1], x.shape[-1]
+    if n < b and _parts(n):  # a row shorter than a block is one block: the whole-block path
+        b = n
     full, rest = divmod(n, b)
     maxima = []
     if full:
         chunk = min(b, 256)
-        parts = min(chunk, 4)
+        parts = _parts(chunk)
         sub = x[..., : full * b].reshape(*lead, full * (b // chunk), parts, chunk // parts)
         top = functools.reduce(jnp.maximum, [_magnitude_bits(sub[..., i, :]) for i in range(parts)])
         top = jnp.max(top, axis=-1)
@@ -388,19 +401,22 @@ def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
 def _blockwise(op, x: jax.Array, scale: jax.Array, b: int) -> jax.Array:
     """``op(x, s)`` with each number's block scale ``s``: ``scale`` is (..., ceil(n / b)).
 
-    Whole blocks are reshaped to (..., n // b, b) against ``scale[..., None]``: XLA fuses
-    that into the producers and users (a scale broadcast to the flat shape is not), and
-    a last, shorter block is computed on its own and concatenated (no padding).
+    Whole blocks are reshaped to (..., n // b, b) against ``scale[..., None]``. When a
+    last, shorter block remains, the scales are broadcast to (..., ceil(n / b), b),
+    flattened and cut to ``n`` instead: a broadcast, a reshape and a slice, which XLA
+    fuses into the producers and users. (Computing the shorter block on its own and
+    concatenating the two pieces made XLA:CPU materialize both, float32 temporaries the
+    size of the statistic.)
     """
     lead, n = x.shape[:-1], x.shape[-1]
+    if n < b and _parts(n):  # a row shorter than a block is one block, as in _absmax_bits
+        b = n
     full, rest = divmod(n, b)
-    pieces = []
-    if full:
-        whole = x[..., : full * b].reshape(*lead, full, b)
-        pieces.append(op(whole, scale[..., :full, None]).reshape(*lead, full * b))
-    if rest:
-        pieces.append(op(x[..., full * b :], scale[..., full:]))
-    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+    if not rest:
+        return op(x.reshape(*lead, full, b), scale[..., :full, None]).reshape(*lead, n)
+    blocks = full + 1
+    each = jnp.broadcast_to(scale[..., :blocks, None], (*lead, blocks, b))
+    return op(x, each.reshape(*lead, blocks * b)[..., :n])
 
 
 def _pow2_divisor(n: int, cap: int) -> int:

@@ -455,3 +455,32 @@ def test_a_foreign_state_is_refused():
     params = {"w": jnp.ones((4, 4))}
     with pytest.raises(ValueError, match="QuantizeStateState"):
         tx.update(params, gbopt.adam(1e-3).init(params), params)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize(
+    "shape",
+    [(8, 512), (3, 3, 64, 64), (64, 100), (300, 77)],
+    ids=["whole blocks", "conv kernel: rows of 64", "rows of 100", "rows of 77"],
+)
+def test_the_compiled_step_keeps_no_float32_copy_of_a_statistic(shape, bits):
+    """The jitted, donated step's temporaries are a copy of the codes and the scales.
+
+    That is about ``bits / 8`` bytes per parameter and statistic, far under one float32
+    statistic (4). Rows shorter than a block are one block each and go the whole-block
+    way (before, a conv kernel's rows of 64 left two float32 statistics, 16 bytes per
+    parameter, in the temporaries).
+    """
+    params = {"w": jnp.ones(shape, jnp.float32)}
+    n = params["w"].size
+    tx = gbopt.quantize_state(gbopt.adam(1e-3), bits=bits, block_size=256 if bits == 8 else 128)
+    state = tx.init(params)
+    assert isinstance(state.inner_state.inner_state[0].numerator[0].mu["w"], gbopt.QuantizedArray)
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return gbopt.apply_updates(params, updates), state
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
+    codes_and_slack = (2 * bits / 8 + 0.5) * n  # two statistics' codes, scales and counts
+    assert compiled.memory_analysis().temp_size_in_bytes < codes_and_slack
