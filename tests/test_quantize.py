@@ -21,7 +21,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gbopt
-from gbopt._quantize import _decode, _dequantize, _quantize, code_book
+from gbopt._quantize import _code_position, _decode, _dequantize, _quantize, code_book
 
 COLLECTIVE = re.compile(
     r"\s(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
@@ -150,6 +150,22 @@ def test_stochastic_rounding_picks_a_neighbour_and_is_right_on_average(bits, sig
     assert not bad.any(), (x[bad, 0], lower[bad, 0], upper[bad, 0], back.mean(axis=1)[bad])
     again = _quantize(jnp.asarray(x), bits, signed, 8192, jnp.float32, stochastic=True)
     np.testing.assert_array_equal(q.codes, again.codes)  # deterministic: no key
+
+
+@pytest.mark.parametrize("bits, signed", [(8, True), (8, False), (4, True), (4, False)])
+def test_code_positions_count_code_steps_exactly_at_every_code(bits, signed):
+    """Stochastic rounding takes the floor of position + noise: at each non-negative code
+    value the position is that code's index above zero's (4 bits unsigned: above 0)."""
+    book = code_book(bits, signed)
+    values = book[book >= 0]
+    zero = 0 if signed or bits == 8 else -1  # the 4-bit unsigned map starts at 1/16
+    expected = np.arange(len(values)) - zero
+    got = np.asarray(_code_position(jnp.asarray(values), bits, signed), np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    # linear between codes: the midpoint of two codes is halfway
+    mids = (values[:-1].astype(np.float64) + values[1:]) / 2
+    got = np.asarray(_code_position(jnp.asarray(mids, jnp.float32), bits, signed), np.float64)
+    np.testing.assert_allclose(got, expected[:-1] + 0.5, rtol=0, atol=1e-4)
 
 
 def test_an_all_zero_block_comes_back_zero():
