@@ -73,6 +73,18 @@ OPTIMIZERS = {
         (1e-3, 3e-3, 1e-2),
         False,
     ),
+    # bias-corrected (Adam) grafting and averaged momentum: an Adam-sized step at one rate
+    # (docs/matrix.md: why the defaults above stall on this model)
+    "shampoo_adam_graft": (
+        lambda lr: gbopt.shampoo(
+            lr,
+            preconditioning_compute_steps=K,
+            graft_type="adam",
+            moving_average_for_momentum=True,
+        ),
+        (1e-3, 3e-3, 1e-2),
+        False,
+    ),
     "soap": (lambda lr: gbopt.soap(lr, precondition_frequency=K), (1e-3, 3e-3, 1e-2), False),
 }
 
@@ -213,6 +225,7 @@ def run_optimizer(name, args, config, train, valid, params) -> dict:
     final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
     best = int(np.argmin(final))
     times, compile_s = time_steps(name, sweep[best], args, config, train, params)
+    state = jax.eval_shape(OPTIMIZERS[name][0](jnp.float32(sweep[best])).init, params)
     return {
         "name": name,
         "learning_rates": list(sweep),
@@ -230,6 +243,7 @@ def run_optimizer(name, args, config, train, valid, params) -> dict:
         }
         | {"batch_size": args.batch_size, "bytes": args.bytes, "seed": args.seed},
         "params": charlm.count_params(params),
+        "state_bytes": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -335,9 +349,9 @@ def report(results: list[dict], target_arg: str, out: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--eval-every", type=int, default=25)
-    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=64)
