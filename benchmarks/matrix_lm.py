@@ -12,7 +12,7 @@ The model and data are ``gbopt.demo.charlm`` (the standard library's ``.py`` fil
 last 10 % of the bytes held out). The default size is 4 layers of width 256 (MLP 1024),
 context 64: 3.30M parameters (3.15M in the 16 hidden matrices), trained for 150 steps of
 batch 16 with a validation every 10 steps; the whole comparison, sweeps included, took
-about an hour on 2 CPU cores shared with other jobs. ``--d-model 128 --steps 300
+46 minutes on 2 CPU cores shared with other jobs (load average 4-6). ``--d-model 128 --steps 300
 --eval-every 25`` is the earlier 0.87M-parameter comparison (about 20 minutes).
 
 Five rows: AdamW, Muon, SOAP, and Shampoo twice: ``shampoo`` with the defaults of
