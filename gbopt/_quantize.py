@@ -627,7 +627,7 @@ def quantize_state(
         step, below the map's resolution, so its code sticks while the bias correction
         keeps shrinking it, and the steps come out larger (digits MLP, 6 seeds: final
         loss against float32's -3.1 % at 8 bits and -3.8 % at 4 bits with nearest
-        rounding, -0.1 % and +2.3 % with stochastic rounding; ``benchmarks/RESULTS.md``).
+        rounding, -0.1 % and +2.4 % with stochastic rounding; ``benchmarks/RESULTS.md``).
 
     Returns:
       A transform with state :class:`QuantizeStateState`.
