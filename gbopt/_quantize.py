@@ -625,8 +625,8 @@ def quantize_state(
         bitsandbytes and torchao (their codes, step for step). Nearest rounding biases
         a slowly moving average: Adam's second moment (``b2 = 0.999``) moves by 0.1 % a
         step, below the map's resolution, so its code sticks while the bias correction
-        keeps shrinking it, and the steps come out larger (digits MLP, 6 seeds: final
-        loss against float32's -3.1 % at 8 bits and -3.8 % at 4 bits with nearest
+        keeps shrinking it, and the steps come out larger (digits MLP, 5 seeds: final
+        loss against float32's -3.0 % at 8 bits and -3.1 % at 4 bits with nearest
         rounding, -0.1 % and +2.4 % with stochastic rounding; ``benchmarks/RESULTS.md``).
 
     Returns:
