@@ -141,6 +141,13 @@ def cast_tree(tree: Any, dtype_fn: Callable = state_dtype) -> Any:
     return jax.tree.map(lambda x: cast(x, dtype_fn(jnp.result_type(x))), tree)
 
 
+def compute_dtypes(tree: Any) -> list[np.dtype]:
+    """The real compute dtypes (:func:`state_dtype`, real part) of the leaves of ``tree``."""
+    return list(
+        dict.fromkeys(real_dtype(state_dtype(jnp.result_type(x))) for x in jax.tree.leaves(tree))
+    )
+
+
 def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[np.dtype], Any]:
     """``fn(dtype)`` memoized by dtype; make a fresh one in each ``update`` call.
 

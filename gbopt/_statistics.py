@@ -141,7 +141,7 @@ def ema(
 
     def debiased(u, s, pre):
         s = _numerics.moving_average(s, u, decay)
-        return s / pre, s
+        return s * pre, s
 
     return statistic(
         "ema",
@@ -151,7 +151,7 @@ def ema(
         dtype=dtype,
         follows_params=("mu",),
         needs_step=True,
-        prepare=lambda dtype_, step: _numerics.one_minus_power(
+        prepare=lambda dtype_, step: _numerics.inverse_one_minus_power(
             decay, step, _dtypes.real_dtype(dtype_)
         ),
         hyperparams={"decay": decay, "debias": True},
