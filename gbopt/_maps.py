@@ -288,9 +288,9 @@ def bias_correction(decay: float | jax.Array, *, step: Any = None) -> GradientTr
     return declare_powers(
         elementwise(
             "bias_correction",
-            lambda u, pre: u * pre,
+            lambda u, pre: _numerics.debias(u, pre),
             needs_step=True,
-            prepare=lambda dtype, step: _numerics.inverse_one_minus_power(
+            prepare=lambda dtype, step: _numerics.bias_factor(
                 decay, step, _dtypes.real_dtype(dtype)
             ),
             hyperparams={"decay": decay},

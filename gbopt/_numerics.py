@@ -47,21 +47,28 @@ def one_minus_power(decay, step: jax.Array, dtype) -> jax.Array:
     return -jnp.expm1(t * jnp.log(decay))
 
 
-def inverse_one_minus_power(decay, step: jax.Array, dtype) -> jax.Array:
-    r"""Returns :math:`1 / (1 - \beta^t)`, the factor of a bias correction.
+def bias_factor(decay, step: jax.Array, dtype) -> tuple[jax.Array, bool]:
+    r"""The factor of a bias correction at ``step``: ``(value, inverse)`` for :func:`debias`.
 
-    :func:`one_minus_power`, inverted; inside a step owner that shares the decays
-    (:func:`shared_powers`), an element of its vector. A bias correction multiplies by
-    this factor rather than dividing by :math:`1 - \beta^t`: XLA rewrites such a division
-    into this multiplication in large compiled loops anyway, and the two differ by at
-    most one rounding (an ulp of the corrected moment).
+    Inside a step owner that shares its decays (:func:`shared_powers`), the element of its
+    vector :math:`1 / (1 - \beta^t)` (``inverse`` True: the correction multiplies by it);
+    otherwise :math:`1 - \beta^t` from :func:`one_minus_power` (``inverse`` False: the
+    correction divides by it, as optax does, to the last bit). The product and the quotient
+    differ by at most one rounding (an ulp of the corrected statistic).
     """
     table = _POWERS.get()
     if table is not None and step is table.step:
         shared = table.get(decay, dtype)
         if shared is not None:
-            return shared
-    return 1 / one_minus_power(decay, step, dtype)
+            return shared, True
+    return one_minus_power(decay, step, dtype), False
+
+
+def debias(x: jax.Array, factor: tuple[jax.Array, bool]) -> jax.Array:
+    """``x`` corrected by a :func:`bias_factor`: ``x / (1 - b^t)``, in ``x``'s dtype."""
+    value, inverse = factor
+    value = value.astype(x.dtype)
+    return x * value if inverse else x / value
 
 
 class _PowerTable:
@@ -95,7 +102,7 @@ _POWERS: contextvars.ContextVar[_PowerTable | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def shared_powers(step: jax.Array, decays: Iterable[Any], dtypes: Iterable[Any]) -> Iterator[None]:
-    r"""Inside it, :func:`inverse_one_minus_power` at ``step`` reads one vector for ``decays``.
+    r"""Inside it, :func:`bias_factor` at ``step`` reads one vector for ``decays``.
 
     A step owner (:func:`gbopt.with_step_count`) knows, from the pieces it holds, which
     decays :math:`\beta` they debias with. Computed one by one, each :math:`1 - \beta^t`

@@ -141,7 +141,7 @@ def ema(
 
     def debiased(u, s, pre):
         s = _numerics.moving_average(s, u, decay)
-        return s * pre, s
+        return _numerics.debias(s, pre), s
 
     return statistic(
         "ema",
@@ -151,9 +151,7 @@ def ema(
         dtype=dtype,
         follows_params=("mu",),
         needs_step=True,
-        prepare=lambda dtype_, step: _numerics.inverse_one_minus_power(
-            decay, step, _dtypes.real_dtype(dtype_)
-        ),
+        prepare=lambda dtype_, step: _numerics.bias_factor(decay, step, _dtypes.real_dtype(dtype_)),
         hyperparams={"decay": decay, "debias": True},
         math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow \frac{s}{1 - \rho^t}",
     )

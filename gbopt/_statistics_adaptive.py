@@ -317,26 +317,25 @@ def scale_by_belief(
     def prepare(dtype, step):
         # The factors 1 / (1 - b^t), shared with the step owner's vector when it has one.
         real = _dtypes.real_dtype(dtype)
-        c1 = _numerics.inverse_one_minus_power(b1, step, real)
-        c2 = _numerics.inverse_one_minus_power(b2, step, real)
+        c1 = _numerics.bias_factor(b1, step, real)
+        c2 = _numerics.bias_factor(b2, step, real)
         if not nesterov:
             return c1, c1, c2
-        c1_next = _numerics.inverse_one_minus_power(b1, _numerics.safe_increment(step), real)
-        return c1, c1_next, c2
+        return c1, _numerics.bias_factor(b1, _numerics.safe_increment(step), real), c2
 
     def rule(u, m, s, pre):
-        c1, c1_next, c2 = (c.astype(s.dtype) for c in pre)
+        c1, c1_next, c2 = pre
         m = _numerics.moving_average(m, u, b1)
         s = _numerics.moving_average(s, _numerics.abs_square(u - m), b2)
         s = s + _dtypes.scalar(eps_root, s.dtype)
         if nesterov:
             b = _dtypes.scalar(b1, s.dtype).astype(m.dtype)
-            numerator = b * (m * c1_next.astype(m.dtype)) + _dtypes.complement(b1, s.dtype).astype(
+            numerator = b * _numerics.debias(m, c1_next) + _dtypes.complement(b1, s.dtype).astype(
                 m.dtype
-            ) * (u * c1.astype(m.dtype))
+            ) * _numerics.debias(u, c1)
         else:
-            numerator = m * c1.astype(m.dtype)
-        denominator = jnp.sqrt(s * c2) + _dtypes.scalar(eps, s.dtype)
+            numerator = _numerics.debias(m, c1)
+        denominator = jnp.sqrt(_numerics.debias(s, c2)) + _dtypes.scalar(eps, s.dtype)
         return numerator / denominator.astype(numerator.dtype), m, s
 
     first = (
@@ -450,13 +449,13 @@ def _difference(u, previous, first):
 
 
 def _adan_debiasing(b1, b2, step, real) -> tuple:
-    r"""Adan's coefficients :math:`1 / (1 - \beta_1^t)` and :math:`(1-\beta_2)/(1-\beta_2^t)`.
+    r"""Adan's bias factor of :math:`m` and its coefficient :math:`(1-\beta_2)/(1-\beta_2^t)`.
 
-    From the factors :math:`1 / (1 - \beta^t)` (:func:`gbopt._numerics.inverse_one_minus_power`),
-    which a step owner computes as one vector.
+    The first is a :func:`gbopt._numerics.bias_factor` (for :func:`gbopt._numerics.debias`).
     """
-    c1 = _numerics.inverse_one_minus_power(b1, step, real)
-    return c1, _dtypes.complement(b2, real) * _numerics.inverse_one_minus_power(b2, step, real)
+    c2, inverse = _numerics.bias_factor(b2, step, real)
+    complement = _dtypes.complement(b2, real)
+    return _numerics.bias_factor(b1, step, real), complement * c2 if inverse else complement / c2
 
 
 def _adan_numerator(u, m, v, difference, b1, b2, c1, c2) -> tuple:
@@ -467,7 +466,7 @@ def _adan_numerator(u, m, v, difference, b1, b2, c1, c2) -> tuple:
     """
     m = _numerics.moving_average(m, u, b1)
     v = _numerics.moving_average(v, difference, b2)
-    return m * c1.astype(m.dtype) + c2.astype(v.dtype) * v, m, v
+    return _numerics.debias(m, c1) + c2.astype(v.dtype) * v, m, v
 
 
 def adan_momentum(
@@ -656,7 +655,7 @@ def scale_by_adan(
 
     def prepare(dtype, step):
         real = _dtypes.real_dtype(dtype)
-        c3 = _numerics.inverse_one_minus_power(b3, step, real)
+        c3 = _numerics.bias_factor(b3, step, real)
         return (*_adan_debiasing(b1, b2, step, real), c3, step == 1)
 
     def rule(u, m, v, n, previous, pre):
@@ -665,7 +664,7 @@ def scale_by_adan(
         numerator, m, v = _adan_numerator(u, m, v, difference, b1, b2, c1, c2)
         extrapolated = u + _dtypes.complement(b2, n.dtype).astype(u.dtype) * difference
         n = _numerics.moving_average(n, _numerics.abs_square(extrapolated), b3, keep_infinite=True)
-        denominator = jnp.sqrt(n * c3.astype(n.dtype) + _dtypes.scalar(eps_root, n.dtype))
+        denominator = jnp.sqrt(_numerics.debias(n, c3) + _dtypes.scalar(eps_root, n.dtype))
         denominator = denominator + _dtypes.scalar(eps, n.dtype)
         return numerator / denominator.astype(numerator.dtype), m, v, n, u
 
