@@ -161,7 +161,9 @@ def rectification(
 
     def fn(d, pre):
         active, r = pre
-        return jnp.where(active, d / r.astype(d.dtype), jnp.ones([], d.dtype))
+        rectified = d / r.astype(d.dtype)
+        # lax.select: jnp.where's operations without its nested jit call per leaf.
+        return jax.lax.select(active, rectified, jnp.ones_like(rectified))
 
     return elementwise(
         "rectification",
