@@ -223,30 +223,72 @@ def _encode_dynamic(y: jax.Array, bits: int, signed: bool) -> jax.Array:
     return code.astype(jnp.uint8)
 
 
+def _code_position(y: jax.Array, bits: int, signed: bool) -> jax.Array:
+    r"""Where each of ``y`` lies among the codes, as a real number of code steps.
+
+    A piecewise-linear map :math:`p` with :math:`p(q_i) = i` at the :math:`i`-th
+    non-negative code value :math:`q_i` (0 for the value 0, the largest for 1) and
+    linear between consecutive codes, of the magnitude :math:`|y|` (signed maps) or
+    :math:`\max(y, 0)`. Computed from the map's construction, without decoding a code:
+    in decade :math:`e` (found by comparing with each decade's first value) the
+    :math:`K_e = 2^{e + c}` values are evenly spaced, :math:`\delta_e = 0.9 \cdot
+    10^{e - E + 1} / K_e` apart from :math:`10^{e - E + 1} (0.1 + \delta_e / 2)` on;
+    the next decade's first value is :math:`3 \delta_e` above the last one (the code
+    for 1, :math:`\delta_e / 2` above, after the last decade), and the first value of
+    decade 0 is reached linearly from 0. The positions of the code values themselves
+    are exact to within :math:`10^{-5}` of a step.
+    """
+    f32 = y.dtype
+    a = jnp.abs(y) if signed else jnp.maximum(y, jnp.zeros((), f32))
+    if bits == 4 and not signed:  # the linear map (k + 1) / 16: position k + 1
+        return a * np.asarray(16, f32)
+    exponent_bits, c = _dynamic_layout(bits, signed)[:2]
+    firsts = [
+        10.0 ** (e - exponent_bits + 1) * (0.1 + 0.45 / 2 ** (e + c)) for e in range(exponent_bits)
+    ]
+    e = jnp.zeros(y.shape, jnp.int32)
+    inverse = jnp.full(y.shape, np.asarray(10.0 ** (exponent_bits - 1), f32))
+    for d in range(1, exponent_bits):
+        above = a >= np.asarray(firsts[d], f32)
+        e = e + above.astype(jnp.int32)
+        inverse = jnp.where(above, np.asarray(10.0 ** (exponent_bits - 1 - d), f32), inverse)
+    size = jnp.left_shift(jnp.ones((), jnp.int32), e + c).astype(f32)
+    # steps above the decade's first value
+    t = (a * inverse - np.asarray(0.1, f32)) * (size / np.asarray(0.9, f32)) - np.asarray(0.5, f32)
+    last = size - np.asarray(1, f32)
+    gap = jnp.where(e == exponent_bits - 1, np.asarray(0.5, f32), np.asarray(3, f32))
+    t = jnp.minimum(t, last) + jnp.maximum(t - last, np.asarray(0, f32)) / gap
+    t = jnp.where(a < np.asarray(firsts[0], f32), a / np.asarray(firsts[0], f32) - 1, t)
+    before = jnp.left_shift(jnp.ones((), jnp.int32), c) * (jnp.left_shift(1, e) - 1)
+    return before.astype(f32) + np.asarray(1, f32) + t
+
+
 def _encode(y: jax.Array, bits: int, signed: bool, noise=None) -> jax.Array:
     """The index of the nearest code of ``code_book(bits, signed)`` to each of ``y``.
 
     ``y`` is the value divided by its block's scale; values outside [-1, 1] (a scale
     rounded down in a narrow dtype) take the end codes. With ``noise`` (uniform in
-    [0, 1), shaped like ``y``), rounding is stochastic: the nearest code's neighbour on
-    the other side of ``y`` replaces it with probability ``|y - q| / |q' - q|`` (the
-    nearest ``q``, the neighbour ``q'``: both decoded exactly), so that the code's
-    value is ``y`` on average. Outside the map's range (at 4 bits, unsigned: below
-    1/16) the end code stays.
+    [0, 1), shaped like ``y``), rounding is stochastic: of the two codes around ``y``,
+    the upper with probability ``(y - q) / (q' - q)`` (the lower ``q``, the upper
+    ``q'``), so that the code's value is ``y`` on average: the floor of
+    :func:`_code_position` plus the noise. Outside the map's range (at 4 bits,
+    unsigned: below 1/16; signed: below the most negative code) the end code stays.
     """
+    if noise is not None:
+        # the position of 1: the signed maps' code for 1 is that many above zero's
+        top = 2 ** (bits - 1) if signed else 16 if bits == 4 else 2**bits - 1
+        step = jnp.floor(_code_position(y, bits, signed) + noise.astype(y.dtype))
+        step = jnp.clip(step.astype(jnp.int32), 0, top)
+        if bits == 4 and not signed:
+            return (jnp.maximum(step, 1) - 1).astype(jnp.uint8)
+        if not signed:
+            return step.astype(jnp.uint8)
+        n_pos = top - 1
+        return jnp.where(y < 0, n_pos - jnp.minimum(step, n_pos), n_pos + step).astype(jnp.uint8)
     if bits == 4 and not signed:  # the linear map k / 16, k = 1..16
         k = jnp.floor(y * np.asarray(16, y.dtype) + np.asarray(0.5, y.dtype))
-        code = (jnp.clip(k, 1, 16) - 1).astype(jnp.uint8)
-    else:
-        code = _encode_dynamic(y, bits, signed)
-    if noise is None:
-        return code
-    nearest = code.astype(jnp.int32)
-    value = _decode(nearest, bits, signed).astype(y.dtype)
-    other = jnp.clip(jnp.where(y >= value, nearest + 1, nearest - 1), 0, 2**bits - 1)
-    gap = _decode(other, bits, signed).astype(y.dtype) - value
-    away = (y - value) / jnp.where(gap == 0, np.asarray(1, y.dtype), gap)  # 0 where gap is 0
-    return jnp.where(noise.astype(y.dtype) < away, other, nearest).astype(jnp.uint8)
+        return (jnp.clip(k, 1, 16) - 1).astype(jnp.uint8)
+    return _encode_dynamic(y, bits, signed)
 
 
 def _uniform_noise(y: jax.Array) -> jax.Array:
@@ -349,6 +391,16 @@ def _magnitude_bits(x: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(x, ints) & np.asarray(np.iinfo(ints).max, ints)
 
 
+def _parts(n: int) -> int | None:
+    """Into how many equal sub-blocks of at most 64 numbers a block of ``n`` is cut.
+
+    Four when that works; ``None`` when no count up to 8 does (and for ``n`` over 256).
+    """
+    if n > 256:
+        return None
+    return next((p for p in (4, 5, 6, 7, 8, 2, 3, 1) if n % p == 0 and n // p <= 64), None)
+
+
 def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
     """The largest magnitude of each block of ``b`` along the last axis, as bit patterns.
 
@@ -359,17 +411,20 @@ def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
     integers, order as the magnitudes do (NaN above infinity, as ``max`` propagates
     it); an integer maximum over at most 64 numbers fuses with its producer (XLA splits a
     longer one, and does not duplicate the producer into more than a few sub-blocks).
-    So a block of ``b`` (a power of two) is cut into four sub-blocks whose element-wise
-    maximum is reduced (blocks longer than 256: chunks of 256, then the maximum of their
-    maxima), and a last, shorter block into slices of 64. No padding: a padded copy
-    would be materialized too.
+    So a block of ``b`` (a power of two, or a whole row shorter than ``b`` that
+    :func:`_parts` can cut) is cut into four sub-blocks (up to eight when its length is
+    not a multiple of four) whose element-wise maximum is reduced (blocks longer than
+    256: chunks of 256, then the maximum of their maxima), and a last, shorter block of
+    a longer row into slices of 64. No padding: a padded copy would be materialized too.
     """
     lead, n = x.shape[:-1], x.shape[-1]
+    if n < b and _parts(n):  # a row shorter than a block is one block: the whole-block path
+        b = n
     full, rest = divmod(n, b)
     maxima = []
     if full:
         chunk = min(b, 256)
-        parts = min(chunk, 4)
+        parts = _parts(chunk)
         sub = x[..., : full * b].reshape(*lead, full * (b // chunk), parts, chunk // parts)
         top = functools.reduce(jnp.maximum, [_magnitude_bits(sub[..., i, :]) for i in range(parts)])
         top = jnp.max(top, axis=-1)
@@ -388,19 +443,22 @@ def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
 def _blockwise(op, x: jax.Array, scale: jax.Array, b: int) -> jax.Array:
     """``op(x, s)`` with each number's block scale ``s``: ``scale`` is (..., ceil(n / b)).
 
-    Whole blocks are reshaped to (..., n // b, b) against ``scale[..., None]``: XLA fuses
-    that into the producers and users (a scale broadcast to the flat shape is not), and
-    a last, shorter block is computed on its own and concatenated (no padding).
+    Whole blocks are reshaped to (..., n // b, b) against ``scale[..., None]``. When a
+    last, shorter block remains, the scales are broadcast to (..., ceil(n / b), b),
+    flattened and cut to ``n`` instead: a broadcast, a reshape and a slice, which XLA
+    fuses into the producers and users. (Computing the shorter block on its own and
+    concatenating the two pieces made XLA:CPU materialize both, float32 temporaries the
+    size of the statistic.)
     """
     lead, n = x.shape[:-1], x.shape[-1]
+    if n < b and _parts(n):  # a row shorter than a block is one block, as in _absmax_bits
+        b = n
     full, rest = divmod(n, b)
-    pieces = []
-    if full:
-        whole = x[..., : full * b].reshape(*lead, full, b)
-        pieces.append(op(whole, scale[..., :full, None]).reshape(*lead, full * b))
-    if rest:
-        pieces.append(op(x[..., full * b :], scale[..., full:]))
-    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+    if not rest:
+        return op(x.reshape(*lead, full, b), scale[..., :full, None]).reshape(*lead, n)
+    blocks = full + 1
+    each = jnp.broadcast_to(scale[..., :blocks, None], (*lead, blocks, b))
+    return op(x, each.reshape(*lead, blocks * b)[..., :n])
 
 
 def _pow2_divisor(n: int, cap: int) -> int:

@@ -21,7 +21,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gbopt
-from gbopt._quantize import _decode, _dequantize, _quantize, code_book
+from gbopt._quantize import _code_position, _decode, _dequantize, _quantize, code_book
 
 COLLECTIVE = re.compile(
     r"\s(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
@@ -150,6 +150,22 @@ def test_stochastic_rounding_picks_a_neighbour_and_is_right_on_average(bits, sig
     assert not bad.any(), (x[bad, 0], lower[bad, 0], upper[bad, 0], back.mean(axis=1)[bad])
     again = _quantize(jnp.asarray(x), bits, signed, 8192, jnp.float32, stochastic=True)
     np.testing.assert_array_equal(q.codes, again.codes)  # deterministic: no key
+
+
+@pytest.mark.parametrize("bits, signed", [(8, True), (8, False), (4, True), (4, False)])
+def test_code_positions_count_code_steps_exactly_at_every_code(bits, signed):
+    """Stochastic rounding takes the floor of position + noise: at each non-negative code
+    value the position is that code's index above zero's (4 bits unsigned: above 0)."""
+    book = code_book(bits, signed)
+    values = book[book >= 0]
+    zero = 0 if signed or bits == 8 else -1  # the 4-bit unsigned map starts at 1/16
+    expected = np.arange(len(values)) - zero
+    got = np.asarray(_code_position(jnp.asarray(values), bits, signed), np.float64)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    # linear between codes: the midpoint of two codes is halfway
+    mids = (values[:-1].astype(np.float64) + values[1:]) / 2
+    got = np.asarray(_code_position(jnp.asarray(mids, jnp.float32), bits, signed), np.float64)
+    np.testing.assert_allclose(got, expected[:-1] + 0.5, rtol=0, atol=1e-4)
 
 
 def test_an_all_zero_block_comes_back_zero():
@@ -455,3 +471,32 @@ def test_a_foreign_state_is_refused():
     params = {"w": jnp.ones((4, 4))}
     with pytest.raises(ValueError, match="QuantizeStateState"):
         tx.update(params, gbopt.adam(1e-3).init(params), params)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize(
+    "shape",
+    [(8, 512), (3, 3, 64, 64), (64, 100), (300, 77)],
+    ids=["whole blocks", "conv kernel: rows of 64", "rows of 100", "rows of 77"],
+)
+def test_the_compiled_step_keeps_no_float32_copy_of_a_statistic(shape, bits):
+    """The jitted, donated step's temporaries are a copy of the codes and the scales.
+
+    That is about ``bits / 8`` bytes per parameter and statistic, far under one float32
+    statistic (4). Rows shorter than a block are one block each and go the whole-block
+    way (before, a conv kernel's rows of 64 left two float32 statistics, 16 bytes per
+    parameter, in the temporaries).
+    """
+    params = {"w": jnp.ones(shape, jnp.float32)}
+    n = params["w"].size
+    tx = gbopt.quantize_state(gbopt.adam(1e-3), bits=bits, block_size=256 if bits == 8 else 128)
+    state = tx.init(params)
+    assert isinstance(state.inner_state.inner_state[0].numerator[0].mu["w"], gbopt.QuantizedArray)
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return gbopt.apply_updates(params, updates), state
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
+    codes_and_slack = (2 * bits / 8 + 0.5) * n  # two statistics' codes, scales and counts
+    assert compiled.memory_analysis().temp_size_in_bytes < codes_and_slack

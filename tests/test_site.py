@@ -81,10 +81,16 @@ def _chromium() -> str:
     return path
 
 
+EXECUTED_NOTEBOOK = "01_tour_of_the_optimizers"  # the notebook page checked for outputs
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> pathlib.Path:
     """The site, built once with the README's command (warnings are errors).
 
+    One setting differs: only the notebook whose page is checked below is executed
+    (``-D gbopt_execute_notebooks=...``); ``tests/test_notebooks.py`` executes every
+    notebook already, and executing them twice cost about two minutes of the suite.
     Under pytest-xdist the workers share one build: the first to take the lock builds it
     in their common temporary folder, the others wait and reuse it.
     """
@@ -104,6 +110,7 @@ def site(tmp_path_factory) -> pathlib.Path:
         if not done.exists():
             result = subprocess.run(
                 [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
+                 "-D", f"gbopt_execute_notebooks={EXECUTED_NOTEBOOK}",
                  "-d", str(out / "doctrees"), "docs", str(out / "html")],
                 cwd=ROOT, capture_output=True, text=True, timeout=900,
             )  # fmt: skip
@@ -174,7 +181,7 @@ def test_optimizer_page_renders_math_and_describe(site, tmp_path):
 
 
 def test_notebook_page_renders_math_and_its_plots(site, tmp_path):
-    page = "notebooks/01_tour_of_the_optimizers.html"
+    page = f"notebooks/{EXECUTED_NOTEBOOK}.html"
     verdict = _verdict(_open(site, page, tmp_path))
     _assert_math_rendered(verdict, page, at_least=5)
     plots = [i for i in verdict["images"] if "_images/" in (i["src"] or "")]
@@ -241,3 +248,30 @@ def test_an_undocumented_public_name_is_a_build_warning(missing, caplog):
     with caplog.at_level("WARNING"):
         gbopt_docs.check_api_coverage(None, Env())
     assert not caplog.records
+
+
+def test_executing_only_some_notebooks_excludes_the_others_and_checks_the_names():
+    """``-D gbopt_execute_notebooks``: the others are excluded; a wrong name is an error."""
+    gbopt_docs = _docs_extension()
+    from sphinx.errors import ExtensionError
+
+    class App:
+        confdir = str(ROOT / "docs")
+
+    class Config:
+        gbopt_execute_notebooks = f"{EXECUTED_NOTEBOOK}, 02_gd_sgd_and_minibatches"
+        nb_execution_excludepatterns = ()
+
+    stems = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    gbopt_docs.execute_only(App(), Config)
+    expected = [
+        f"{n}.ipynb" for n in stems if n not in {EXECUTED_NOTEBOOK, "02_gd_sgd_and_minibatches"}
+    ]
+    assert Config.nb_execution_excludepatterns == expected and len(expected) == len(stems) - 2
+    Config.gbopt_execute_notebooks = "all"
+    Config.nb_execution_excludepatterns = ()
+    gbopt_docs.execute_only(App(), Config)
+    assert Config.nb_execution_excludepatterns == ()
+    Config.gbopt_execute_notebooks = "01_tour"
+    with pytest.raises(ExtensionError, match="01_tour.*not notebooks in notebooks/"):
+        gbopt_docs.execute_only(App(), Config)

@@ -29,6 +29,7 @@ from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.directives.other import TocTree
+from sphinx.errors import ExtensionError
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.matching import patfilter
@@ -156,6 +157,28 @@ def copy_notebooks(app: Sphinx, config) -> None:
             dst.write_text(text, encoding="utf-8")
 
 
+def execute_only(app: Sphinx, config) -> None:
+    """``-D gbopt_execute_notebooks=01_tour_of_the_optimizers``: execute only those notebooks.
+
+    The value is ``all`` (the default) or notebook file stems, comma-separated; the other
+    notebooks' pages are built from the stored notebook, without outputs. The tests use
+    it: ``tests/test_notebooks.py`` executes every notebook already, and
+    ``tests/test_site.py`` checks one notebook page's rendered outputs, so its build
+    executes that one only.
+    """
+    wanted = config.gbopt_execute_notebooks.strip()
+    if wanted == "all":
+        return
+    names = sorted(p.stem for p in (pathlib.Path(app.confdir).parent / "notebooks").glob("*.ipynb"))
+    keep = {w.strip() for w in wanted.split(",") if w.strip()}
+    if keep - set(names):
+        raise ExtensionError(
+            f"gbopt_execute_notebooks names {sorted(keep - set(names))}, which are not notebooks "
+            f"in notebooks/; give 'all' or some of {names}, comma-separated."
+        )
+    config.nb_execution_excludepatterns = [f"{n}.ipynb" for n in names if n not in keep]
+
+
 def _site_notebook(text: str) -> str:
     """The notebook as the site shows it: the cell that installs gbopt in Colab is hidden.
 
@@ -262,7 +285,9 @@ def add_mathjax(app: Sphinx, config) -> None:
 def setup(app: Sphinx) -> dict:
     """Register the extension's hooks and its directive."""
     app.connect("config-inited", add_mathjax)
+    app.add_config_value("gbopt_execute_notebooks", "all", "env", types=[str])
     app.connect("config-inited", copy_notebooks)
+    app.connect("config-inited", execute_only)
     app.connect("config-inited", clear_generated)
     app.connect("env-check-consistency", check_api_coverage)
     app.connect("source-read", link_outside_files)
