@@ -2,32 +2,45 @@
 
 Run from the repository root::
 
-    python benchmarks/matrix_lm.py                 # all four, then the table and the plot
+    python benchmarks/matrix_lm.py                 # all five rows, then the table and the plot
     python benchmarks/matrix_lm.py --optimizers muon   # one optimizer: writes its JSON
     python benchmarks/matrix_lm.py --report        # table and plot from the JSON files
     python benchmarks/matrix_lm.py --report --time 5   # first time the best rates side by side
     python benchmarks/matrix_lm.py --smoke         # tiny (used by the tests)
 
 The model and data are ``gbopt.demo.charlm`` (the standard library's ``.py`` files; the
-last 10 % of the bytes held out). The default size (4 layers, width 128, context 64,
-batch 16, 300 steps: 0.87M parameters) is what runs the whole comparison, sweeps
-included, in about 20 minutes on 2 CPU cores.
+last 10 % of the bytes held out). The default size is 4 layers of width 256 (MLP 1024),
+context 64: 3.30M parameters (3.15M in the 16 hidden matrices), trained for 150 steps of
+batch 16 with a validation every 10 steps; the whole comparison, sweeps included, took
+46 minutes on 2 CPU cores shared with other jobs (load average 4-6). ``--d-model 128 --steps 300
+--eval-every 25`` is the earlier 0.87M-parameter comparison (about 20 minutes).
 
-Each optimizer runs a three-point learning-rate grid: its family's usual rate times 1/3,
-1 and 3 (AdamW, Shampoo, SOAP: 3e-3; Muon's matrices: 0.02, with AdamW's part at 3e-3);
-where the best rate is at an edge of the grid, the grid is extended by a factor of 3
-past that edge (up to ``--extend`` times) so that the best rate is bracketed; AdamW's and
-Muon's sweeps run as one ``jax.vmap`` over the rates (Shampoo's and SOAP's preconditioner
+Five rows: AdamW, Muon, SOAP, and Shampoo twice: ``shampoo`` with the defaults of
+``gbopt.shampoo`` (Distributed Shampoo's: RMSProp grafting without bias correction,
+summed momentum) and ``shampoo_adam_graft`` with ``graft_type="adam"`` and
+``moving_average_for_momentum=True``, the setting ``docs/matrix.md`` recommends (the
+defaults take far larger steps than Adam at one rate; that page explains it).
+
+Each optimizer runs a three-point learning-rate grid, a rate times 1/3, 1 and 3, centred
+on the best rate of the 0.87M-parameter sweeps (AdamW and ``shampoo_adam_graft`` 1e-3,
+``shampoo`` 3.3e-4, SOAP 3e-3; Muon's matrices 0.02, with its AdamW part at 3e-3); where
+the best rate is at an edge of the grid, the grid is extended by a factor of 3 past that
+edge (up to ``--extend`` times) so that the best rate is bracketed. AdamW's and Muon's
+sweeps run as one ``jax.vmap`` over the rates (Shampoo's and SOAP's preconditioner
 refresh is a ``lax.cond`` on the step, which ``vmap`` would turn into a refresh at every
-step, so their rates run one after another). The best rate is the one with the lowest
-final validation loss. Its step is then timed alone (``--time-steps`` consecutive steps
-after a warm-up; for Shampoo and SOAP that is 3 preconditioner periods, so the refresh
-is included at its frequency). Separate runs see different loads on a shared machine,
-so ``--report --time N`` then times the four best rates side by side (N rounds, each
-running ``K`` = 10 consecutive steps of every optimizer in random order; the median over
-rounds of the mean step) and the table uses that figure. The wall-clock time to a target
-is the steps to the target (at the evaluation marks) times the step time; evaluation is
-not counted.
+step, so their rates run one after another; a rate added at an edge runs alone). The
+best rate is the one with the lowest final validation loss. Its step is then timed
+alone (``--time-steps`` consecutive steps after a warm-up; for Shampoo and SOAP that is
+3 preconditioner periods, so the refresh is included at its frequency). Separate runs
+see different loads on a shared machine, so ``--report --time N`` then times the best
+rates side by side (N rounds, each running ``K`` = 10 consecutive steps of every
+optimizer in random order, so one refresh of Shampoo's roots or SOAP's bases per round:
+the refresh amortised at its frequency; the median over rounds of the mean step) and the
+table uses that figure, and its ratio to AdamW's. The wall-clock time to a target is the
+steps to the target (at the evaluation marks) times the step time; evaluation is not
+counted. "state B/param" is the optimizer state's bytes over the number of parameters
+(from ``jax.eval_shape`` of ``init``; the embeddings, head, norms and biases keep
+AdamW's 8 bytes in every row).
 
 The target (``--target``; default ``adamw``) is the best AdamW run's final validation
 loss: the table then reads "steps and time to reach AdamW's final quality", the
@@ -59,18 +72,33 @@ from gbopt.demo import charlm  # noqa: E402
 
 K = 10  # the preconditioner period of Shampoo and SOAP
 
+# Each grid is centred on the best rate of the sweeps on the 0.87M-parameter model
+# (benchmarks/RESULTS.md), so that the bigger model's sweeps need fewer rates added at
+# an edge (``--extend`` adds them where the best rate moved).
 OPTIMIZERS = {
     # name: (factory lr -> transform, learning-rate grid, vmappable)
     "adamw": (
         lambda lr: gbopt.chain(gbopt.adam(lr), gbopt.add_decayed_weights(0.0)),
-        (1e-3, 3e-3, 1e-2),
+        (1e-3 / 3, 1e-3, 3e-3),
         True,
     ),
     # the matrices' rate; the AdamW part (embeddings, head, norms, biases) keeps 3e-3
     "muon": (lambda lr: gbopt.muon(lr, adam_learning_rate=3e-3), (0.02 / 3, 0.02, 0.06), True),
     "shampoo": (
         lambda lr: gbopt.shampoo(lr, preconditioning_compute_steps=K),
-        (1e-3, 3e-3, 1e-2),
+        (1e-3 / 9, 1e-3 / 3, 1e-3),
+        False,
+    ),
+    # bias-corrected (Adam) grafting and averaged momentum: an Adam-sized step at one rate
+    # (docs/matrix.md: why the defaults above stall on this model)
+    "shampoo_adam_graft": (
+        lambda lr: gbopt.shampoo(
+            lr,
+            preconditioning_compute_steps=K,
+            graft_type="adam",
+            moving_average_for_momentum=True,
+        ),
+        (1e-3 / 3, 1e-3, 3e-3),
         False,
     ),
     "soap": (lambda lr: gbopt.soap(lr, precondition_frequency=K), (1e-3, 3e-3, 1e-2), False),
@@ -99,10 +127,35 @@ def make_step(make, config, train, batch_size):
     return step
 
 
+_JITTED: dict = {}
+
+
+def jitted(name, config, train, valid, batch_size, vmapped):
+    """One optimizer's jitted step and evaluation (vmapped over rates, or one rate).
+
+    Built once per process (the data are fixed), so that a rate added at an edge of the
+    grid and the timing of the best rate reuse the sweep's compiled code: Shampoo's step
+    takes tens of seconds to compile on this model.
+    """
+    key = (name, config, batch_size, id(train), id(valid), vmapped)
+    if key not in _JITTED:
+        step = make_step(OPTIMIZERS[name][0], config, train, batch_size)
+        evaluate = lambda p: charlm.evaluate(p, valid, config)  # noqa: E731
+        if vmapped:
+            step, evaluate = jax.vmap(step, in_axes=(0, 0, None, 0)), jax.vmap(evaluate)
+        _JITTED[key] = jax.jit(step), jax.jit(evaluate)
+    return _JITTED[key]
+
+
 def run(name, lrs, args, config, train, valid, params, vmapped):
-    """Trains with each rate; returns (eval steps, losses (n_lrs, n_evals), sweep seconds)."""
+    """Trains with each rate; returns (eval steps, losses (n_lrs, n_evals), sweep seconds).
+
+    ``vmapped``: all rates as one ``jax.vmap`` (a single rate runs without it, on the
+    step that :func:`time_steps` reuses).
+    """
     make = OPTIMIZERS[name][0]
-    step = make_step(make, config, train, args.batch_size)
+    vmapped = vmapped and len(lrs) > 1
+    jstep, evaluate = jitted(name, config, train, valid, args.batch_size, vmapped)
     keys = jax.random.split(jax.random.key(args.seed + 1), args.steps)
     marks = list(range(0, args.steps + 1, args.eval_every))
     lrs = jnp.asarray(lrs, jnp.float32)
@@ -111,16 +164,12 @@ def run(name, lrs, args, config, train, valid, params, vmapped):
         n = lrs.shape[0]
         ps = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), params)
         ss = jax.vmap(lambda lr: make(lr).init(params))(lrs)
-        vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0)))
-        veval = jax.jit(jax.vmap(lambda p: charlm.evaluate(p, valid, config)))
-        out = [np.asarray(veval(ps))]
+        out = [np.asarray(evaluate(ps))]
         for i in range(args.steps):
-            ps, ss = vstep(ps, ss, keys[i], lrs)
+            ps, ss = jstep(ps, ss, keys[i], lrs)
             if (i + 1) in marks:
-                out.append(np.asarray(veval(ps)))
+                out.append(np.asarray(evaluate(ps)))
         return marks, np.stack(out, axis=1), time.perf_counter() - t0
-    jstep = jax.jit(step)
-    evaluate = jax.jit(lambda p: charlm.evaluate(p, valid, config))
     curves = []
     for lr in lrs:
         p, s = params, make(lr).init(params)
@@ -133,24 +182,24 @@ def run(name, lrs, args, config, train, valid, params, vmapped):
     return marks, np.asarray(curves), time.perf_counter() - t0
 
 
-def time_steps(name, lr, args, config, train, params):
-    """Per-step seconds of ``n`` consecutive steps of the rate alone (after compile + 1 step)."""
+def time_steps(name, lr, args, config, train, valid, params):
+    """Per-step seconds of ``n`` consecutive steps of the rate alone (after 1 untimed step)."""
     make = OPTIMIZERS[name][0]
-    jstep = jax.jit(make_step(make, config, train, args.batch_size))
+    jstep, _ = jitted(name, config, train, valid, args.batch_size, False)
     keys = jax.random.split(jax.random.key(args.seed + 2), args.time_steps + 1)
     lr = jnp.float32(lr)
     state = make(lr).init(params)
     t0 = time.perf_counter()
     params, state = jstep(params, state, keys[0], lr)
     jax.block_until_ready(params)
-    compile_s = time.perf_counter() - t0
+    first_s = time.perf_counter() - t0  # compiles unless a one-rate run did
     times = []
     for key in keys[1:]:
         t0 = time.perf_counter()
         params, state = jstep(params, state, key, lr)
         jax.block_until_ready(params)
         times.append(time.perf_counter() - t0)
-    return times, compile_s
+    return times, first_s
 
 
 def time_interleaved(results, args, config, train, params, rounds: int) -> dict:
@@ -212,7 +261,8 @@ def run_optimizer(name, args, config, train, valid, params) -> dict:
         sweep_s += more_s
     final = np.where(np.isfinite(losses[:, -1]), losses[:, -1], np.inf)
     best = int(np.argmin(final))
-    times, compile_s = time_steps(name, sweep[best], args, config, train, params)
+    times, first_s = time_steps(name, sweep[best], args, config, train, valid, params)
+    state = jax.eval_shape(OPTIMIZERS[name][0](jnp.float32(sweep[best])).init, params)
     return {
         "name": name,
         "learning_rates": list(sweep),
@@ -221,7 +271,7 @@ def run_optimizer(name, args, config, train, valid, params) -> dict:
         "losses": losses.tolist(),
         "best": best,
         "step_seconds": times,
-        "compile_seconds": compile_s,
+        "first_timed_call_seconds": first_s,
         "sweep_seconds": sweep_s,
         "load_average": [load_before, load_average()],
         "config": {
@@ -230,6 +280,7 @@ def run_optimizer(name, args, config, train, valid, params) -> dict:
         }
         | {"batch_size": args.batch_size, "bytes": args.bytes, "seed": args.seed},
         "params": charlm.count_params(params),
+        "state_bytes": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -261,15 +312,22 @@ def report(results: list[dict], target_arg: str, out: str) -> int:
         f"steps to {target:.3f}",
         f"time to {target:.3f}",
         "time / step",
+        "step / AdamW",
+        "state B/param",
         "sweep wall-clock",
     ]
+
+    def step_of(r):
+        return float(r.get("step_interleaved", np.mean(r["step_seconds"])))
+
     rows = []
     for r in results:
         lrs, best = r["learning_rates"], r["best"]
         curve = np.asarray(r["losses"][best], dtype=float)
         reached = steps_to(r["marks"], curve, target)
-        st = np.asarray(r["step_seconds"])
-        mean = float(r.get("step_interleaved", st.mean()))
+        mean = step_of(r)
+        ratio = "—" if "adamw" not in by else f"{mean / step_of(by['adamw']):.2f}×"
+        state = "—" if "state_bytes" not in r else f"{r['state_bytes'] / r['params']:.2f}"
         rows.append(
             [
                 r["name"],
@@ -279,6 +337,8 @@ def report(results: list[dict], target_arg: str, out: str) -> int:
                 "not reached" if reached is None else str(reached),
                 "—" if reached is None else f"{reached * mean:.1f} s",
                 f"{1e3 * mean:.0f} ms" + ("" if "step_interleaved" in r else " (alone)"),
+                ratio,
+                state,
                 f"{r['sweep_seconds']:.0f} s",
             ]
         )
@@ -335,9 +395,9 @@ def report(results: list[dict], target_arg: str, out: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=25)
-    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=64)

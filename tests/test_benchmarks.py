@@ -174,8 +174,9 @@ def test_matrix_step_smoke_prints_the_table(capsys):
 def test_matrix_lm_smoke_prints_the_table(tmp_path, capsys):
     assert _script("matrix_lm").main(["--smoke", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("adamw", "muon", "shampoo", "soap"):
+    for name in ("adamw", "muon", "shampoo", "shampoo_adam_graft", "soap"):
         assert f"| {name} |" in out
+    assert "| step / AdamW | state B/param |" in out
     assert (tmp_path / "matrix_lm_loss.png").exists()
     # the JSON of each optimizer is what --report reads back
     assert _script("matrix_lm").main(["--smoke", "--out", str(tmp_path), "--report"]) == 0

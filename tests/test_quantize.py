@@ -480,12 +480,13 @@ def test_a_foreign_state_is_refused():
     ids=["whole blocks", "conv kernel: rows of 64", "rows of 100", "rows of 77"],
 )
 def test_the_compiled_step_keeps_no_float32_copy_of_a_statistic(shape, bits):
-    """The jitted, donated step's temporaries are a copy of the codes and the scales.
+    """The jitted, donated step's temporaries hold at most a byte per number, no float32.
 
-    That is about ``bits / 8`` bytes per parameter and statistic, far under one float32
-    statistic (4). Rows shorter than a block are one block each and go the whole-block
-    way (before, a conv kernel's rows of 64 left two float32 statistics, 16 bytes per
-    parameter, in the temporaries).
+    At 8 bits they are a copy of the codes (XLA copies donated codes before overwriting
+    them), at 4 bits the codes unpacked to a byte each; plus the scales: about one byte
+    per parameter and statistic, far under one float32 statistic (4). Rows shorter than
+    a block are one block each and go the whole-block way (before, a conv kernel's rows
+    of 64 left two float32 statistics, 16 bytes per parameter, in the temporaries).
     """
     params = {"w": jnp.ones(shape, jnp.float32)}
     n = params["w"].size
@@ -498,5 +499,5 @@ def test_the_compiled_step_keeps_no_float32_copy_of_a_statistic(shape, bits):
         return gbopt.apply_updates(params, updates), state
 
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
-    codes_and_slack = (2 * bits / 8 + 0.5) * n  # two statistics' codes, scales and counts
+    codes_and_slack = (2 + 0.5) * n  # a byte per number of two statistics, the scales
     assert compiled.memory_analysis().temp_size_in_bytes < codes_and_slack
