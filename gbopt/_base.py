@@ -196,6 +196,31 @@ def info_of(tx: Any) -> TransformInfo | None:
     return getattr(tx, "__dict__", {}).get("info")
 
 
+def declare_powers(tx: GradientTransformation, *decays: Any) -> GradientTransformation:
+    r"""Records on ``tx`` the decays :math:`\beta` whose :math:`1 - \beta^t` its update reads.
+
+    A step owner (:func:`gbopt.with_step_count`) computes them together, as one vector
+    (:func:`gbopt._numerics.shared_powers`); the piece still computes any it is not given.
+    """
+    tx.__dict__["powers"] = tuple(decays)
+    return tx
+
+
+def declared_powers(tx: Any) -> list:
+    """The decays declared (:func:`declare_powers`) by ``tx`` and the pieces it is built from."""
+    out, stack, seen = [], [tx], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        out.extend(getattr(t, "__dict__", {}).get("powers", ()))
+        info = info_of(t)
+        if info is not None:
+            stack.extend(info.children)
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # The step count: kept once, by a step owner, and handed to the pieces that need it.
 

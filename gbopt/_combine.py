@@ -46,6 +46,7 @@ from gbopt._base import (
     GradientTransformation,
     StepCountState,
     as_transform,
+    declared_powers,
     expect_state,
     sharing_step,
     step_is_shared,
@@ -187,6 +188,8 @@ def with_step_count(transform: Any) -> GradientTransformation:
             f"gbopt.bias_correction(0.9))`); got {type(transform).__name__}: {transform!r}."
         )
 
+    powers = declared_powers(inner)
+
     def init_fn(params):
         if step_is_shared():
             return inner.init(params)
@@ -199,9 +202,10 @@ def with_step_count(transform: Any) -> GradientTransformation:
             return inner.update(updates, state, params, **extra_args)  # nested in an owner
         expect_state(state, StepCountState, "with_step_count")
         count = _numerics.safe_increment(state.count)
-        updates, inner_state = inner.update(
-            updates, state.inner_state, params, **{**extra_args, STEP_KEY: count}
-        )
+        with _numerics.shared_powers(count, powers, _dtypes.compute_dtypes(updates)):
+            updates, inner_state = inner.update(
+                updates, state.inner_state, params, **{**extra_args, STEP_KEY: count}
+            )
         return updates, StepCountState(count, inner_state)
 
     return with_info(

@@ -141,6 +141,20 @@ def cast_tree(tree: Any, dtype_fn: Callable = state_dtype) -> Any:
     return jax.tree.map(lambda x: cast(x, dtype_fn(jnp.result_type(x))), tree)
 
 
+def compute_dtypes(tree: Any) -> list[np.dtype]:
+    """The real compute dtypes (:func:`state_dtype`, real part) of the inexact leaves of ``tree``.
+
+    In the order of the leaves (so that a program built from them is the same every time).
+    """
+    # The arrays' dtypes first (a few), then the cached policy functions.
+    kinds = dict.fromkeys(
+        x.dtype if isinstance(x, jax.Array) else jnp.result_type(x) for x in jax.tree.leaves(tree)
+    )
+    return list(
+        dict.fromkeys(real_dtype(state_dtype(d)) for d in kinds if jnp.issubdtype(d, jnp.inexact))
+    )
+
+
 def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[np.dtype], Any]:
     """``fn(dtype)`` memoized by dtype; make a fresh one in each ``update`` call.
 

@@ -22,6 +22,7 @@ from gbopt._base import (
     GradientTransformation,
     ScalarOrSchedule,
     check_step_argument,
+    declare_powers,
     elementwise,
     with_info,
 )
@@ -284,13 +285,16 @@ def bias_correction(decay: float | jax.Array, *, step: Any = None) -> GradientTr
     """
     _validate.decay_rate("decay", decay)
     check_step_argument("bias_correction", step)
-    return elementwise(
-        "bias_correction",
-        lambda u, pre: u / pre,
-        needs_step=True,
-        prepare=lambda dtype, step: _numerics.one_minus_power(
-            decay, step, _dtypes.real_dtype(dtype)
+    return declare_powers(
+        elementwise(
+            "bias_correction",
+            lambda u, pre: _numerics.debias(u, pre),
+            needs_step=True,
+            prepare=lambda dtype, step: _numerics.bias_factor(
+                decay, step, _dtypes.real_dtype(dtype)
+            ),
+            hyperparams={"decay": decay},
+            math=r"\frac{u}{1 - \rho^t}",
         ),
-        hyperparams={"decay": decay},
-        math=r"\frac{u}{1 - \rho^t}",
+        decay,
     )

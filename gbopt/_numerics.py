@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
@@ -21,7 +24,9 @@ def safe_increment(count: jax.Array) -> jax.Array:
     quantity at its limit value, which is correct to the precision of the format.
     """
     limit = jnp.iinfo(count.dtype).max
-    return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
+    # lax.select rather than jnp.where: the same operations, without the nested jit call
+    # that jnp.where adds to the program (lowered and inlined again in every compile).
+    return jax.lax.select(count < limit, count + 1, count)
 
 
 def one_minus_power(decay, step: jax.Array, dtype) -> jax.Array:
@@ -33,13 +38,101 @@ def one_minus_power(decay, step: jax.Array, dtype) -> jax.Array:
     step is off by 6.7e-6). When ``decay`` is a Python number, ``log(beta)`` is taken in
     float64 at trace time, so only the final rounding to ``dtype`` remains (about 1e-7).
     """
-    t = step.astype(dtype)
     if isinstance(decay, numbers.Real) and not isinstance(decay, bool):
         if decay == 0.0:
             return jnp.ones([], dtype)
-        return -jnp.expm1(t * jnp.asarray(math.log(decay), dtype))
+        return -jnp.expm1(step.astype(dtype) * jnp.asarray(math.log(decay), dtype))
+    t = step.astype(dtype)
     decay = jnp.asarray(decay).astype(dtype)
     return -jnp.expm1(t * jnp.log(decay))
+
+
+def bias_factor(decay, step: jax.Array, dtype) -> tuple[jax.Array, bool]:
+    r"""The factor of a bias correction at ``step``: ``(value, inverse)`` for :func:`debias`.
+
+    Inside a step owner that shares its decays (:func:`shared_powers`), the element of its
+    vector :math:`1 / (1 - \beta^t)` (``inverse`` True: the correction multiplies by it);
+    otherwise :math:`1 - \beta^t` from :func:`one_minus_power` (``inverse`` False: the
+    correction divides by it, as optax does, to the last bit). The product and the quotient
+    differ by at most one rounding (an ulp of the corrected statistic).
+    """
+    table = _POWERS.get()
+    if table is not None and step is table.step:
+        shared = table.get(decay, dtype)
+        if shared is not None:
+            return shared, True
+    return one_minus_power(decay, step, dtype), False
+
+
+def debias(x: jax.Array, factor: tuple[jax.Array, bool]) -> jax.Array:
+    """``x`` corrected by a :func:`bias_factor`: ``x / (1 - b^t)``, in ``x``'s dtype."""
+    value, inverse = factor
+    value = value.astype(x.dtype)
+    return x * value if inverse else x / value
+
+
+class _PowerTable:
+    r""":math:`1 / (1 - \beta^t)` for every declared decay at one step, one vector per dtype."""
+
+    def __init__(self, step: jax.Array, decays: tuple[float, ...]):
+        self.step = step
+        self.index = {d: i for i, d in enumerate(decays)}
+        self.logs = [math.log(d) for d in decays]
+        self.vectors: dict = {}
+
+    def compute(self, dtype) -> None:
+        dtype = jnp.dtype(dtype)
+        if dtype not in self.vectors:
+            t = self.step.astype(dtype)
+            self.vectors[dtype] = 1 / -jnp.expm1(t * jnp.asarray(self.logs, dtype))
+
+    def get(self, decay: float, dtype) -> jax.Array | None:
+        """The element for ``decay`` in ``dtype``; None if not computed in the owner."""
+        if not (isinstance(decay, numbers.Real) and not isinstance(decay, bool)):
+            return None
+        i = self.index.get(float(decay))
+        vector = self.vectors.get(jnp.dtype(dtype))
+        return None if i is None or vector is None else vector[i]
+
+
+_POWERS: contextvars.ContextVar[_PowerTable | None] = contextvars.ContextVar(
+    "gbopt_powers", default=None
+)
+
+
+@contextlib.contextmanager
+def shared_powers(step: jax.Array, decays: Iterable[Any], dtypes: Iterable[Any]) -> Iterator[None]:
+    r"""Inside it, :func:`bias_factor` at ``step`` reads one vector for ``decays``.
+
+    A step owner (:func:`gbopt.with_step_count`) knows, from the pieces it holds, which
+    decays :math:`\beta` they debias with. Computed one by one, each :math:`1 - \beta^t`
+    is a scalar kernel of its own in the compiled step (Adam has two, its count a third),
+    and XLA compiles each kernel separately: on CPU a scalar kernel costs about as much
+    compile time as a loop over millions of elements. Here the factors
+    :math:`1 / (1 - \beta^t)` are one ``expm1`` and one division over a vector, one
+    kernel, computed in each of ``dtypes`` before the pieces run (so that no piece
+    computes it inside a ``lax.cond`` branch or a nested trace and leaks it); each piece
+    reads its element (the same ``expm1`` of the same numbers as its own would be).
+    Decays that are not Python numbers (arrays, schedules) are left to each piece.
+    """
+    numbers_ = sorted(
+        {
+            float(d)
+            for d in decays
+            if isinstance(d, numbers.Real) and not isinstance(d, bool) and 0.0 < d < 1.0
+        }
+    )
+    if len(numbers_) < 2:  # one decay: nothing to share
+        yield
+        return
+    table = _PowerTable(step, tuple(numbers_))
+    for dtype in dtypes:
+        table.compute(dtype)
+    token = _POWERS.set(table)
+    try:
+        yield
+    finally:
+        _POWERS.reset(token)
 
 
 _TRACE_ERRORS = (
@@ -108,7 +201,12 @@ def moving_average(
     new = cast(new, dtype)
     out = old + complement(decay, dtype) * (new - old)
     if keep_infinite:
-        return jnp.where(jnp.isinf(old), old, out)
+        if jnp.iscomplexobj(old):
+            return jnp.where(jnp.isinf(old), old, out)
+        # What jnp.where(jnp.isinf(old), old, out) computes, without its two nested jit
+        # calls per leaf (each lowered as a function of its own and inlined again by XLA).
+        infinite = jax.lax.eq(jax.lax.abs(old), jnp.asarray(jnp.inf, dtype))
+        return jax.lax.select(infinite, old, out)
     return out
 
 

@@ -74,7 +74,7 @@ def optimistic_gradient(
 
     def rule(u, previous, *, pre):
         a, b, first = pre
-        previous = jnp.where(first, u, previous)
+        previous = jax.lax.select(first, u, previous)  # jnp.where without a nested jit
         return (a + b).astype(u.dtype) * u - b.astype(u.dtype) * previous, u
 
     return statistic(

@@ -9,7 +9,7 @@ from gbopt import _dtypes, _validate
 from gbopt._base import EMPTY_STATE, GradientTransformation, ScalarOrSchedule, named, with_info
 from gbopt._combine import chain
 from gbopt._maps import scale_by_learning_rate
-from gbopt._regularize import global_norm
+from gbopt._regularize import global_squared_norm
 
 _VARIANTS = ("sps", "sps+")
 _TINY = float(jnp.finfo(jnp.float64).eps)
@@ -66,8 +66,7 @@ def scale_by_polyak(
                 "`update(grads, state, params, value=loss)` (Polyak's step size is "
                 "(f(w) - f_min) / ||g||^2)."
             )
-        norm = global_norm(updates)
-        sq = norm * norm
+        sq = global_squared_norm(updates)
         dtype = sq.dtype
         gap = jnp.asarray(extra_args["value"]).astype(dtype) - jnp.asarray(f_min, dtype)
         if variant == "sps+":

@@ -24,6 +24,15 @@ def global_norm(tree: Any) -> jax.Array:
     Real, also for complex leaves: :math:`\|u\|^2 = \sum |u_j|^2 = \sum u_j \bar u_j`
     (as ``optax.global_norm``; ``u * u`` of a complex number is not its squared modulus).
     """
+    return jnp.sqrt(global_squared_norm(tree))
+
+
+def global_squared_norm(tree: Any) -> jax.Array:
+    r""":math:`\sum_i \|u_i\|^2` over all leaves (>= float32, real): :func:`global_norm` squared.
+
+    For rules that need the square (Polyak's step size): squaring the root instead adds
+    a rounding and a square root to the compiled step.
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
@@ -35,7 +44,7 @@ def global_norm(tree: Any) -> jax.Array:
         wide = dtype if jnp.iscomplexobj(x) else real
         return jnp.sum(_numerics.abs_square(_dtypes.cast(x, wide)))
 
-    return jnp.sqrt(sum(squares(x) for x in leaves))
+    return sum(squares(x) for x in leaves)
 
 
 def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:

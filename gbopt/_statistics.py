@@ -141,7 +141,7 @@ def ema(
 
     def debiased(u, s, pre):
         s = _numerics.moving_average(s, u, decay)
-        return s / pre, s
+        return _numerics.debias(s, pre), s
 
     return statistic(
         "ema",
@@ -151,9 +151,7 @@ def ema(
         dtype=dtype,
         follows_params=("mu",),
         needs_step=True,
-        prepare=lambda dtype_, step: _numerics.one_minus_power(
-            decay, step, _dtypes.real_dtype(dtype_)
-        ),
+        prepare=lambda dtype_, step: _numerics.bias_factor(decay, step, _dtypes.real_dtype(dtype_)),
         hyperparams={"decay": decay, "debias": True},
         math=r"s \leftarrow \rho s + (1 - \rho) u;\quad u \leftarrow \frac{s}{1 - \rho^t}",
     )
@@ -403,7 +401,12 @@ def _momentum_at(b1, log_decay: Any, t: jax.Array, dtype) -> jax.Array:
     r"""Dozat's schedule :math:`\mu_t = \beta_1 (1 - \tfrac12 \cdot 0.96^{t\psi})`.
 
     ``log_decay`` is :math:`\psi \log 0.96`, so :math:`0.96^{t\psi}` = ``exp(t * log_decay)``.
+    With ``momentum_decay=inf`` (``log_decay`` is -inf) that is 0 at every step
+    :math:`t \ge 1` and :math:`\mu_t = \beta_1`, returned as a constant: no exponential
+    traced into the step (one scalar kernel less to compile), the same value.
     """
+    if isinstance(log_decay, float) and log_decay == -math.inf:
+        return _dtypes.scalar(b1, dtype)
     power = jnp.exp(t.astype(dtype) * _dtypes.scalar(log_decay, dtype))
     return _dtypes.scalar(b1, dtype) * (1 - jnp.asarray(0.5, dtype) * power)
 
@@ -464,7 +467,12 @@ def nadam_momentum(
         mu_t = _momentum_at(b1, log_decay, step, dtype_)
         mu_next = _momentum_at(b1, log_decay, step + 1, dtype_)
         product = mu_product * mu_t
-        return (1 - mu_t) / (1 - product), mu_next / (1 - product * mu_next), product
+        # Both coefficients as one vector, (1 - mu_t) / (1 - product * 1) and
+        # mu_next / (1 - product * mu_next): one scalar kernel in the compiled step, not two.
+        one = jnp.ones([], dtype_)
+        numerators = jnp.stack([1 - jnp.asarray(mu_t, dtype_), jnp.asarray(mu_next, dtype_)])
+        coefficients = numerators / (1 - product * jnp.stack([one, jnp.asarray(mu_next, dtype_)]))
+        return coefficients[0], coefficients[1], product
 
     def rule(u, m, product, pre):
         coef_grad, coef_mu, product = pre

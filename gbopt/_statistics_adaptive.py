@@ -25,7 +25,13 @@ import jax
 import jax.numpy as jnp
 
 from gbopt import _dtypes, _numerics, _validate
-from gbopt._base import GradientTransformation, check_step_argument, elementwise, statistic
+from gbopt._base import (
+    GradientTransformation,
+    check_step_argument,
+    declare_powers,
+    elementwise,
+    statistic,
+)
 
 # ---------------------------------------------------------------- trust ratio (LARS, LAMB)
 
@@ -155,7 +161,9 @@ def rectification(
 
     def fn(d, pre):
         active, r = pre
-        return jnp.where(active, d / r.astype(d.dtype), jnp.ones([], d.dtype))
+        rectified = d / r.astype(d.dtype)
+        # lax.select: jnp.where's operations without its nested jit call per leaf.
+        return jax.lax.select(active, rectified, jnp.ones_like(rectified))
 
     return elementwise(
         "rectification",
@@ -309,25 +317,27 @@ def scale_by_belief(
     check_step_argument("scale_by_belief", step)
 
     def prepare(dtype, step):
+        # The factors 1 / (1 - b^t), shared with the step owner's vector when it has one.
         real = _dtypes.real_dtype(dtype)
-        c1 = _numerics.one_minus_power(b1, step, real)
-        c2 = _numerics.one_minus_power(b2, step, real)
-        c1_next = _numerics.one_minus_power(b1, _numerics.safe_increment(step), real)
-        return c1, c1_next, c2
+        c1 = _numerics.bias_factor(b1, step, real)
+        c2 = _numerics.bias_factor(b2, step, real)
+        if not nesterov:
+            return c1, c1, c2
+        return c1, _numerics.bias_factor(b1, _numerics.safe_increment(step), real), c2
 
     def rule(u, m, s, pre):
-        c1, c1_next, c2 = (c.astype(s.dtype) for c in pre)
+        c1, c1_next, c2 = pre
         m = _numerics.moving_average(m, u, b1)
         s = _numerics.moving_average(s, _numerics.abs_square(u - m), b2)
         s = s + _dtypes.scalar(eps_root, s.dtype)
         if nesterov:
             b = _dtypes.scalar(b1, s.dtype).astype(m.dtype)
-            numerator = b * (m / c1_next.astype(m.dtype)) + _dtypes.complement(b1, s.dtype).astype(
+            numerator = b * _numerics.debias(m, c1_next) + _dtypes.complement(b1, s.dtype).astype(
                 m.dtype
-            ) * (u / c1.astype(m.dtype))
+            ) * _numerics.debias(u, c1)
         else:
-            numerator = m / c1.astype(m.dtype)
-        denominator = jnp.sqrt(s / c2) + _dtypes.scalar(eps, s.dtype)
+            numerator = _numerics.debias(m, c1)
+        denominator = jnp.sqrt(_numerics.debias(s, c2)) + _dtypes.scalar(eps, s.dtype)
         return numerator / denominator.astype(numerator.dtype), m, s
 
     first = (
@@ -335,18 +345,28 @@ def scale_by_belief(
         if nesterov
         else r"\frac{m / (1 - \beta_1^t)}"
     )
-    return statistic(
-        "scale_by_belief",
-        ScaleByBeliefState,
-        rule,
-        real=("nu",),
-        needs_step=True,
-        prepare=prepare,
-        hyperparams={"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root, "nesterov": nesterov},
-        math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad s \leftarrow \beta_2 s + "
-        r"(1 - \beta_2) |u - m|^2 + \epsilon;\quad u \leftarrow "
-        + first
-        + r"{\sqrt{s / (1 - \beta_2^t)} + \delta}",
+    return declare_powers(
+        statistic(
+            "scale_by_belief",
+            ScaleByBeliefState,
+            rule,
+            real=("nu",),
+            needs_step=True,
+            prepare=prepare,
+            hyperparams={
+                "b1": b1,
+                "b2": b2,
+                "eps": eps,
+                "eps_root": eps_root,
+                "nesterov": nesterov,
+            },
+            math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad s \leftarrow \beta_2 s + "
+            r"(1 - \beta_2) |u - m|^2 + \epsilon;\quad u \leftarrow "
+            + first
+            + r"{\sqrt{s / (1 - \beta_2^t)} + \delta}",
+        ),
+        b1,
+        b2,
     )
 
 
@@ -425,13 +445,19 @@ class AdanMomentumState(NamedTuple):
 
 def _difference(u, previous, first):
     """``u - previous``, 0 at the first step (there is no previous gradient)."""
-    return jnp.where(first, jnp.zeros([], u.dtype), u - previous)
+    difference = u - previous
+    # lax.select: jnp.where's operations without its nested jit call per leaf.
+    return jax.lax.select(first, jnp.zeros_like(difference), difference)
 
 
 def _adan_debiasing(b1, b2, step, real) -> tuple:
-    r"""Adan's coefficients :math:`1 - \beta_1^t` and :math:`(1-\beta_2)/(1-\beta_2^t)`."""
-    c1 = _numerics.one_minus_power(b1, step, real)
-    return c1, _dtypes.complement(b2, real) / _numerics.one_minus_power(b2, step, real)
+    r"""Adan's bias factor of :math:`m` and its coefficient :math:`(1-\beta_2)/(1-\beta_2^t)`.
+
+    The first is a :func:`gbopt._numerics.bias_factor` (for :func:`gbopt._numerics.debias`).
+    """
+    c2, inverse = _numerics.bias_factor(b2, step, real)
+    complement = _dtypes.complement(b2, real)
+    return _numerics.bias_factor(b1, step, real), complement * c2 if inverse else complement / c2
 
 
 def _adan_numerator(u, m, v, difference, b1, b2, c1, c2) -> tuple:
@@ -442,7 +468,7 @@ def _adan_numerator(u, m, v, difference, b1, b2, c1, c2) -> tuple:
     """
     m = _numerics.moving_average(m, u, b1)
     v = _numerics.moving_average(v, difference, b2)
-    return m / c1.astype(m.dtype) + c2.astype(v.dtype) * v, m, v
+    return _numerics.debias(m, c1) + c2.astype(v.dtype) * v, m, v
 
 
 def adan_momentum(
@@ -491,17 +517,21 @@ def adan_momentum(
         out, m, v = _adan_numerator(u, m, v, _difference(u, previous, first), b1, b2, c1, c2)
         return out, m, v, u
 
-    return statistic(
-        "adan_momentum",
-        AdanMomentumState,
-        rule,
-        follows_params=AdanMomentumState._fields,
-        needs_step=True,
-        prepare=prepare,
-        hyperparams={"b1": b1, "b2": b2},
-        math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad v \leftarrow \beta_2 v + "
-        r"(1 - \beta_2)(u - u_{-1});\quad u \leftarrow \frac{m}{1 - \beta_1^t} + "
-        r"(1 - \beta_2) \frac{v}{1 - \beta_2^t}",
+    return declare_powers(
+        statistic(
+            "adan_momentum",
+            AdanMomentumState,
+            rule,
+            follows_params=AdanMomentumState._fields,
+            needs_step=True,
+            prepare=prepare,
+            hyperparams={"b1": b1, "b2": b2},
+            math=r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad v \leftarrow \beta_2 v + "
+            r"(1 - \beta_2)(u - u_{-1});\quad u \leftarrow \frac{m}{1 - \beta_1^t} + "
+            r"(1 - \beta_2) \frac{v}{1 - \beta_2^t}",
+        ),
+        b1,
+        b2,
     )
 
 
@@ -627,7 +657,7 @@ def scale_by_adan(
 
     def prepare(dtype, step):
         real = _dtypes.real_dtype(dtype)
-        c3 = _numerics.one_minus_power(b3, step, real)
+        c3 = _numerics.bias_factor(b3, step, real)
         return (*_adan_debiasing(b1, b2, step, real), c3, step == 1)
 
     def rule(u, m, v, n, previous, pre):
@@ -636,26 +666,31 @@ def scale_by_adan(
         numerator, m, v = _adan_numerator(u, m, v, difference, b1, b2, c1, c2)
         extrapolated = u + _dtypes.complement(b2, n.dtype).astype(u.dtype) * difference
         n = _numerics.moving_average(n, _numerics.abs_square(extrapolated), b3, keep_infinite=True)
-        denominator = jnp.sqrt(n / c3.astype(n.dtype) + _dtypes.scalar(eps_root, n.dtype))
+        denominator = jnp.sqrt(_numerics.debias(n, c3) + _dtypes.scalar(eps_root, n.dtype))
         denominator = denominator + _dtypes.scalar(eps, n.dtype)
         return numerator / denominator.astype(numerator.dtype), m, v, n, u
 
-    return statistic(
-        "scale_by_adan",
-        ScaleByAdanState,
-        rule,
-        real=("nu",),
-        follows_params=("mu", "delta", "previous"),
-        needs_step=True,
-        prepare=prepare,
-        hyperparams={"b1": b1, "b2": b2, "b3": b3, "eps": eps, "eps_root": eps_root},
-        math=r"\Delta = u - p \text{ (0 at the first step)};\quad "
-        r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad "
-        r"v \leftarrow \beta_2 v + (1 - \beta_2) \Delta;\quad "
-        r"n \leftarrow \beta_3 n + (1 - \beta_3) |u + (1 - \beta_2) \Delta|^2;\quad "
-        r"p \leftarrow u;\quad "
-        r"u \leftarrow \frac{m / (1 - \beta_1^t) + (1 - \beta_2) v / (1 - \beta_2^t)}"
-        r"{\sqrt{n / (1 - \beta_3^t) + \epsilon} + \delta}",
+    return declare_powers(
+        statistic(
+            "scale_by_adan",
+            ScaleByAdanState,
+            rule,
+            real=("nu",),
+            follows_params=("mu", "delta", "previous"),
+            needs_step=True,
+            prepare=prepare,
+            hyperparams={"b1": b1, "b2": b2, "b3": b3, "eps": eps, "eps_root": eps_root},
+            math=r"\Delta = u - p \text{ (0 at the first step)};\quad "
+            r"m \leftarrow \beta_1 m + (1 - \beta_1) u;\quad "
+            r"v \leftarrow \beta_2 v + (1 - \beta_2) \Delta;\quad "
+            r"n \leftarrow \beta_3 n + (1 - \beta_3) |u + (1 - \beta_2) \Delta|^2;\quad "
+            r"p \leftarrow u;\quad "
+            r"u \leftarrow \frac{m / (1 - \beta_1^t) + (1 - \beta_2) v / (1 - \beta_2^t)}"
+            r"{\sqrt{n / (1 - \beta_3^t) + \epsilon} + \delta}",
+        ),
+        b1,
+        b2,
+        b3,
     )
 
 
