@@ -232,7 +232,7 @@ def _code_position(y: jax.Array, bits: int, signed: bool) -> jax.Array:
     :math:`\max(y, 0)`. Computed from the map's construction, without decoding a code:
     in decade :math:`e` (found by comparing with each decade's first value) the
     :math:`K_e = 2^{e + c}` values are evenly spaced, :math:`\delta_e = 0.9 \cdot
-    10^{e - E + 1} / K_e` apart from :math:`10^{e - E + 1} (0.1 + \delta_e / 2)` on;
+    10^{e - E + 1} / K_e` apart from :math:`0.1 \cdot 10^{e - E + 1} + \delta_e / 2` on;
     the next decade's first value is :math:`3 \delta_e` above the last one (the code
     for 1, :math:`\delta_e / 2` above, after the last decade), and the first value of
     decade 0 is reached linearly from 0. The positions of the code values themselves
