@@ -401,6 +401,15 @@ def _parts(n: int) -> int | None:
     return next((p for p in (4, 5, 6, 7, 8, 2, 3, 1) if n % p == 0 and n // p <= 64), None)
 
 
+def _row_block(n: int, b: int) -> int:
+    """The block along a last axis of ``n``: a row shorter than ``b`` is one block.
+
+    Such a row then goes the whole-block way (one reshape, fused by XLA) instead of the
+    way of a shorter last block, when :func:`_parts` can cut it; the blocks are the same.
+    """
+    return n if n < b and _parts(n) else b
+
+
 def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
     """The largest magnitude of each block of ``b`` along the last axis, as bit patterns.
 
@@ -418,8 +427,7 @@ def _absmax_bits(x: jax.Array, b: int) -> jax.Array:
     a longer row into slices of 64. No padding: a padded copy would be materialized too.
     """
     lead, n = x.shape[:-1], x.shape[-1]
-    if n < b and _parts(n):  # a row shorter than a block is one block: the whole-block path
-        b = n
+    b = _row_block(n, b)
     full, rest = divmod(n, b)
     maxima = []
     if full:
@@ -451,8 +459,7 @@ def _blockwise(op, x: jax.Array, scale: jax.Array, b: int) -> jax.Array:
     size of the statistic.)
     """
     lead, n = x.shape[:-1], x.shape[-1]
-    if n < b and _parts(n):  # a row shorter than a block is one block, as in _absmax_bits
-        b = n
+    b = _row_block(n, b)
     full, rest = divmod(n, b)
     if not rest:
         return op(x.reshape(*lead, full, b), scale[..., :full, None]).reshape(*lead, n)
