@@ -35,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _harness as h  # noqa: E402
 
 # Rounds x steps per round, per mode; a time budget per measurement caps slow machines.
+# Sessions per comparison (see _harness.compare): two, in opposite creation orders; the
+# smoke run (which only proves that the script runs) has one, so each step compiles once.
 SETTINGS = {
     "full": dict(
         rounds=1000,
@@ -42,9 +44,14 @@ SETTINGS = {
         counts=(100, 300, 1000, 3000),
         compile_reps=3,
         compile_budget_s=8,
+        sessions=2,
     ),
-    "quick": dict(rounds=200, budget_s=0.6, counts=(100, 300), compile_reps=1, compile_budget_s=0),
-    "smoke": dict(rounds=2, budget_s=1.0, counts=(10,), compile_reps=1, compile_budget_s=0),
+    "quick": dict(
+        rounds=200, budget_s=0.6, counts=(100, 300), compile_reps=1, compile_budget_s=0, sessions=2
+    ),
+    "smoke": dict(
+        rounds=2, budget_s=1.0, counts=(10,), compile_reps=1, compile_budget_s=0, sessions=1
+    ),
 }
 
 
@@ -103,7 +110,13 @@ def bench_workload(
         }
         if bandwidth is not None and wl.leaves == 1:
             factories["in-place kernel"] = lambda: bandwidth
-        t = h.compare(factories, rounds=s["rounds"], budget_s=s["budget_s"], keep=_jax_info)
+        t = h.compare(
+            factories,
+            rounds=s["rounds"],
+            budget_s=s["budget_s"],
+            keep=_jax_info,
+            sessions=s["sessions"],
+        )
         (g_stats, g_state), (o_stats, o_state) = t.info["gbopt"][0], t.info["optax"][0]
         g_c, o_c = compile_times(opt, params, t, s["compile_budget_s"])
         r = t.ratio("gbopt", "optax")
@@ -114,7 +127,12 @@ def bench_workload(
                 name: (lambda f=f: h.TorchRunner(f, params, grads))
                 for name, f in opt.torch().items()
             }
-            tt = h.compare(torch_factories, rounds=s["rounds"], budget_s=s["budget_s"] / 2)
+            tt = h.compare(
+                torch_factories,
+                rounds=s["rounds"],
+                budget_s=s["budget_s"] / 2,
+                sessions=s["sessions"],
+            )
             for i, name in enumerate(("torch foreach", "torch fused")):
                 if name in torch_factories:
                     ratio_to_optax = tt.median(name) / t.median("optax")
@@ -354,6 +372,7 @@ def bench_scan_vmap(mode: str, out) -> None:
     n_lr = 4 if mode == "smoke" else 64
     reps = 1 if mode == "smoke" else 3 if mode == "quick" else 9
     budget = 0.5 if mode == "smoke" else 1.5 if mode == "quick" else 10.0
+    sessions = SETTINGS[mode]["sessions"]
     emit(out, "## Whole runs as one compiled call, sweeps as one vmapped call\n")
     emit(
         out,
@@ -389,13 +408,17 @@ def bench_scan_vmap(mode: str, out) -> None:
             return runner
 
         loops = h.compare(
-            {lib: (lambda lib=lib: loop_runner(lib)) for lib in libs}, rounds=reps, budget_s=budget
+            {lib: (lambda lib=lib: loop_runner(lib)) for lib in libs},
+            rounds=reps,
+            budget_s=budget,
+            sessions=sessions,
         )
         scans = h.compare(
             {lib: (lambda lib=lib: scan_runner(lib)) for lib in libs},
             rounds=1000,
             budget_s=budget,
             keep=lambda r: (r.compile_s, r.result[0]),
+            sessions=sessions,
         )
         cells = []
         for lib in libs:
@@ -525,7 +548,13 @@ def bench_catalog_b(mode: str, s: dict, out: list[str], names: list[str] | None 
                     o.optax(), optax.apply_updates, p, g, donate=d
                 ),
             }
-            t = h.compare(factories, rounds=s["rounds"], budget_s=s["budget_s"], keep=_jax_info)
+            t = h.compare(
+                factories,
+                rounds=s["rounds"],
+                budget_s=s["budget_s"],
+                keep=_jax_info,
+                sessions=s["sessions"],
+            )
             g_c, o_c = compile_times(opt, params, t, s["compile_budget_s"])
             cells.append(
                 f"{h.ratio(t.ratio('gbopt', 'optax'))} ({h.ratio(g_c / o_c)}); "

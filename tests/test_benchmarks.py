@@ -129,6 +129,8 @@ def test_suite_catalog_section_times_every_catalog_b_name(scripts, capsys):
     assert "## The catalog: gbopt / optax step time (compile time) per name" in text
     for opt in _harness.CATALOG_B:
         assert f"| {opt.name} |" in text
+    for opt in _harness.CATALOG:  # the first catalog table, and its summary, name by name
+        assert text.count(f"| {opt.name} |") == 3
 
 
 def test_memory_script_counts_bytes_and_trains():
