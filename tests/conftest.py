@@ -48,3 +48,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in REFERENCE_SUITES:
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_finish(session):
+    # Everything imported so far (JAX, PyTorch, optax, Flax, the test modules) lives until
+    # the session ends: moved out of the garbage collector's generations, it is no longer
+    # scanned by every full collection (nor by the benchmark scripts' gc.collect() calls).
+    import gc
+
+    gc.collect()
+    gc.freeze()
