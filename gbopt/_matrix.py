@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gbopt import _tree
+from gbopt import _dtypes, _tree
 from gbopt._base import GradientTransformation, as_transform
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -204,7 +204,7 @@ def inverse_pth_root(
     lam_max = jnp.max(lam, axis=-1, keepdims=True)
     ridge = eps * jnp.maximum(lam_max, 1e-6) if relative else jnp.asarray(eps, lam.dtype)
     d = (jnp.maximum(lam, 0.0) + ridge) ** (-1.0 / p)
-    root = (q * d[..., None, :]) @ jnp.swapaxes(q, -1, -2)
+    root = (q * d[..., None, :].astype(q.dtype)) @ jnp.swapaxes(q, -1, -2)
     ok = ok_in & _all_finite(root)
     fallback = (
         previous
@@ -498,7 +498,8 @@ def graft_norms(direction: jax.Array, magnitude: jax.Array, eps: float = 1e-16) 
     .. math:: u = d\, \frac{\lVert m \rVert_F}{\lVert d \rVert_F + \epsilon}
     """
     ratio = jnp.linalg.norm(magnitude.ravel()) / (jnp.linalg.norm(direction.ravel()) + eps)
-    return direction * ratio
+    wide = _dtypes.promote(direction.dtype, ratio.dtype)  # as standard promotion, also under strict
+    return direction.astype(wide) * ratio.astype(wide)
 
 
 def graft(magnitude: Any, direction: Any, *, eps: float = 1e-16) -> GradientTransformation:

@@ -26,9 +26,12 @@ class OptimisticGradientState(NamedTuple):
 
     Attributes:
       previous: the previous input :math:`u_{t-1}`, one array per parameter.
+      started: one scalar for the whole tree, 0 before the first update and 1 after it
+        (optax's ``is_initial_step``, negated).
     """
 
     previous: Any
+    started: Any
 
 
 def _at(value: Any, count: jax.Array) -> Any:
@@ -54,8 +57,8 @@ def optimistic_gradient(
       beta: :math:`\beta`, a number or a schedule (the "negative momentum").
 
     Returns:
-      A transform with state :class:`OptimisticGradientState` (and a step count when
-      used alone).
+      A transform with state :class:`OptimisticGradientState` (and, when ``alpha`` or
+      ``beta`` is a schedule, a step count when used alone).
 
     References:
       Mokhtari, Ozdaglar & Pattathil, "A Unified Analysis of Extra-gradient and
@@ -66,27 +69,42 @@ def optimistic_gradient(
         if not callable(value):
             _validate.finite(name, value)
 
-    def prepare(dtype, step):
-        count = step - 1
+    # The first step is told by a flag in the state, not by a step count: with constant
+    # alpha and beta the transform keeps no count (as optax), whose increment would be a
+    # kernel of its own in the compiled step.
+    scheduled = callable(alpha) or callable(beta)
+
+    def prepare(dtype, started, step=None):
+        count = None if step is None else step - 1
         a = jnp.asarray(_at(alpha, count)).astype(dtype)
         b = jnp.asarray(_at(beta, count)).astype(dtype)
-        return a, b, step == 1
+        return a, b, started == 0
 
-    def rule(u, previous, *, pre):
+    def rule(u, previous, started, *, pre):
         a, b, first = pre
         previous = jax.lax.select(first, u, previous)  # jnp.where without a nested jit
-        return (a + b).astype(u.dtype) * u - b.astype(u.dtype) * previous, u
+        out = (a + b).astype(u.dtype) * u - b.astype(u.dtype) * previous
+        return out, u, jnp.ones_like(started)
 
-    return statistic(
+    tx = statistic(
         "optimistic_gradient",
         OptimisticGradientState,
         rule,
+        init=(0.0, 0.0),
         follows_params=("previous",),
-        needs_step=True,
+        shared=("started",),
+        needs_step=scheduled,
         prepare=prepare,
         hyperparams={"alpha": alpha, "beta": beta},
-        math=r"(\alpha + \beta) u_t - \beta u_{t-1}",
+        # with a step count, the rule in step indices; without one, the previous input
+        # by name (an index t would make gbopt.describe show a count that is not there)
+        math=r"(\alpha + \beta) u_t - \beta u_{t-1}"
+        if scheduled
+        else r"(\alpha + \beta) u - \beta u_{\text{prev}}",
     )
+    # `started` is bookkeeping, not a statistic of the rule: describe lists `previous` only
+    tx.__dict__["info"] = tx.info._replace(state=("previous",))
+    return tx
 
 
 def optimistic_gradient_descent(

@@ -80,7 +80,8 @@ def scale_by_polyak(
 
         def leaf(u):
             u = _dtypes.as_array(u)
-            return _dtypes.cast(_dtypes.cast(u, jnp.promote_types(u.dtype, dtype)) * step, u.dtype)
+            wide = _dtypes.promote(u.dtype, dtype)
+            return _dtypes.cast(_dtypes.cast(u, wide) * step.astype(wide), u.dtype)
 
         return jax.tree.map(leaf, updates), state
 

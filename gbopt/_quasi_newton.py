@@ -70,7 +70,11 @@ def _dot(a: Any, b: Any) -> jax.Array:
 def _axpy(x: Any, a: jax.Array, y: Any) -> Any:
     """``x + a * y`` leaf by leaf, in ``x``'s dtypes."""
     return jax.tree.map(
-        lambda p, q: (p + a.astype(_dtypes.real_dtype(p.dtype)) * q).astype(p.dtype), x, y
+        lambda p, q: (
+            p + a.astype(_dtypes.promote(_dtypes.real_dtype(p.dtype), q.dtype)) * q
+        ).astype(p.dtype),
+        x,
+        y,
     )
 
 
@@ -181,9 +185,7 @@ def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> Grad
             return _axpy(q, -a, jax.tree.map(lambda b: b[i], y)), a
 
         q, alphas = jax.lax.scan(backward, u, order, reverse=True)
-        r = jax.tree.map(
-            lambda x: (x * gamma.astype(_dtypes.real_dtype(x.dtype))).astype(x.dtype), q
-        )
+        r = jax.tree.map(lambda x: (x * gamma.astype(x.dtype)).astype(x.dtype), q)
 
         def forward(r, i_a):
             i, a = i_a

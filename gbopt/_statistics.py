@@ -477,7 +477,9 @@ def nadam_momentum(
     def rule(u, m, product, pre):
         coef_grad, coef_mu, product = pre
         m = _numerics.moving_average(m, u, b1)
-        return coef_grad * u + coef_mu * m, m, product
+        # the real coefficients cast to the (possibly complex) dtypes, as JAX's standard
+        # promotion does, so that the rule also runs under strict promotion
+        return coef_grad.astype(u.dtype) * u + coef_mu.astype(m.dtype) * m, m, product
 
     return statistic(
         "nadam_momentum",

@@ -80,7 +80,7 @@ def scale_by_trust_ratio(
     def fn(u, param):
         real = _dtypes.real_dtype(u.dtype)
         c = _dtypes.scalar(min_norm, real)
-        w = _dtypes.cast(param, jnp.promote_types(_dtypes.state_dtype(param.dtype), real))
+        w = _dtypes.cast(param, _dtypes.promote(_dtypes.state_dtype(param.dtype), real))
         w_norm = jnp.maximum(jnp.sqrt(jnp.sum(_numerics.abs_square(w))).astype(real), c)
         u_norm = jnp.maximum(jnp.sqrt(jnp.sum(_numerics.abs_square(u))), c)
         ratio = (

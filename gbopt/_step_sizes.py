@@ -28,6 +28,7 @@ from gbopt._combine import chain, divide
 from gbopt._maps import add, identity, scale, scale_by_learning_rate, sqrt
 from gbopt._regularize import add_decayed_weights
 from gbopt._statistics import accumulate_square
+from gbopt._tree_checks import refuse_complex
 
 
 class ScaleByUpdateRmsState(NamedTuple):
@@ -193,6 +194,10 @@ def rprop_step_sizes(
       A transform with state :class:`RpropStepSizesState`; it outputs :math:`p_t` (a
       step to be negated for descent).
 
+    Raises:
+      TypeError: for complex parameters or updates (the message names the leaf): the sign
+        test compares real numbers.
+
     References:
       Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
       The RPROP Algorithm", ICNN 1993; Igel & Hüsken, "Empirical evaluation of the
@@ -223,7 +228,7 @@ def rprop_step_sizes(
         out = jnp.where(s < 0, jnp.zeros([], dtype), new_sizes * jnp.sign(u))
         return out, new_sizes, out
 
-    return statistic(
+    tx = statistic(
         "rprop_step_sizes",
         RpropStepSizesState,
         rule,
@@ -242,6 +247,19 @@ def rprop_step_sizes(
         r"p \leftarrow \begin{cases} 0 & s < 0 \\ \Delta \operatorname{sign}(u) & "
         r"\text{otherwise} \end{cases};\quad u \leftarrow p",
     )
+    why = "Rprop compares the signs of real numbers (optax's rprop does not take them either)."
+
+    def init_fn(params):
+        refuse_complex("rprop_step_sizes", params, "params", why)
+        return tx.init(params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        refuse_complex("rprop_step_sizes", updates, "updates", why)
+        return tx.update(updates, state, params, **extra_args)
+
+    out = GradientTransformation(init_fn, update_fn)
+    out.__dict__.update(tx.__dict__)  # its info (for describe) and the kit's marks
+    return out
 
 
 def rprop(
@@ -280,6 +298,9 @@ def rprop(
     Returns:
       ``chain(rprop_step_sizes(learning_rate, eta_minus, eta_plus, min_step_size,
       max_step_size), scale(-1))``.
+
+    Raises:
+      TypeError: for complex parameters (optax's ``rprop`` does not take them either).
 
     References:
       Riedmiller & Braun, ICNN 1993; Igel & Hüsken, Neurocomputing 2003.

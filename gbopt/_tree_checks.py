@@ -203,3 +203,22 @@ def check_matches(
         "dtype": "Cast it to the reference's dtype.",
     }[kind]
     raise ValueError(f"{problem}. {fix or default_fix}")
+
+
+def refuse_complex(who: str, tree: Any, argument: str, why: str) -> None:
+    """Raises a TypeError naming the first complex leaf of ``tree``, if any.
+
+    Args:
+      who: the transform, for the message.
+      tree: the parameters or updates.
+      argument: how the message names ``tree`` (``"params"``, ``"updates"``).
+      why: the sentence that says why ``who`` takes real numbers only.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if np.issubdtype(_raw_dtype(leaf), np.complexfloating):
+            raise TypeError(
+                f"{who} does not take complex parameters: {argument}{path_str(path)} is "
+                f"{_raw_dtype(leaf)}. {why} Optimize the real and imaginary parts as two real "
+                "parameters (e.g. `jnp.stack([x.real, x.imag])`), or use an optimizer that "
+                "takes complex parameters, such as gbopt.adam or gbopt.sgd."
+            )

@@ -181,3 +181,103 @@ def test_runs_under_strict_dtype_promotion(name):
             state = tx.init(params)
             updates, state = tx.update(_grads(params), state, params)
             gbopt.apply_updates(params, updates)
+
+
+# The catalog (optax's names, and the matrix-aware optimizers) with optax's defaults, for the
+# strict-promotion invariant below. L-BFGS without its line search: optax's zoom line search,
+# which gbopt.lbfgs calls as optax.lbfgs does, itself refuses strict promotion for bfloat16
+# and complex parameters (test_lbfgs_line_search_is_optax_under_strict_promotion).
+CATALOG = {
+    **{
+        name: (lambda n=name: getattr(gbopt, n)(1e-2))
+        for name in (
+            "adamw nadam nadamw adamax adamaxw amsgrad radam adabelief yogi adan lion lamb lars "
+            "adafactor adadelta novograd sm3 sign_sgd signum fromage polyak_sgd "
+            "optimistic_gradient_descent optimistic_adam optimistic_adam_v2 muon shampoo soap"
+        ).split()
+    },
+    "noisy_sgd": lambda: gbopt.noisy_sgd(1e-2, key=0),
+    "lbfgs": lambda: gbopt.lbfgs(1e-2, linesearch=None),
+}
+
+
+def _catalog_params(dtype):
+    rng = np.random.default_rng(0)
+
+    def leaf(shape):
+        x = rng.normal(size=shape)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            x = x + 1j * rng.normal(size=shape)
+        return jnp.asarray(x, dtype)
+
+    return {"dense": {"w": leaf((8, 6)), "b": leaf((6,))}, "scale": leaf(())}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.complex64])
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_catalog_runs_under_strict_dtype_promotion(name, dtype):
+    """Every catalog name runs with jax_numpy_dtype_promotion='strict', complex included.
+
+    Real scalars (bias factors, trust ratios, Polyak's step, L-BFGS's coefficients, matrix
+    roots' eigenvalues) meet complex updates, and a float32 objective meets bfloat16
+    parameters: gbopt casts them itself, as standard promotion would, so the results are
+    those of the standard mode (checked to the bit).
+    """
+    tx = CATALOG[name]()
+    params = _catalog_params(dtype)
+    grads = jax.tree.map(lambda p: p * jnp.asarray(0.5, p.dtype), params)
+    extra = {"value": jnp.asarray(2.0, jnp.float32)} if name == "polyak_sgd" else {}
+
+    def step():
+        state = tx.init(params)
+        for _ in range(2):
+            updates, state = tx.update(grads, state, params, **extra)
+        return gbopt.apply_updates(params, updates), state
+
+    with jax.numpy_dtype_promotion("standard"):
+        expected = step()
+    with jax.numpy_dtype_promotion("strict"):
+        got = step()
+    chex.assert_trees_all_equal(got, expected)
+    chex.assert_trees_all_equal_dtypes(got[0], params)
+
+
+def test_rprop_refuses_complex_parameters_by_path():
+    params = {"dense": {"w": jnp.ones(3, jnp.complex64)}, "b": jnp.ones(2)}
+    tx = gbopt.rprop(1e-2)
+    with pytest.raises(
+        TypeError, match=r"rprop_step_sizes does not take complex.*\['dense'\]\['w'\]"
+    ):
+        tx.init(params)
+    state = tx.init(jax.tree.map(lambda x: jnp.real(x), params))
+    with pytest.raises(TypeError, match=r"updates\['dense'\]\['w'\] is complex64"):
+        tx.update(params, state)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.complex64])
+def test_lbfgs_line_search_is_optax_under_strict_promotion(dtype):
+    """gbopt.lbfgs with its line search fails under strict promotion exactly where
+    optax.lbfgs does (inside optax's zoom line search); if optax fixes it, so does gbopt."""
+    import optax
+
+    params = _catalog_params(dtype)
+
+    def value_fn(p):
+        return sum(jnp.sum(jnp.abs(x).astype(jnp.float32) ** 2) for x in jax.tree.leaves(p))
+
+    outcomes = []
+    for tx in (gbopt.lbfgs(1e-2), optax.lbfgs(1e-2)):
+        try:
+            with jax.numpy_dtype_promotion("strict"):
+                tx.update(
+                    params,
+                    tx.init(params),
+                    params,
+                    value=value_fn(params),
+                    grad=params,
+                    value_fn=value_fn,
+                )
+            outcomes.append("ran")
+        except Exception as e:  # the promotion error's class is private to JAX
+            outcomes.append(type(e).__name__)
+    assert outcomes[0] == outcomes[1], outcomes

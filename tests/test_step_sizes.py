@@ -7,7 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from trajectories import Problem, deviation, distance_travelled, linear64, run
+from trajectories import (
+    Problem,
+    assert_matches_optax,
+    case_id,
+    deviation,
+    distance_travelled,
+    linear64,
+    run,
+)
 
 import gbopt
 
@@ -38,19 +46,9 @@ RPROP_CASES = [
 ]
 
 
-def _id(case):
-    name, kwargs = case
-    return name + "-" + "-".join(f"{k}={v if not callable(v) else 'fn'}" for k, v in kwargs.items())
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_trajectory_matches_optax(case):
-    name, kwargs = case
-    with jax.enable_x64(True):
-        expected = run(getattr(optax, name)(**kwargs), PROBLEM)
-        got = run(getattr(gbopt, name)(**kwargs), PROBLEM)
-    assert deviation(got, expected) <= TOL
-    assert distance_travelled(expected, PROBLEM) > 1e-2
+    assert_matches_optax(*case, PROBLEM, tol=TOL, min_distance=1e-2)
 
 
 def _zeiler(problem, steps, rho=0.9, eps=1e-6):

@@ -142,7 +142,10 @@ DEFAULT_STORAGE = {
         {"mu": _B16, "delta": _B16, "previous": _B16},
     ),
     "adan_extrapolation": (lambda: gbopt.adan_extrapolation(), {"previous": _B16}),
-    "optimistic_gradient": (lambda: gbopt.optimistic_gradient(), {"previous": _B16}),
+    "optimistic_gradient": (
+        lambda: gbopt.optimistic_gradient(),
+        {"previous": _B16, "started": _F32},
+    ),
     "accumulate_square": (lambda: gbopt.accumulate_square(0.999), {"nu": _F32}),
     "accumulate_square_sum": (lambda: gbopt.accumulate_square(), {"nu": _F32}),
     "accumulate_centered_square": (

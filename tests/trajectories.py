@@ -150,6 +150,28 @@ def deviation(a: list, b: list) -> float:
     )
 
 
+def case_id(case: tuple) -> str:
+    """A readable pytest id for a ``(name, kwargs)`` case (callables shown as ``fn``)."""
+    name, kwargs = case
+    return name + "-" + "-".join(f"{k}={v if not callable(v) else 'fn'}" for k, v in kwargs.items())
+
+
+def assert_matches_optax(
+    name: str, kwargs: dict, problem: Problem, *, tol: float = 1e-10, min_distance: float = 1e-2
+) -> None:
+    """``gbopt.<name>(**kwargs)`` follows ``optax.<name>(**kwargs)`` to ``tol``, in float64,
+    for 100 steps on ``problem``, along a run that moves by more than ``min_distance``."""
+    import optax
+
+    import gbopt
+
+    with jax.enable_x64(True):
+        expected = run(getattr(optax, name)(**kwargs), problem)
+        got = run(getattr(gbopt, name)(**kwargs), problem)
+    assert deviation(got, expected) <= tol
+    assert distance_travelled(expected, problem) > min_distance
+
+
 def distance_travelled(path: list, problem: Problem) -> float:
     """How far the last point is from the start (the run is not trivial)."""
     start = problem.tree(problem.x0)
