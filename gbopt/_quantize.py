@@ -537,6 +537,12 @@ def _quantize(
     return QuantizedArray(codes, scale)
 
 
+# ``init`` quantizes the inner transform's initial state, usually outside ``jit``: compiled
+# as one program per shape rather than run operation by operation (each of its hundred
+# operations a small program of its own to compile, for every new shape).
+_quantize_compiled = jax.jit(_quantize, static_argnums=(1, 2, 3, 4, 5))
+
+
 def _dequantize(q: QuantizedArray, like: Any, bits: int, signed: bool, block_size: int):
     shape, dtype = like.shape, like.dtype
     codes = q.codes
@@ -705,7 +711,7 @@ def quantize_state(
                 return leaf
             signed = _field_name(path, param_paths) not in unsigned
             b = _block_for(np.shape(leaf)[-1], block_size, _last_axis_shards(leaf))
-            return _quantize(_dtypes.as_array(leaf), bits, signed, b, scale_dtype)
+            return _quantize_compiled(_dtypes.as_array(leaf), bits, signed, b, scale_dtype)
 
         return QuantizeStateState(jax.tree_util.tree_map_with_path(pack, state))
 
