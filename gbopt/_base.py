@@ -435,7 +435,7 @@ def _widest(params: Any) -> np.dtype:
     dtypes = [
         _dtypes.real_dtype(_dtypes.state_dtype(jnp.result_type(x))) for x in jax.tree.leaves(params)
     ]
-    return jnp.dtype(jnp.result_type(*dtypes)) if dtypes else jnp.dtype(jnp.float32)
+    return _dtypes.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
 
 
 def _compute_dtype(stored: Any, like: Any) -> np.dtype:

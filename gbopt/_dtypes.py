@@ -102,6 +102,16 @@ def promote(a, b) -> np.dtype:
         return jnp.dtype(jnp.promote_types(a, b))
 
 
+def result_type(*dtypes) -> np.dtype:
+    """The dtype all of ``dtypes`` fit in, by JAX's standard promotion (as :func:`promote`).
+
+    For the leaves of one tree: a statistic over all of them (a global norm, L-BFGS's
+    dot products) meets float32, bfloat16 and complex leaves together.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.dtype(jnp.result_type(*dtypes))
+
+
 def to_pairs(x: jax.Array, dtype) -> jax.Array:
     """A complex ``x`` as its real and imaginary parts on a new last axis, in the real ``dtype``."""
     return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1).astype(dtype)

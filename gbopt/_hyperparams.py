@@ -95,7 +95,7 @@ def _default_dtype(tree: Any) -> np.dtype:
     for leaf in jax.tree.leaves(tree):
         leaf_dtype = jnp.result_type(leaf)
         if jnp.issubdtype(leaf_dtype, jnp.floating):
-            dtype = jnp.promote_types(dtype, _dtypes.state_dtype(leaf_dtype))
+            dtype = _dtypes.promote(dtype, _dtypes.state_dtype(leaf_dtype))
     return dtype
 
 

@@ -128,7 +128,7 @@ def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> Grad
             return jax.tree.map(lambda z: jnp.zeros((memory_size, *z.shape), z.dtype), zeros)
 
         rho_dtype = _dtypes.real_dtype(
-            jnp.result_type(*[wide(x) for x in jax.tree.leaves(params)] or [jnp.float32])
+            _dtypes.result_type(*[wide(x) for x in jax.tree.leaves(params)] or [jnp.float32])
         )
         # Distinct arrays for every field: a state whose leaves share buffers cannot be
         # donated to a jitted step.

@@ -36,7 +36,7 @@ def global_squared_norm(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    dtype = jnp.result_type(*[_dtypes.state_dtype(jnp.result_type(x)) for x in leaves])
+    dtype = _dtypes.result_type(*[_dtypes.state_dtype(jnp.result_type(x)) for x in leaves])
     real = _dtypes.real_dtype(dtype)
 
     def squares(x):
@@ -72,8 +72,8 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
 
         def leaf(u):
             u = _dtypes.as_array(u)
-            wide = jnp.promote_types(_dtypes.state_dtype(u.dtype), norm.dtype)
-            return _dtypes.cast(_dtypes.cast(u, wide) * factor, u.dtype)
+            wide = _dtypes.promote(_dtypes.state_dtype(u.dtype), norm.dtype)
+            return _dtypes.cast(_dtypes.cast(u, wide) * factor.astype(wide), u.dtype)
 
         clipped = jax.tree.map(leaf, updates)
         return clipped, state

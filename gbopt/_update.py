@@ -43,7 +43,7 @@ def apply_updates(params: Any, updates: Any) -> Any:
             )
             _placement.check_float_params(updated)
         p, u = _dtypes.as_array(p), _dtypes.as_array(u)
-        wide = jnp.promote_types(p_dtype, u.dtype)
+        wide = _dtypes.promote(p_dtype, u.dtype)
         return _dtypes.cast(_dtypes.cast(p, wide) + _dtypes.cast(u, wide), p_dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)

@@ -183,10 +183,11 @@ def test_runs_under_strict_dtype_promotion(name):
             gbopt.apply_updates(params, updates)
 
 
-# The catalog (optax's names, and the matrix-aware optimizers) with optax's defaults, for the
-# strict-promotion invariant below. L-BFGS without its line search: optax's zoom line search,
-# which gbopt.lbfgs calls as optax.lbfgs does, itself refuses strict promotion for bfloat16
-# and complex parameters (test_lbfgs_line_search_is_optax_under_strict_promotion).
+# The catalog (optax's names, and the matrix-aware optimizers) with optax's defaults, and a
+# global clip, for the strict-promotion invariant below. L-BFGS without its line search:
+# optax's zoom line search, which gbopt.lbfgs calls as optax.lbfgs does, itself refuses
+# strict promotion for bfloat16 and complex parameters
+# (test_lbfgs_line_search_is_optax_under_strict_promotion).
 CATALOG = {
     **{
         name: (lambda n=name: getattr(gbopt, n)(1e-2))
@@ -198,25 +199,29 @@ CATALOG = {
     },
     "noisy_sgd": lambda: gbopt.noisy_sgd(1e-2, key=0),
     "lbfgs": lambda: gbopt.lbfgs(1e-2, linesearch=None),
+    # a global norm over float32, bfloat16 and complex leaves
+    "clip_by_global_norm+adam": lambda: gbopt.chain(
+        gbopt.clip_by_global_norm(1.0), gbopt.adam(1e-2)
+    ),
 }
 
 
-def _catalog_params(dtype):
+def _catalog_params():
+    """One tree with a leaf of each dtype: float32, bfloat16 and complex64."""
     rng = np.random.default_rng(0)
+    return {
+        "dense": {
+            "w": jnp.asarray(rng.normal(size=(8, 6)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(6,)), jnp.bfloat16),
+        },
+        "phase": jnp.asarray(rng.normal(size=(4, 3)) + 1j * rng.normal(size=(4, 3)), jnp.complex64),
+    }
 
-    def leaf(shape):
-        x = rng.normal(size=shape)
-        if jnp.issubdtype(dtype, jnp.complexfloating):
-            x = x + 1j * rng.normal(size=shape)
-        return jnp.asarray(x, dtype)
 
-    return {"dense": {"w": leaf((8, 6)), "b": leaf((6,))}, "scale": leaf(())}
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.complex64])
 @pytest.mark.parametrize("name", sorted(CATALOG))
-def test_catalog_runs_under_strict_dtype_promotion(name, dtype):
-    """Every catalog name runs with jax_numpy_dtype_promotion='strict', complex included.
+def test_catalog_runs_under_strict_dtype_promotion(name):
+    """Every catalog name runs with jax_numpy_dtype_promotion='strict', on a tree of
+    float32, bfloat16 and complex64 leaves.
 
     Real scalars (bias factors, trust ratios, Polyak's step, L-BFGS's coefficients, matrix
     roots' eigenvalues) meet complex updates, and a float32 objective meets bfloat16
@@ -224,7 +229,7 @@ def test_catalog_runs_under_strict_dtype_promotion(name, dtype):
     those of the standard mode (checked to the bit).
     """
     tx = CATALOG[name]()
-    params = _catalog_params(dtype)
+    params = _catalog_params()
     grads = jax.tree.map(lambda p: p * jnp.asarray(0.5, p.dtype), params)
     extra = {"value": jnp.asarray(2.0, jnp.float32)} if name == "polyak_sgd" else {}
 
@@ -260,7 +265,8 @@ def test_lbfgs_line_search_is_optax_under_strict_promotion(dtype):
     optax.lbfgs does (inside optax's zoom line search); if optax fixes it, so does gbopt."""
     import optax
 
-    params = _catalog_params(dtype)
+    params = _catalog_params()
+    params = {"x": next(x for x in jax.tree.leaves(params) if x.dtype == dtype)}
 
     def value_fn(p):
         return sum(jnp.sum(jnp.abs(x).astype(jnp.float32) ** 2) for x in jax.tree.leaves(p))
