@@ -85,6 +85,18 @@ def compile_times(opt: h.Optimizer, params, t: h.Comparison, budget_s: float):
     return statistics.median(g), statistics.median(o)
 
 
+def _compare_jax(factories: dict, s: dict) -> h.Comparison:
+    """gbopt against optax (and the in-place kernel) with the mode's rounds, budget and
+    sessions, keeping XLA's analyses of each compiled step."""
+    return h.compare(
+        factories,
+        rounds=s["rounds"],
+        budget_s=s["budget_s"],
+        keep=_jax_info,
+        sessions=s["sessions"],
+    )
+
+
 def bench_workload(
     wl: h.Workload,
     s: dict,
@@ -110,13 +122,7 @@ def bench_workload(
         }
         if bandwidth is not None and wl.leaves == 1:
             factories["in-place kernel"] = lambda: bandwidth
-        t = h.compare(
-            factories,
-            rounds=s["rounds"],
-            budget_s=s["budget_s"],
-            keep=_jax_info,
-            sessions=s["sessions"],
-        )
+        t = _compare_jax(factories, s)
         (g_stats, g_state), (o_stats, o_state) = t.info["gbopt"][0], t.info["optax"][0]
         g_c, o_c = compile_times(opt, params, t, s["compile_budget_s"])
         r = t.ratio("gbopt", "optax")
@@ -548,13 +554,7 @@ def bench_catalog_b(mode: str, s: dict, out: list[str], names: list[str] | None 
                     o.optax(), optax.apply_updates, p, g, donate=d
                 ),
             }
-            t = h.compare(
-                factories,
-                rounds=s["rounds"],
-                budget_s=s["budget_s"],
-                keep=_jax_info,
-                sessions=s["sessions"],
-            )
+            t = _compare_jax(factories, s)
             g_c, o_c = compile_times(opt, params, t, s["compile_budget_s"])
             cells.append(
                 f"{h.ratio(t.ratio('gbopt', 'optax'))} ({h.ratio(g_c / o_c)}); "
