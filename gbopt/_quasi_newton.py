@@ -68,14 +68,18 @@ def _dot(a: Any, b: Any) -> jax.Array:
 
 
 def _axpy(x: Any, a: jax.Array, y: Any) -> Any:
-    """``x + a * y`` leaf by leaf, in ``x``'s dtypes."""
-    return jax.tree.map(
-        lambda p, q: (
-            p + a.astype(_dtypes.promote(_dtypes.real_dtype(p.dtype), q.dtype)) * q
-        ).astype(p.dtype),
-        x,
-        y,
-    )
+    """``x + a * y`` leaf by leaf, in ``x``'s dtypes.
+
+    ``a`` is rounded to ``x``'s real dtype first; the sum is computed in the dtype standard
+    promotion gives, cast explicitly so that it also runs under strict promotion.
+    """
+
+    def leaf(p, q):
+        c = a.astype(_dtypes.real_dtype(p.dtype))
+        wide = _dtypes.result_type(p.dtype, c.dtype, q.dtype)
+        return (p.astype(wide) + c.astype(wide) * q.astype(wide)).astype(p.dtype)
+
+    return jax.tree.map(leaf, x, y)
 
 
 def lbfgs_memory(memory_size: int = 10, scale_init_precond: bool = True) -> GradientTransformation:
