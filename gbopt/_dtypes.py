@@ -92,24 +92,21 @@ def real_dtype(dtype) -> np.dtype:
 
 
 @functools.cache
-def promote(a, b) -> np.dtype:
-    """The dtype both ``a`` and ``b`` fit in, by JAX's standard promotion.
+def result_type(*dtypes) -> np.dtype:
+    """The dtype all of ``dtypes`` fit in, by JAX's standard promotion.
 
     Also when the user runs with ``jax_numpy_dtype_promotion="strict"``, which refuses to
-    promote float32 and bfloat16 (here: float32).
-    """
-    with jax.numpy_dtype_promotion("standard"):
-        return jnp.dtype(jnp.promote_types(a, b))
-
-
-def result_type(*dtypes) -> np.dtype:
-    """The dtype all of ``dtypes`` fit in, by JAX's standard promotion (as :func:`promote`).
-
-    For the leaves of one tree: a statistic over all of them (a global norm, L-BFGS's
-    dot products) meets float32, bfloat16 and complex leaves together.
+    promote float32 and bfloat16 (here: float32) or complex64 and float32. For the leaves
+    of one tree, a statistic over all of them (a global norm, L-BFGS's dot products) meets
+    float32, bfloat16 and complex leaves together.
     """
     with jax.numpy_dtype_promotion("standard"):
         return jnp.dtype(jnp.result_type(*dtypes))
+
+
+def promote(a, b) -> np.dtype:
+    """The dtype both ``a`` and ``b`` fit in: :func:`result_type` of the two."""
+    return result_type(a, b)
 
 
 def to_pairs(x: jax.Array, dtype) -> jax.Array:
