@@ -354,15 +354,28 @@ class CompiledStep:
 
 
 def compile_step(fn: Callable, *args: Any, donate: Sequence[int] = (0, 1)) -> CompiledStep:
-    """Traces, lowers and compiles ``fn`` (timing each) and reads XLA's analyses."""
+    """Traces, lowers and compiles ``fn`` (timing each) and reads XLA's analyses.
+
+    Python's garbage collector is run before and paused during the timed part, as
+    ``timeit`` does: otherwise a collection of whatever earlier compiles left (tens of
+    milliseconds with JAX's objects alive) lands in whichever compile happens to
+    trigger it, and a comparison of two compiles measures the other's garbage.
+    """
     jitted = jax.jit(fn, donate_argnums=tuple(donate))
-    t0 = time.perf_counter()
-    traced = jitted.trace(*args)
-    t1 = time.perf_counter()
-    lowered = traced.lower()
-    t2 = time.perf_counter()
-    compiled = lowered.compile()
-    t3 = time.perf_counter()
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        traced = jitted.trace(*args)
+        t1 = time.perf_counter()
+        lowered = traced.lower()
+        t2 = time.perf_counter()
+        compiled = lowered.compile()
+        t3 = time.perf_counter()
+    finally:
+        if was_enabled:
+            gc.enable()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     mem = compiled.memory_analysis()

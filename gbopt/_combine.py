@@ -103,6 +103,14 @@ class DivideState(NamedTuple):
     denominator: Any
 
 
+def _quotient(a: Any, b: Any) -> jax.Array:
+    """``a / b``; for one floating dtype and one shape, ``lax.div`` (no nested jit to trace)."""
+    a, b = _dtypes.as_array(a), _dtypes.as_array(b)
+    if a.dtype == b.dtype and a.shape == b.shape and jnp.issubdtype(a.dtype, jnp.inexact):
+        return jax.lax.div(a, b)
+    return a / b
+
+
 def divide(numerator: Any, denominator: Any) -> GradientTransformation:
     r"""Sends the same updates through two transforms and divides their outputs.
 
@@ -140,7 +148,9 @@ def divide(numerator: Any, denominator: Any) -> GradientTransformation:
         _tree_checks.check_matches(
             d, n, what="the denominator's output", reference_name="numerator's output"
         )
-        out = jax.tree.map(lambda a, b, g: _dtypes.cast(a / b, jnp.result_type(g)), n, d, updates)
+        out = jax.tree.map(
+            lambda a, b, g: _dtypes.cast(_quotient(a, b), jnp.result_type(g)), n, d, updates
+        )
         return out, DivideState(n_state, d_state)
 
     return with_info(

@@ -78,6 +78,13 @@ def add(value: float | jax.Array) -> GradientTransformation:
     _validate.finite("value", value)
     if _dtypes.is_number(value) and value == 0:  # optax's eps_root=0: no work, same state
         return elementwise("add", lambda u: u, hyperparams={"value": value}, math=r"u + 0")
+    if _dtypes.is_number(value):  # a literal of u's dtype: lax.add, no promotion to trace
+        return elementwise(
+            "add",
+            lambda u: jax.lax.add(u, _dtypes.scalar(value, u.dtype)),
+            hyperparams={"value": value},
+            math=r"u + \delta",
+        )
     return elementwise(
         "add",
         lambda u: u + _dtypes.scalar(value, u.dtype),
@@ -91,7 +98,12 @@ def sqrt() -> GradientTransformation:
 
     .. math:: u \leftarrow \sqrt{u}
     """
-    return elementwise("sqrt", jnp.sqrt, math=r"\sqrt{u}")
+    return elementwise("sqrt", _sqrt, math=r"\sqrt{u}")
+
+
+def _sqrt(u: jax.Array) -> jax.Array:
+    # lax.sqrt for floating input: jnp.sqrt's result, without its nested jit to trace
+    return jax.lax.sqrt(u) if jnp.issubdtype(u.dtype, jnp.inexact) else jnp.sqrt(u)
 
 
 def _check_params(updates, params) -> None:
@@ -190,8 +202,8 @@ def scale_by_learning_rate(
         signed = sign * learning_rate if _dtypes.is_number(learning_rate) else None
 
         def scaled(u):
-            if signed is not None:
-                return u * _dtypes.scalar(signed, u.dtype)
+            if signed is not None:  # a literal of u's dtype: lax.mul, no promotion to trace
+                return jax.lax.mul(u, _dtypes.scalar(signed, u.dtype))
             _check_rate_shape(learning_rate, u)
             return u * (sign * _dtypes.scalar(learning_rate, u.dtype))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gbopt._dtypes import cast, complement
 
@@ -67,8 +68,8 @@ def bias_factor(decay, step: jax.Array, dtype) -> tuple[jax.Array, bool]:
 def debias(x: jax.Array, factor: tuple[jax.Array, bool]) -> jax.Array:
     """``x`` corrected by a :func:`bias_factor`: ``x / (1 - b^t)``, in ``x``'s dtype."""
     value, inverse = factor
-    value = value.astype(x.dtype)
-    return x * value if inverse else x / value
+    value = cast(value, x.dtype)
+    return jax.lax.mul(x, value) if inverse else jax.lax.div(x, value)
 
 
 class _PowerTable:
@@ -199,13 +200,17 @@ def moving_average(
     """
     dtype = old.dtype
     new = cast(new, dtype)
-    out = old + complement(decay, dtype) * (new - old)
+    # lax operations on operands of one dtype: what the operators compute, without the
+    # nested jit call each adds while tracing (trace time grows with the leaf count).
+    out = jax.lax.add(old, jax.lax.mul(complement(decay, dtype), jax.lax.sub(new, old)))
     if keep_infinite:
         if jnp.iscomplexobj(old):
             return jnp.where(jnp.isinf(old), old, out)
         # What jnp.where(jnp.isinf(old), old, out) computes, without its two nested jit
-        # calls per leaf (each lowered as a function of its own and inlined again by XLA).
-        infinite = jax.lax.eq(jax.lax.abs(old), jnp.asarray(jnp.inf, dtype))
+        # calls per leaf (each lowered as a function of its own and inlined again by XLA);
+        # an average of squares is never negative, so infinite is +inf (no abs to trace),
+        # and infinity is a NumPy literal (jnp.asarray would dispatch an operation).
+        infinite = jax.lax.eq(old, np.asarray(np.inf, dtype))
         return jax.lax.select(infinite, old, out)
     return out
 
@@ -218,4 +223,4 @@ def abs_square(x: jax.Array) -> jax.Array:
     """
     if jnp.iscomplexobj(x):
         return jnp.square(x.real) + jnp.square(x.imag)
-    return x * x
+    return jax.lax.mul(x, x)

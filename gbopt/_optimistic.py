@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gbopt import _validate
+from gbopt import _dtypes, _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, named, statistic
 from gbopt._combine import chain, divide, with_step_count
 from gbopt._maps import add, bias_correction, scale, scale_by_learning_rate, sqrt
@@ -75,16 +75,22 @@ def optimistic_gradient(
     scheduled = callable(alpha) or callable(beta)
 
     def prepare(dtype, started, step=None):
+        # Everything that is one value for the whole tree, once per dtype rather than
+        # once per leaf (each operation traced per leaf is compile time on large trees).
         count = None if step is None else step - 1
-        a = jnp.asarray(_at(alpha, count)).astype(dtype)
-        b = jnp.asarray(_at(beta, count)).astype(dtype)
-        return a, b, started == 0
+        a, b = _at(alpha, count), _at(beta, count)
+        if _dtypes.is_number(a) and _dtypes.is_number(b):
+            both = _dtypes.scalar(a + b, dtype)  # alpha + beta in float64, as optax's
+            b = _dtypes.scalar(b, dtype)
+        else:
+            b = jnp.asarray(b).astype(dtype)
+            both = jnp.asarray(a).astype(dtype) + b
+        return both, b, started == 0, jnp.ones_like(started)
 
     def rule(u, previous, started, *, pre):
-        a, b, first = pre
+        both, b, first, one = pre
         previous = jax.lax.select(first, u, previous)  # jnp.where without a nested jit
-        out = (a + b).astype(u.dtype) * u - b.astype(u.dtype) * previous
-        return out, u, jnp.ones_like(started)
+        return both * u - b * previous, u, one
 
     tx = statistic(
         "optimistic_gradient",

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gbopt import _dtypes, _numerics, _placement, _tree_checks, _validate
 from gbopt._base import (
@@ -153,9 +154,13 @@ def add_decayed_weights(
             if not keep:
                 return u
             u = _dtypes.as_array(u)
-            wide = _dtypes.state_dtype(u.dtype)
+            u_dtype = u.dtype
+            wide = _dtypes.state_dtype(u_dtype)
             lam = rate_in(wide)
-            return _dtypes.cast(_dtypes.cast(u, wide) + lam * _dtypes.cast(w, wide), u.dtype)
+            u, w = _dtypes.cast(u, wide), _dtypes.cast(w, wide)
+            if np.ndim(lam) == 0 and u.shape == w.shape:  # lax: no nested jit to trace
+                return _dtypes.cast(jax.lax.add(u, jax.lax.mul(lam, w)), u_dtype)
+            return _dtypes.cast(u + lam * w, u_dtype)
 
         return jax.tree.map(leaf, updates, params, m), state
 

@@ -44,6 +44,9 @@ def apply_updates(params: Any, updates: Any) -> Any:
             _placement.check_float_params(updated)
         p, u = _dtypes.as_array(p), _dtypes.as_array(u)
         wide = _dtypes.promote(p_dtype, u.dtype)
-        return _dtypes.cast(_dtypes.cast(p, wide) + _dtypes.cast(u, wide), p_dtype)
+        if p.shape != u.shape:  # a checked broadcast (a scalar update): the operator
+            return _dtypes.cast(_dtypes.cast(p, wide) + _dtypes.cast(u, wide), p_dtype)
+        # one dtype and one shape: lax.add, without the operator's nested jit call
+        return _dtypes.cast(jax.lax.add(_dtypes.cast(p, wide), _dtypes.cast(u, wide)), p_dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
