@@ -17,10 +17,11 @@ Two new statistics:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from gbopt import _numerics, _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, named, statistic
@@ -69,8 +70,10 @@ def scale_by_update_rms(
     _validate.non_negative("eps", eps)
 
     def rule(u, e_x):
-        dx = jnp.sqrt(e_x + jnp.asarray(eps, e_x.dtype)) * u
-        return dx, _numerics.moving_average(e_x, dx * dx, decay)
+        # lax and a NumPy literal (u and e_x share the compute dtype): no nested jit or
+        # eager scalar array to trace per leaf
+        dx = jax.lax.mul(jax.lax.sqrt(jax.lax.add(e_x, np.asarray(eps, e_x.dtype))), u)
+        return dx, _numerics.moving_average(e_x, jax.lax.mul(dx, dx), decay)
 
     return statistic(
         "scale_by_update_rms",
@@ -214,18 +217,23 @@ def rprop_step_sizes(
     _validate.flag("clip_unchanged", clip_unchanged)
 
     def rule(u, step_sizes, previous):
-        dtype = step_sizes.dtype
-        s = jnp.sign(u) * jnp.sign(previous)
-        factor = jnp.where(
-            s > 0, jnp.asarray(eta_plus, dtype), jnp.where(s < 0, jnp.asarray(eta_minus, dtype), 1)
+        # lax operations and NumPy literals (u, the step sizes and the previous output
+        # share the compute dtype): the same numbers as jnp.where/jnp.clip with scalars,
+        # without their nested jit calls and eager scalar arrays in every leaf's trace
+        lit = functools.partial(np.asarray, dtype=step_sizes.dtype)
+        lax = jax.lax
+        s = lax.mul(lax.sign(u), lax.sign(previous))
+        grows, shrinks = lax.gt(s, lit(0)), lax.lt(s, lit(0))
+        scaled = lax.select(
+            grows,
+            lax.mul(step_sizes, lit(eta_plus)),
+            lax.select(shrinks, lax.mul(step_sizes, lit(eta_minus)), step_sizes),
         )
-        clipped = jnp.clip(
-            step_sizes * factor,
-            jnp.asarray(min_step_size, dtype),
-            jnp.asarray(max_step_size, dtype),
+        clipped = lax.min(lax.max(scaled, lit(min_step_size)), lit(max_step_size))
+        new_sizes = (
+            clipped if clip_unchanged else lax.select(lax.eq(s, lit(0)), step_sizes, clipped)
         )
-        new_sizes = clipped if clip_unchanged else jnp.where(s == 0, step_sizes, clipped)
-        out = jnp.where(s < 0, jnp.zeros([], dtype), new_sizes * jnp.sign(u))
+        out = lax.select(shrinks, lax.full_like(new_sizes, 0), lax.mul(new_sizes, lax.sign(u)))
         return out, new_sizes, out
 
     tx = statistic(
