@@ -21,9 +21,8 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
-from gbopt import _numerics, _validate
+from gbopt import _dtypes, _numerics, _validate
 from gbopt._base import GradientTransformation, ScalarOrSchedule, named, statistic
 from gbopt._combine import chain, divide
 from gbopt._maps import add, identity, scale, scale_by_learning_rate, sqrt
@@ -70,9 +69,9 @@ def scale_by_update_rms(
     _validate.non_negative("eps", eps)
 
     def rule(u, e_x):
-        # lax and a NumPy literal (u and e_x share the compute dtype): no nested jit or
-        # eager scalar array to trace per leaf
-        dx = jax.lax.mul(jax.lax.sqrt(jax.lax.add(e_x, np.asarray(eps, e_x.dtype))), u)
+        # lax and a NumPy literal for a number eps (u and e_x share the compute dtype): no
+        # nested jit or eager scalar array to trace per leaf
+        dx = jax.lax.mul(jax.lax.sqrt(jax.lax.add(e_x, _dtypes.scalar(eps, e_x.dtype))), u)
         return dx, _numerics.moving_average(e_x, jax.lax.mul(dx, dx), decay)
 
     return statistic(
@@ -217,10 +216,11 @@ def rprop_step_sizes(
     _validate.flag("clip_unchanged", clip_unchanged)
 
     def rule(u, step_sizes, previous):
-        # lax operations and NumPy literals (u, the step sizes and the previous output
-        # share the compute dtype): the same numbers as jnp.where/jnp.clip with scalars,
-        # without their nested jit calls and eager scalar arrays in every leaf's trace
-        lit = functools.partial(np.asarray, dtype=step_sizes.dtype)
+        # lax operations, and NumPy literals for numbers (u, the step sizes and the previous
+        # output share the compute dtype; injected hyperparameters stay arrays): the same
+        # numbers as jnp.where/jnp.clip with scalars, without their nested jit calls and
+        # eager scalar arrays in every leaf's trace
+        lit = functools.partial(_dtypes.scalar, dtype=step_sizes.dtype)
         lax = jax.lax
         s = lax.mul(lax.sign(u), lax.sign(previous))
         grows, shrinks = lax.gt(s, lit(0)), lax.lt(s, lit(0))
