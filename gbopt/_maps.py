@@ -78,16 +78,16 @@ def add(value: float | jax.Array) -> GradientTransformation:
     _validate.finite("value", value)
     if _dtypes.is_number(value) and value == 0:  # optax's eps_root=0: no work, same state
         return elementwise("add", lambda u: u, hyperparams={"value": value}, math=r"u + 0")
-    if _dtypes.is_number(value):  # a literal of u's dtype: lax.add, no promotion to trace
-        return elementwise(
-            "add",
-            lambda u: jax.lax.add(u, _dtypes.scalar(value, u.dtype)),
-            hyperparams={"value": value},
-            math=r"u + \delta",
-        )
+    number = _dtypes.is_number(value)
+
+    def added(u):
+        delta = _dtypes.scalar(value, u.dtype)
+        # a number is a literal of u's dtype: lax.add, without the operator's nested jit
+        return jax.lax.add(u, delta) if number else u + delta
+
     return elementwise(
         "add",
-        lambda u: u + _dtypes.scalar(value, u.dtype),
+        added,
         hyperparams={"value": value},
         math=r"u + \delta",
     )
