@@ -7,7 +7,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gbopt import _dtypes, _numerics, _placement, _tree_checks, _validate
 from gbopt._base import (
@@ -158,7 +157,7 @@ def add_decayed_weights(
             wide = _dtypes.state_dtype(u_dtype)
             lam = rate_in(wide)
             u, w = _dtypes.cast(u, wide), _dtypes.cast(w, wide)
-            if np.ndim(lam) == 0 and u.shape == w.shape:  # lax: no nested jit to trace
+            if lam.ndim == 0 and u.shape == w.shape:  # lax: no nested jit to trace
                 return _dtypes.cast(jax.lax.add(u, jax.lax.mul(lam, w)), u_dtype)
             return _dtypes.cast(u + lam * w, u_dtype)
 

@@ -44,9 +44,10 @@ def apply_updates(params: Any, updates: Any) -> Any:
             _placement.check_float_params(updated)
         p, u = _dtypes.as_array(p), _dtypes.as_array(u)
         wide = _dtypes.promote(p_dtype, u.dtype)
-        if p.shape != u.shape:  # a checked broadcast (a scalar update): the operator
-            return _dtypes.cast(_dtypes.cast(p, wide) + _dtypes.cast(u, wide), p_dtype)
-        # one dtype and one shape: lax.add, without the operator's nested jit call
-        return _dtypes.cast(jax.lax.add(_dtypes.cast(p, wide), _dtypes.cast(u, wide)), p_dtype)
+        p, u = _dtypes.cast(p, wide), _dtypes.cast(u, wide)
+        # one dtype and one shape: lax.add, without the operator's nested jit call (the
+        # operator for a checked broadcast, a scalar update)
+        total = jax.lax.add(p, u) if p.shape == u.shape else p + u
+        return _dtypes.cast(total, p_dtype)
 
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
