@@ -109,7 +109,10 @@ def _rectifier(b2, threshold, step: jax.Array, dtype) -> tuple[jax.Array, jax.Ar
     else:
         rho_inf = 2 / (1 - jnp.asarray(b2).astype(dtype)) - 1
     beta = _dtypes.scalar(b2, dtype)
-    rho_t = rho_inf - 2 * t * beta**t / _numerics.one_minus_power(b2, step, dtype)
+    # 1 - b2^t: the step owner's shared factor when it has one (no expm1 of its own).
+    factor, inverse = _numerics.bias_factor(b2, step, dtype)
+    power = 2 * t * beta**t
+    rho_t = rho_inf - (power * factor if inverse else power / factor)
     r = jnp.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
     return rho_t >= _dtypes.scalar(threshold, dtype), r
 
@@ -159,24 +162,35 @@ def rectification(
     _validate.finite("threshold", threshold)
     check_step_argument("rectification", step)
 
-    def fn(d, pre):
-        active, r = pre
-        rectified = d / r.astype(d.dtype)
-        # lax.select: jnp.where's operations without its nested jit call per leaf.
-        return jax.lax.select(active, rectified, jnp.ones_like(rectified))
+    def prepare(dtype, step):
+        active, r = _rectifier(b2, threshold, step, _dtypes.real_dtype(dtype))
+        return active, jnp.where(active, r, jnp.ones_like(r))
 
-    return elementwise(
-        "rectification",
-        fn,
-        needs_step=True,
-        prepare=lambda dtype, step: _rectifier(b2, threshold, step, _dtypes.real_dtype(dtype)),
-        hyperparams={"b2": b2, "threshold": threshold},
-        math=r"\rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}"
-        r"\text{ with } \rho_\infty = \frac{2}{1 - \beta_2} - 1;\quad "
-        r"r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2) \rho_\infty}"
-        r"{(\rho_\infty - 4)(\rho_\infty - 2) \rho_t}};\quad "
-        r"u \leftarrow \begin{cases} u / r_t & \rho_t \ge \tau \\ 1 & \text{otherwise}"
-        r"\end{cases}",
+    def fn(d, pre):
+        # (active ? d : 1) / (active ? r : 1): d / r, or exactly 1 while the variance is
+        # intractable; a select of the leaf, then a division by a scalar. With the
+        # division inside the select, XLA compiled the loop of each leaf shape's first
+        # leaf twice, its operands in another order (radam on 39 transformer-shaped
+        # leaves: 35 distinct loops against optax's 29; now 28). lax.select: jnp.where's
+        # operations without its nested jit call per leaf.
+        active, r = pre
+        return jax.lax.select(active, d, jnp.ones_like(d)) / r.astype(d.dtype)
+
+    return declare_powers(
+        elementwise(
+            "rectification",
+            fn,
+            needs_step=True,
+            prepare=prepare,
+            hyperparams={"b2": b2, "threshold": threshold},
+            math=r"\rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}"
+            r"\text{ with } \rho_\infty = \frac{2}{1 - \beta_2} - 1;\quad "
+            r"r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2) \rho_\infty}"
+            r"{(\rho_\infty - 4)(\rho_\infty - 2) \rho_t}};\quad "
+            r"u \leftarrow \begin{cases} u / r_t & \rho_t \ge \tau \\ 1 & \text{otherwise}"
+            r"\end{cases}",
+        ),
+        b2,
     )
 
 
