@@ -69,7 +69,7 @@ def debias(x: jax.Array, factor: tuple[jax.Array, bool]) -> jax.Array:
     """``x`` corrected by a :func:`bias_factor`: ``x / (1 - b^t)``, in ``x``'s dtype."""
     value, inverse = factor
     value = cast(value, x.dtype)
-    return jax.lax.mul(x, value) if inverse else jax.lax.div(x, value)
+    return jax.lax.mul(value, x) if inverse else jax.lax.div(x, value)
 
 
 class _PowerTable:
