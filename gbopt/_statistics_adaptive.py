@@ -102,19 +102,18 @@ def scale_by_trust_ratio(
 
 
 def _rectifier(b2, threshold, step: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-    r"""``(rho_t >= threshold, r_t)`` of RAdam at ``step``, in the real ``dtype``."""
+    r"""``(rho_t >= threshold, r_t or 1)`` of RAdam at ``step``, in the real ``dtype``."""
     t = step.astype(dtype)
     if isinstance(b2, numbers.Real) and not isinstance(b2, bool):
         rho_inf = jnp.asarray(2.0 / (1.0 - b2) - 1.0, dtype)
     else:
         rho_inf = 2 / (1 - jnp.asarray(b2).astype(dtype)) - 1
     beta = _dtypes.scalar(b2, dtype)
-    # 1 - b2^t: the step owner's shared factor when it has one (no expm1 of its own).
-    factor, inverse = _numerics.bias_factor(b2, step, dtype)
-    power = 2 * t * beta**t
-    rho_t = rho_inf - (power * factor if inverse else power / factor)
+    # / (1 - b2^t): the step owner's shared factor when it has one (no expm1 of its own).
+    rho_t = rho_inf - _numerics.debias(2 * t * beta**t, _numerics.bias_factor(b2, step, dtype))
     r = jnp.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-    return rho_t >= _dtypes.scalar(threshold, dtype), r
+    active = rho_t >= _dtypes.scalar(threshold, dtype)
+    return active, jnp.where(active, r, jnp.ones_like(r))
 
 
 def rectification(
@@ -162,10 +161,6 @@ def rectification(
     _validate.finite("threshold", threshold)
     check_step_argument("rectification", step)
 
-    def prepare(dtype, step):
-        active, r = _rectifier(b2, threshold, step, _dtypes.real_dtype(dtype))
-        return active, jnp.where(active, r, jnp.ones_like(r))
-
     def fn(d, pre):
         # (active ? d : 1) / (active ? r : 1): d / r, or exactly 1 while the variance is
         # intractable; a select of the leaf, then a division by a scalar. With the
@@ -181,7 +176,7 @@ def rectification(
             "rectification",
             fn,
             needs_step=True,
-            prepare=prepare,
+            prepare=lambda dtype, step: _rectifier(b2, threshold, step, _dtypes.real_dtype(dtype)),
             hyperparams={"b2": b2, "threshold": threshold},
             math=r"\rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1 - \beta_2^t}"
             r"\text{ with } \rho_\infty = \frac{2}{1 - \beta_2} - 1;\quad "
