@@ -251,10 +251,15 @@ def bench_workload(
 # The catalog: optax's names that gbopt has, each against optax's own
 
 
+def _selected_workloads(mode: str, workloads: list[str] | None) -> list[h.Workload]:
+    """The mode's workloads whose name contains one of ``workloads`` (all for None)."""
+    return [w for w in h.workloads(mode) if not workloads or any(k in w.name for k in workloads)]
+
+
 def bench_catalog(
     mode: str, s: dict, names: list[str] | None, workloads: list[str] | None, out
 ) -> None:
-    catalog = [o for o in h.CATALOG if not names or o.name in names]
+    selected = [o for o in h.CATALOG if not names or o.name in names]
     emit(out, "## The catalog: step and compile time against optax, name by name\n")
     emit(
         out,
@@ -263,9 +268,9 @@ def bench_catalog(
         f"compile time: {_CATALOG_COMPILES}\n",
     )
     summary: dict = {}
-    wls = [w for w in h.workloads(mode) if not workloads or any(k in w.name for k in workloads)]
+    wls = _selected_workloads(mode, workloads)
     for wl in wls:
-        bench_workload(wl, s, None, out, summary, catalog, catalog=True)
+        bench_workload(wl, s, None, out, summary, selected, catalog=True)
     emit(out, "### Summary: gbopt / optax step time (compile time), the catalog\n")
     names_ = [w.name for w in wls]
     rows = [
@@ -274,7 +279,7 @@ def bench_catalog(
             f"{h.ratio(summary[opt.name][w][0])} ({h.ratio(summary[opt.name][w][1])})"
             for w in names_
         ]
-        for opt in catalog
+        for opt in selected
     ]
     emit(out, h.table(["optimizer", *names_], rows))
     emit(out)
@@ -577,7 +582,7 @@ def bench_catalog_b(
     workloads: list[str] | None = None,
 ) -> None:
     """Step and compile time of the catalog's names against optax's, per workload."""
-    wls = [w for w in h.workloads(mode) if not workloads or any(k in w.name for k in workloads)]
+    wls = _selected_workloads(mode, workloads)
     emit(out, "## The catalog: gbopt / optax step time (compile time) per name\n")
     emit(
         out,
