@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -44,7 +45,7 @@ SETTINGS = {
         counts=(100, 300, 1000, 3000),
         compile_reps=3,
         compile_budget_s=8,
-        catalog_compile_budget_s=16,
+        catalog_compile_budget_s=24,
         sessions=2,
     ),
     "quick": dict(
@@ -53,7 +54,7 @@ SETTINGS = {
         counts=(100, 300),
         compile_reps=1,
         compile_budget_s=0,
-        catalog_compile_budget_s=8,
+        catalog_compile_budget_s=12,
         sessions=2,
     ),
     "smoke": dict(
@@ -81,42 +82,74 @@ def _jax_info(runner: h.JaxRunner):
     return (runner.stats, runner.state_bytes) if isinstance(runner, h.JaxRunner) else None
 
 
-def compile_times(opt: h.Optimizer, params, t: h.Comparison, budget_s: float, fresh: bool = False):
-    """Compile times of gbopt and optax: ``(gbopt's median, optax's median, ratio)``.
+class CompileTimes(NamedTuple):
+    """Compile times (trace + lower + compile) of gbopt and optax, from interleaved rounds."""
 
-    The sessions' compiles, plus more interleaved pairs (up to 9 each) while they fit in
-    ``budget_s``. The ratio is the median of the pairs' ratios: the two compiles of a pair
-    run back to back, so a change in the machine's load moves both.
+    gbopt_s: float  # median
+    optax_s: float  # median
+    ratio: float  # median of the rounds' gbopt / optax
+    interval: tuple[float, float] | None  # 95% interval of that median (median_interval)
+    control: float  # median of the rounds' optax / optax (catalog; else nan)
+    control_interval: tuple[float, float] | None
+    rounds: int
 
-    With ``fresh`` (the catalog), only the further pairs count when at least three fit:
-    the sessions' compiles are each program's first in the process (colder caches, and
-    in the quick mode only two of them), which for programs that compile in 30-100 ms
-    moved single cells by 2x between runs.
+
+def compile_times(
+    opt: h.Optimizer, params, t: h.Comparison, budget_s: float, fresh: bool = False
+) -> CompileTimes:
+    """Compile times of gbopt and optax, and the median of their ratios over rounds.
+
+    The sessions' compiles, plus more interleaved rounds (up to 9 in all) while they fit in
+    ``budget_s``. The ratio is the median of the rounds' ratios: the compiles of a round
+    run back to back, so a change in the machine's load moves them together.
+
+    With ``fresh`` (the catalog), only the further rounds count when at least three fit:
+    the sessions' compiles are each program's first in the process (colder caches, and in
+    the quick mode only two of them), which for programs that compile in 30-100 ms moved
+    single cells by 2x between runs. Each further round also compiles optax's program a
+    second time: the *control*, optax / optax in the same rounds, is what the statistic
+    reads for two compiles of one program, so a gbopt / optax cell differs from 1 by more
+    than noise only where its interval excludes 1 while the control's includes it.
     """
     g = [i[0].total_s for i in t.info["gbopt"]]
     o = [i[0].total_s for i in t.info["optax"]]
+    c: list[float] = []
     first = len(g)
     p = jax.tree.map(jnp.asarray, params)
     start = time.perf_counter()
+    sides = [(opt.optax, optax.apply_updates, o), (opt.gbopt, gbopt.apply_updates, g)]
+    if fresh:
+        sides.append((opt.optax, optax.apply_updates, c))
     while len(g) - (first if fresh else 0) < 9 and (
-        time.perf_counter() - start + g[-1] + o[-1] < budget_s
+        time.perf_counter() - start + sum(x[-1] for x in (g, o, c) if x) < budget_s
     ):
-        for make, apply, acc in (
-            (opt.optax, optax.apply_updates, o),
-            (opt.gbopt, gbopt.apply_updates, g),
-        )[:: 1 if len(g) % 2 else -1]:
+        for make, apply, acc in sides[:: 1 if len(g) % 2 else -1]:
             tx = make()
             acc.append(h.compile_step(h.step_fn(tx, apply), p, tx.init(p), p).total_s)
     if fresh and len(g) - first >= 3:
         g, o = g[first:], o[first:]
-    ratio = statistics.median(a / b for a, b in zip(g, o, strict=True))
-    return statistics.median(g), statistics.median(o), ratio
+    else:
+        c = []
+    ratios = [a / b for a, b in zip(g, o, strict=True)]
+    controls = [a / b for a, b in zip(c, o, strict=True)] if c else []
+    return CompileTimes(
+        statistics.median(g),
+        statistics.median(o),
+        statistics.median(ratios),
+        h.median_interval(ratios),
+        statistics.median(controls) if controls else float("nan"),
+        h.median_interval(controls) if controls else None,
+        len(ratios),
+    )
 
 
 _CATALOG_COMPILES = (
-    "the median ratio of 3 to 9 interleaved pairs of compiles (trace + lower + compile) made "
-    "after the step-time sessions, Python's garbage collector paused in each, as long as they "
-    "fit in the mode's catalog budget (else the sessions' own compiles)."
+    "the median ratio over 3 to 9 interleaved rounds of compiles (trace + lower + compile), "
+    "made after the step-time sessions with Python's garbage collector paused in each, as "
+    "many as fit in the mode's catalog budget (else the sessions' own compiles). Each round "
+    "compiles optax's program twice: the *control*, optax / optax in the same rounds, shows "
+    "what the statistic reads for one program against itself. In brackets, the 95% interval "
+    "of each median (the sign test's, for 6 or more rounds)."
 )
 
 
@@ -160,13 +193,13 @@ def bench_workload(
             factories["in-place kernel"] = lambda: bandwidth
         t = _compare_jax(factories, s)
         (g_stats, g_state), (o_stats, o_state) = t.info["gbopt"][0], t.info["optax"][0]
-        g_c, o_c, c_ratio = (
+        ct = (
             compile_times(opt, params, t, s["catalog_compile_budget_s"], fresh=True)
             if catalog
             else compile_times(opt, params, t, s["compile_budget_s"])
         )
         r = t.ratio("gbopt", "optax")
-        summary.setdefault(opt.name, {})[wl.name] = (r, c_ratio)
+        summary.setdefault(opt.name, {})[wl.name] = (r, ct)
         torch_cells = ["—", "—"]
         if use_torch and opt.torch is not None:
             torch_factories = {
@@ -205,7 +238,7 @@ def bench_workload(
                 f"{g_stats.bytes_accessed / n:.1f} / {o_stats.bytes_accessed / n:.1f} "
                 f"({opt.min_bytes})",
                 f"{g_stats.fusions} / {o_stats.fusions}",
-                f"{g_c:.2f} / {o_c:.2f} ({h.ratio(c_ratio)})",
+                f"{ct.gbopt_s:.2f} / {ct.optax_s:.2f} ({_compile_cell(ct)})",
                 f"{g_stats.temp_bytes:,} / {o_stats.temp_bytes:,}",
                 f"{g_state / (4 * n):.2f} / {o_state / (4 * n):.2f}",
                 gbs,
@@ -276,13 +309,53 @@ def bench_catalog(
     rows = [
         [opt.name]
         + [
-            f"{h.ratio(summary[opt.name][w][0])} ({h.ratio(summary[opt.name][w][1])})"
+            f"{h.ratio(summary[opt.name][w][0])} ({h.ratio(summary[opt.name][w][1].ratio)})"
             for w in names_
         ]
         for opt in selected
     ]
     emit(out, h.table(["optimizer", *names_], rows))
     emit(out)
+    emit(out, _compile_verdict({(o, w): cs[w][1] for o, cs in summary.items() for w in cs}))
+
+
+def _compile_cell(ct: CompileTimes) -> str:
+    """``ratio [interval]``, and the control's, for the XLA table's compile column."""
+
+    def span(interval):
+        return "" if interval is None else f" [{interval[0]:.2f}–{interval[1]:.2f}]"
+
+    cell = h.ratio(ct.ratio) + span(ct.interval)
+    if ct.control == ct.control:
+        cell += f"; control {h.ratio(ct.control)}{span(ct.control_interval)}"
+    return cell
+
+
+def _compile_verdict(compiles: dict[tuple[str, str], CompileTimes]) -> str:
+    """How many cells' compile ratios are at most 1, and which differ from 1 beyond noise."""
+    if not compiles:
+        return ""
+
+    def count(cells, value, interval):
+        over = sum(value(c) > 1 for _, c in cells)
+        above = [k for k, c in cells if interval(c) is not None and interval(c)[0] > 1]
+        below = [k for k, c in cells if interval(c) is not None and interval(c)[1] < 1]
+        return over, above, below
+
+    cells = list(compiles.items())
+    over, above, below = count(cells, lambda c: c.ratio, lambda c: c.interval)
+    controlled = [(k, c) for k, c in cells if c.control == c.control]
+    c_over, c_above, c_below = count(controlled, lambda c: c.control, lambda c: c.control_interval)
+    ranged = sum(c.interval is not None for _, c in cells)
+    listed = ", ".join(f"{o} ({w})" for o, w in above) or "none"
+    return (
+        f"Compile time, gbopt / optax: at most 1.00× in {len(cells) - over} of {len(cells)} "
+        f"cells. Of the {ranged} cells with a 95% interval (6 or more rounds), the interval "
+        f"lies wholly below 1 in {len(below)} and wholly above 1 in {len(above)} ({listed}). "
+        f"The control, optax / optax in the same rounds ({len(controlled)} cells), is above "
+        f"1.00× in {c_over}; its interval lies wholly above 1 in {len(c_above)} and wholly "
+        f"below 1 in {len(c_below)}.\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -591,7 +664,7 @@ def bench_catalog_b(
         + "; ".join(f"{o.name}: {o.note}" for o in h.CATALOG_B if o.note)
         + ".\n",
     )
-    rows = []
+    rows, compiles = [], {}
     for opt in [o for o in h.CATALOG_B if not names or o.name in names]:
         cells = [opt.name]
         for wl in wls:
@@ -606,14 +679,16 @@ def bench_catalog_b(
                 ),
             }
             t = _compare_jax(factories, s)
-            _, _, c_ratio = compile_times(opt, params, t, s["catalog_compile_budget_s"], fresh=True)
+            ct = compile_times(opt, params, t, s["catalog_compile_budget_s"], fresh=True)
+            compiles[opt.name, wl.name] = ct
             cells.append(
-                f"{h.ratio(t.ratio('gbopt', 'optax'))} ({h.ratio(c_ratio)}); "
+                f"{h.ratio(t.ratio('gbopt', 'optax'))} ({h.ratio(ct.ratio)}); "
                 f"{h.ms(t.median('gbopt'))}"
             )
         rows.append(cells)
     emit(out, h.table(["name", *[w.label() for w in wls]], rows))
     emit(out, "\nEach cell: step-time ratio (compile-time ratio); gbopt's median step.\n")
+    emit(out, _compile_verdict(compiles))
 
 
 def main(argv=None) -> int:
@@ -687,7 +762,7 @@ def main(argv=None) -> int:
         rows = [
             [opt.name]
             + [
-                f"{h.ratio(summary[opt.name][w][0])} ({h.ratio(summary[opt.name][w][1])})"
+                f"{h.ratio(summary[opt.name][w][0])} ({h.ratio(summary[opt.name][w][1].ratio)})"
                 for w in names
             ]
             for opt in h.OPTIMIZERS
