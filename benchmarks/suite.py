@@ -332,12 +332,16 @@ def _compile_cell(ct: CompileTimes) -> str:
 
 
 def _compile_verdict(compiles: dict[tuple[str, str], CompileTimes]) -> str:
-    """How many cells' compile ratios are at most 1, and which differ from 1 beyond noise."""
+    """How many cells' compile ratios are at most 1, and which differ from 1 beyond noise.
+
+    A cell counts as at most 1.00× as the tables print it (to two decimals); those above
+    are listed with their intervals and controls.
+    """
     if not compiles:
         return ""
 
     def count(cells, value, interval):
-        over = sum(value(c) > 1 for _, c in cells)
+        over = [k for k, c in cells if round(value(c), 2) > 1]
         above = [k for k, c in cells if interval(c) is not None and interval(c)[0] > 1]
         below = [k for k, c in cells if interval(c) is not None and interval(c)[1] < 1]
         return over, above, below
@@ -348,13 +352,16 @@ def _compile_verdict(compiles: dict[tuple[str, str], CompileTimes]) -> str:
     c_over, c_above, c_below = count(controlled, lambda c: c.control, lambda c: c.control_interval)
     ranged = sum(c.interval is not None for _, c in cells)
     listed = ", ".join(f"{o} ({w})" for o, w in above) or "none"
+    over_list = "; ".join(f"{o} ({w}) {_compile_cell(compiles[o, w])}" for o, w in over)
     return (
-        f"Compile time, gbopt / optax: at most 1.00× in {len(cells) - over} of {len(cells)} "
-        f"cells. Of the {ranged} cells with a 95% interval (6 or more rounds), the interval "
-        f"lies wholly below 1 in {len(below)} and wholly above 1 in {len(above)} ({listed}). "
-        f"The control, optax / optax in the same rounds ({len(controlled)} cells), is above "
-        f"1.00× in {c_over}; its interval lies wholly above 1 in {len(c_above)} and wholly "
-        f"below 1 in {len(c_below)}.\n"
+        f"Compile time, gbopt / optax: at most 1.00× in {len(cells) - len(over)} of "
+        f"{len(cells)} cells. Of the {ranged} cells with a 95% interval (6 or more rounds), "
+        f"the interval lies wholly below 1 in {len(below)} and wholly above 1 in "
+        f"{len(above)} ({listed}). The control, optax / optax in the same rounds "
+        f"({len(controlled)} cells), is above 1.00× in {len(c_over)}; its interval lies "
+        f"wholly above 1 in {len(c_above)} and wholly below 1 in {len(c_below)}."
+        + (f" Above 1.00×: {over_list}." if over else "")
+        + "\n"
     )
 
 

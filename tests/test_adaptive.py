@@ -444,6 +444,54 @@ def test_scale_by_belief_and_adan_alone_are_optaxs(make):
     assert deviation(jax.tree.map(lambda x: x[-1], expected), X0) > 1e-4
 
 
+def _belief_from_pieces(b1, b2, eps, eps_root):
+    numerator = gbopt.chain(gbopt.ema(b1), gbopt.bias_correction(b1))
+    denominator = gbopt.chain(
+        gbopt.accumulate_belief(b1, b2, eps_root=eps_root),
+        gbopt.bias_correction(b2),
+        gbopt.sqrt(),
+        gbopt.add(eps),
+    )
+    return gbopt.with_step_count(gbopt.divide(numerator, denominator))
+
+
+def _adan_from_pieces(b1, b2, b3, eps, eps_root):
+    denominator = gbopt.chain(
+        gbopt.adan_extrapolation(b2),
+        gbopt.accumulate_square(b3),
+        gbopt.bias_correction(b3),
+        gbopt.add(eps_root),
+        gbopt.sqrt(),
+        gbopt.add(eps),
+    )
+    return gbopt.with_step_count(gbopt.divide(gbopt.adan_momentum(b1, b2), denominator))
+
+
+@pytest.mark.parametrize(
+    "pieces, whole",
+    [
+        (lambda: _belief_from_pieces(0.9, 0.999, 1e-16, 1e-16), lambda: gbopt.scale_by_belief()),
+        (
+            lambda: _belief_from_pieces(0.8, 0.99, 1e-8, 1e-6),
+            lambda: gbopt.scale_by_belief(0.8, 0.99, 1e-8, 1e-6),
+        ),
+        (lambda: _adan_from_pieces(0.98, 0.92, 0.99, 1e-8, 0.0), lambda: gbopt.scale_by_adan()),
+        (
+            lambda: _adan_from_pieces(0.9, 0.8, 0.95, 1e-4, 1e-3),
+            lambda: gbopt.scale_by_adan(0.9, 0.8, 0.95, 1e-4, 1e-3),
+        ),
+    ],
+    ids=["belief", "belief-options", "adan", "adan-options"],
+)
+def test_the_separate_pieces_compose_into_belief_and_adan(pieces, whole):
+    """What the docstrings say: a divide of the separate pieces is the fused rule (it keeps
+    AdaBelief's m, or Adan's previous gradient, twice)."""
+    lr = gbopt.scale_by_learning_rate(1e-3)
+    expected, got = trajectories(gbopt.chain(whole(), lr), gbopt.chain(pieces(), lr), steps=30)
+    assert deviation(got, expected) <= TOL
+    assert deviation(jax.tree.map(lambda x: x[-1], expected), X0) > 1e-4
+
+
 @pytest.mark.parametrize("name", ["adabelief", "adan"])
 def test_state_keeps_as_many_parameter_sized_arrays_as_optax(name):
     """AdaBelief's first moment and Adan's previous gradient are kept once, as in optax."""
