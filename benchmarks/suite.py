@@ -17,6 +17,7 @@ shared machine: each table says how noisy its rounds were.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -326,7 +327,7 @@ def _compile_cell(ct: CompileTimes) -> str:
         return "" if interval is None else f" [{interval[0]:.2f}–{interval[1]:.2f}]"
 
     cell = h.ratio(ct.ratio) + span(ct.interval)
-    if ct.control == ct.control:
+    if not math.isnan(ct.control):
         cell += f"; control {h.ratio(ct.control)}{span(ct.control_interval)}"
     return cell
 
@@ -348,7 +349,7 @@ def _compile_verdict(compiles: dict[tuple[str, str], CompileTimes]) -> str:
 
     cells = list(compiles.items())
     over, above, below = count(cells, lambda c: c.ratio, lambda c: c.interval)
-    controlled = [(k, c) for k, c in cells if c.control == c.control]
+    controlled = [(k, c) for k, c in cells if not math.isnan(c.control)]
     c_over, c_above, c_below = count(controlled, lambda c: c.control, lambda c: c.control_interval)
     ranged = sum(c.interval is not None for _, c in cells)
     listed = ", ".join(f"{o} ({w})" for o, w in above) or "none"
