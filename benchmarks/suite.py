@@ -92,7 +92,6 @@ class CompileTimes(NamedTuple):
     interval: tuple[float, float] | None  # 95% interval of that median (median_interval)
     control: float  # median of the rounds' optax / optax (catalog; else nan)
     control_interval: tuple[float, float] | None
-    rounds: int
 
 
 def compile_times(
@@ -140,7 +139,6 @@ def compile_times(
         h.median_interval(ratios),
         statistics.median(controls) if controls else float("nan"),
         h.median_interval(controls) if controls else None,
-        len(ratios),
     )
 
 
